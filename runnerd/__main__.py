@@ -1,0 +1,3 @@
+from runnerd.cli.main import main
+
+raise SystemExit(main())

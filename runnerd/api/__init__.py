@@ -1,0 +1,1 @@
+"""HTTP API: the only package that imports aiohttp."""

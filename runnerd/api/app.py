@@ -1,0 +1,30 @@
+"""The aiohttp application: middlewares, routes and what the handlers reach through AppKeys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from runnerd.api import keys
+from runnerd.api.middleware import cors, errors, gate
+from runnerd.api.routes import setup_routes
+from runnerd.api.views import StatusView
+from runnerd.config import Settings
+from runnerd.engine.service import Engine
+from runnerd.identity import NodeIdentity
+from runnerd.store import JobStore
+
+
+def create_app(settings: Settings, engine: Engine, store: JobStore, identity: NodeIdentity,
+               data_dir: Path) -> web.Application:
+    app = web.Application(client_max_size=settings.maxRequestBytes, middlewares=[cors, errors, gate])
+    app[keys.SETTINGS] = settings
+    app[keys.ENGINE] = engine
+    app[keys.STORE] = store
+    app[keys.IDENTITY] = identity
+    app[keys.DATA_DIR] = Path(data_dir)
+    app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl)
+    app[keys.READY] = {"ready": False}
+    setup_routes(app)
+    return app

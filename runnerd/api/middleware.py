@@ -1,0 +1,79 @@
+"""One error shape for every failure, CORS for browser clients, and a last line of defence:
+the daemon never answers with a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import web
+
+from runnerd.api.keys import READY
+from runnerd.errors import RunnerdError
+
+log = logging.getLogger("runnerd.api")
+
+_HTTP_CODES = {
+    400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+    414: "uri_too_long", 416: "range_not_satisfiable", 431: "headers_too_large",
+}
+
+
+def error_response(status: int, message: str, code: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": message, "code": code}
+    if field:
+        body["field"] = field
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except RunnerdError as exc:
+        return error_response(exc.http_status, exc.message, exc.code, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Content-Range")}
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no route {request.method} {request.path}; GET / lists the service endpoints"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            message = "the request body is too large (see maxRequestBytes)"
+        return error_response(exc.status, message, _HTTP_CODES.get(exc.status, f"http_{exc.status}"),
+                              headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the defence of last resort; the traceback goes to the log only
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error %s on %s %s", ref, request.method, request.path)
+        return error_response(500, f"internal error (reference {ref}); the daemon log has the details",
+                              "internal_error")
+
+
+@web.middleware
+async def cors(request: web.Request, handler):
+    """All origins, like Ocean Provider (flask-cors): browser wallets call providers directly."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204, headers={
+            "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+            "Access-Control-Max-Age": "600",
+        })
+    else:
+        response = await handler(request)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@web.middleware
+async def gate(request: web.Request, handler):
+    """Until recovery is done only /health answers, so no job is touched twice."""
+    if not request.app[READY]["ready"] and request.path != "/health":
+        return error_response(503, "runnerd is starting (recovering jobs); retry in a moment", "starting")
+    return await handler(request)

@@ -1,0 +1,64 @@
+"""GET /api/services/computeResult: stream one result from local disk to its owner.
+
+Authorised by a signature over consumerAddress + jobId + index + nonce, or by the expiring
+capability token that the status object's URLs carry. aiohttp's FileResponse gives constant
+memory (sendfile), Content-Length and Range/206.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+from aiohttp import web
+
+from runnerd.api.keys import DATA_DIR, IDENTITY, STORE
+from runnerd.api.params import authenticate, read_params, text
+from runnerd.errors import BadRequest, NotFound, Unauthorized
+
+_UNSAFE = re.compile(r'[^A-Za-z0-9._+-]')
+
+
+def disposition(filename: str) -> str:
+    """Ocean's header form `attachment;filename=<name>` with the name made header-safe."""
+    name = _UNSAFE.sub("_", os.path.basename(filename)) or "result"
+    return f"attachment;filename={name}"
+
+
+async def compute_result(request: web.Request) -> web.StreamResponse:
+    params = await read_params(request)
+    job_id = text(params, "jobId", required=True, limit=64)
+    index_text = text(params, "index", required=True, limit=9)
+    if not index_text.isdigit():
+        raise BadRequest("index must be a non-negative integer", "invalid", "index")
+    index = int(index_text)
+    store = request.app[STORE]
+    owner = None
+    if params.get("token"):
+        expires = text(params, "expires", required=True, limit=12)
+        if not expires.isdigit() or not request.app[IDENTITY].check(job_id, index, int(expires),
+                                                                     text(params, "token", limit=64)):
+            raise Unauthorized("the result link is invalid or has expired; fetch the job status for a fresh one",
+                               "invalid_token", "token")
+    else:
+        owner = await authenticate(store, params, [text(params, "consumerAddress"), job_id, index_text])
+    job = await store.get(job_id)
+    if job is None or (owner is not None and job.owner.lower() != owner.lower()):
+        raise NotFound(f"no job {job_id} belongs to {owner}" if owner else f"no job {job_id}", "not_found", "jobId")
+    if index >= len(job.results):
+        raise NotFound(f"job {job_id} has no result {index} (it has {len(job.results)})", "not_found", "index")
+    result = job.results[index]
+    job_root = request.app[DATA_DIR] / "jobs" / job_id
+    path = job_root / result.path
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise NotFound(f"result {index} of job {job_id} is no longer on disk", "not_found", "index") from None
+    if not stat.S_ISREG(st.st_mode) or not os.path.realpath(path).startswith(os.path.realpath(job_root) + os.sep):
+        raise NotFound(f"result {index} of job {job_id} is not a regular file", "not_found", "index")
+    return web.FileResponse(path, chunk_size=256 * 1024, headers={
+        "Content-Disposition": disposition(result.filename),
+        "Access-Control-Expose-Headers": "Content-Disposition",
+        "Content-Type": "application/octet-stream",
+    })

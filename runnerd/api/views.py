@@ -1,0 +1,52 @@
+"""Job → the status object of SPEC §2 (one shape for every endpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from runnerd.domain import Job, JobStatus, ResultType
+from runnerd.identity import NodeIdentity
+
+
+def _date(value: float | None) -> str | None:
+    return None if value is None else f"{value:.6f}"
+
+
+class StatusView:
+    def __init__(self, identity: NodeIdentity, ttl: int, public_url: str = ""):
+        self.identity = identity
+        self.ttl = ttl
+        self.public_url = public_url.rstrip("/")
+
+    def result_url(self, base: str, job_id: str, index: int) -> str:
+        expires, token = self.identity.mint(job_id, index, self.ttl)
+        query = urlencode({"jobId": job_id, "index": index, "expires": expires, "token": token})
+        return f"{self.public_url or base}/api/services/computeResult?{query}"
+
+    def render(self, job: Job, base: str, status: JobStatus | None = None) -> dict[str, Any]:
+        code = status if status is not None else job.status
+        results = [r.public(i) for i, r in enumerate(job.results)]
+        log_index = next((i for i, r in enumerate(job.results) if r.type == ResultType.ALGORITHM_LOG), None)
+        return {
+            "owner": job.owner,
+            "documentId": job.document_id,
+            "jobId": job.job_id,
+            "dateCreated": _date(job.date_created),
+            "dateFinished": _date(job.date_finished),
+            "status": int(code),
+            "statusText": code.text,
+            "algorithmLogUrl": self.result_url(base, job.job_id, log_index) if log_index is not None else None,
+            "resultsUrls": [self.result_url(base, job.job_id, i) for i, r in enumerate(job.results)
+                            if r.type == ResultType.OUTPUT],
+            "resultsDid": "",
+            "agreementId": job.agreement_id,
+            "inputDID": job.input_dids,
+            "algoDID": job.algo_did,
+            "environment": job.environment,
+            "stopreq": job.stopreq,
+            "removed": job.removed,
+            "results": results,
+            "terminationDetails": job.termination,
+            "error": job.error,
+        }

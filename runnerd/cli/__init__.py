@@ -1,0 +1,1 @@
+"""The runnerd command line."""

@@ -1,0 +1,233 @@
+"""Client commands: envs, submit, status, logs, get/results, stop, delete.
+
+They sign like Ocean clients do, with RUNNERD_PRIVATE_KEY, --key-file or ~/.config/runnerd/client.key
+(created on first use). Output is for people; --json prints the API's JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runnerd.client import DEFAULT_URL, ApiError, Client, load_key
+
+TERMINAL = {7, 31, 32, 70, 71, 72, 73, 74, 75, 76}
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, load_key(key_file=args.key_file))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _line(job: dict[str, Any]) -> str:
+    extra = f"  error: {job['error']}" if job.get("error") else ""
+    return f"{job['jobId']}  {job['status']:>3} {job['statusText']:<30} {job['environment']}{extra}"
+
+
+def _envs(args: argparse.Namespace) -> int:
+    envs = _client(args).environments()
+    if args.json:
+        _print_json(envs)
+        return 0
+    for e in envs:
+        print(f"{e['id']:<20} {e['cpuNumber']:g} CPU  {e['ramGB']:g} GB RAM  {e['diskGB']:g} GB disk  "
+              f"{e['gpuNumber']} GPU  running {e['currentJobs']}/{e['maxJobs']}  queued {e['queuedJobs']}  "
+              f"max {e['maxJobDuration']:g}s  {e['desc']}")
+    return 0
+
+
+def _algorithm(args: argparse.Namespace) -> dict[str, Any]:
+    image, _, tag = args.image.rpartition(":") if ":" in args.image.split("/")[-1] else (args.image, "", "latest")
+    container = {"image": image, "tag": tag, "entrypoint": args.entrypoint, "checksum": args.checksum}
+    algo: dict[str, Any]
+    if args.algo:
+        algo = {"documentId": args.algo, "serviceId": args.algo_service, "transferTxId": "0x" + "0" * 64}
+    elif args.algo_file:
+        algo = {"meta": {"rawcode": Path(args.algo_file).read_text(encoding="utf-8"), "container": container}}
+    elif args.algo_url:
+        algo = {"meta": {"url": args.algo_url, "container": container}}
+    else:
+        raise SystemExit("runnerd: give the algorithm with --algo DID, --algo-file FILE or --algo-url URL")
+    if args.custom_data:
+        raw = Path(args.custom_data[1:]).read_text() if args.custom_data.startswith("@") else args.custom_data
+        algo["algocustomdata"] = json.loads(raw)
+    return algo
+
+
+def _wait(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Follow a job through its stages, printing each with the time it was reached."""
+    started, last, delay = time.monotonic(), None, 0.2
+    while True:
+        if job["status"] != last:
+            last = job["status"]
+            if not quiet:
+                print(f"[{time.monotonic() - started:6.1f}s] {job['status']:>3} {job['statusText']}", file=sys.stderr)
+        if job["status"] in TERMINAL:
+            return job
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+        job = client.job(job["jobId"])
+
+
+def _download(client: Client, job: dict[str, Any], folder: Path, only: int | None = None,
+              quiet: bool = False) -> list[Path]:
+    from tqdm import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for r in job["results"]:
+        if only is not None and r["index"] != only:
+            continue
+        name = r["filename"] if r["type"] == "output" else f"{r['type']}-{r['filename']}"
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with client.result_stream(job["jobId"], r["index"]) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, response.json())
+            with open(target, "wb") as out, tqdm(total=r["filesize"], unit="B", unit_scale=True, desc=name,
+                                                 disable=quiet, file=sys.stderr, leave=False) as bar:
+                for chunk in response.iter_bytes(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        saved.append(target)
+    return saved
+
+
+def _submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    env = args.env or client.environments()[0]["id"]
+    job = client.start(args.dataset, _algorithm(args), env, service_id=args.service)
+    print(job["jobId"])
+    if not args.wait:
+        if args.json:
+            _print_json(job)
+        return 0
+    job = _wait(client, job, args.json)
+    if args.json:
+        _print_json(job)
+    else:
+        print(_line(job), file=sys.stderr)
+        folder = Path(args.output or Path("runnerd-results") / job["jobId"])
+        for path in _download(client, job, folder):
+            print(f"  saved {path}", file=sys.stderr)
+    return 0 if job["status"] == 70 else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    jobs = _client(args).status(args.job or "")
+    if args.json:
+        _print_json(jobs)
+    for job in ([] if args.json else jobs):
+        print(_line(job))
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.job(args.job)
+    folder = Path(args.output or Path("runnerd-results") / job["jobId"])
+    for path in _download(client, job, folder, args.index, args.quiet):
+        print(path)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    with client.log_stream(args.job, follow=args.follow) as response:
+        if response.status_code >= 400:
+            response.read()
+            raise ApiError(response.status_code, response.json())
+        for chunk in response.iter_raw():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    for job in _client(args).stop(args.job):
+        print(_line(job))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    for job in _client(args).delete(args.job):
+        print(_line(job))
+    return 0
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ApiError as exc:
+            print(f"runnerd: {exc}", file=sys.stderr)
+            return 1
+        except httpx.HTTPError as exc:
+            print(f"runnerd: cannot reach {args.url}: {exc} (is `runnerd serve` running? --url / RUNNERD_URL)",
+                  file=sys.stderr)
+            return 1
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("RUNNERD_URL", DEFAULT_URL),
+                        help=f"daemon URL (env RUNNERD_URL; default {DEFAULT_URL})")
+    common.add_argument("--key-file", default=None, help="signing key file (default: RUNNERD_PRIVATE_KEY, "
+                                                         "else ~/.config/runnerd/client.key, created on first use)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    p = sub.add_parser("envs", parents=[common], help="list compute environments")
+    p.set_defaults(func=_guard(_envs))
+
+    p = sub.add_parser("submit", parents=[common], help="start a job (and with --wait, follow it and fetch results)")
+    p.add_argument("--dataset", required=True, metavar="DID", help="dataset DID (runnerd assets add prints it)")
+    p.add_argument("--service", default="compute", help="the dataset's compute service id (default compute)")
+    p.add_argument("--algo", metavar="DID", help="a registered algorithm's DID")
+    p.add_argument("--algo-service", default="access")
+    p.add_argument("--algo-file", metavar="FILE", help="send this file as raw code (algorithm.meta.rawcode)")
+    p.add_argument("--algo-url", metavar="URL", help="algorithm code to download (algorithm.meta.url)")
+    p.add_argument("--image", default="python:3.12-slim", help="image[:tag] for --algo-file/--algo-url")
+    p.add_argument("--entrypoint", default="python3 $ALGO", help="$ALGO is the code's path (default python3 $ALGO)")
+    p.add_argument("--checksum", default="", help="sha256:<digest> to pin the image")
+    p.add_argument("--env", default="", help="environment id (default: the first one)")
+    p.add_argument("--custom-data", metavar="JSON|@FILE", help="algocustomdata (/data/inputs/algoCustomData.json)")
+    p.add_argument("--wait", action="store_true", help="follow the job's stages and download its results")
+    p.add_argument("--output", metavar="DIR", help="where --wait saves results (default runnerd-results/<jobId>)")
+    p.set_defaults(func=_guard(_submit))
+
+    p = sub.add_parser("status", parents=[common], help="show your jobs (or one)")
+    p.add_argument("job", nargs="?", help="job id (default: all your jobs)")
+    p.set_defaults(func=_guard(_status))
+
+    p = sub.add_parser("logs", parents=[common], help="print a job's algorithm log; -f follows it live")
+    p.add_argument("job")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming until the job ends")
+    p.set_defaults(func=_guard(_logs))
+
+    for name in ("get", "results"):
+        p = sub.add_parser(name, parents=[common], help="download a job's results (progress bar on stderr)")
+        p.add_argument("job")
+        p.add_argument("--index", type=int, default=None, help="only this result")
+        p.add_argument("--output", metavar="DIR", help="default runnerd-results/<jobId>")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_guard(_get))
+
+    p = sub.add_parser("stop", parents=[common], help="stop a job (logs and partial outputs are kept)")
+    p.add_argument("job")
+    p.set_defaults(func=_guard(_stop))
+
+    p = sub.add_parser("delete", parents=[common], help="stop if needed, then delete a job and all its files")
+    p.add_argument("job")
+    p.set_defaults(func=_guard(_delete))

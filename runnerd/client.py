@@ -1,0 +1,141 @@
+"""A small client for runnerd's (Ocean Provider compatible) API, used by the CLI, the benchmarks
+and the tests. It signs exactly like ocean.py: keccak(text + nonce), EIP-191, nonce = last + 1."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from eth_account import Account
+
+from runnerd import signing
+
+DEFAULT_URL = "http://127.0.0.1:8031"
+API = "/api/services"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any):
+        self.status, self.body = status, body
+        message = body.get("error") if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {message}")
+
+
+def default_key_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "runnerd" / "client.key"
+
+
+def load_key(key: str | None = None, key_file: str | os.PathLike[str] | None = None,
+             create: bool = True) -> str:
+    """The signing key: explicit, RUNNERD_PRIVATE_KEY, a key file, or a new one saved (0600) in
+    ~/.config/runnerd/client.key."""
+    key = key or os.environ.get("RUNNERD_PRIVATE_KEY")
+    if key:
+        return key.strip()
+    path = Path(key_file or os.environ.get("RUNNERD_KEY_FILE") or default_key_file())
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        raise FileNotFoundError(f"no signing key: set RUNNERD_PRIVATE_KEY or create {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("0x" + secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, private_key: str | None = None, timeout: float = 60):
+        self.url = url.rstrip("/")
+        self.key = private_key or load_key()
+        self.address = Account.from_key(self.key).address
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._nonce: int | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def next_nonce(self) -> str:
+        """ocean.py's rule (stored + 1), fetched once and then counted locally."""
+        with self._lock:
+            if self._nonce is None:
+                stored = self._json(self.http.get(f"{API}/nonce", params={"userAddress": self.address}))["nonce"]
+                self._nonce = int(math.ceil(float(stored)))
+            self._nonce += 1
+            return str(self._nonce)
+
+    def signed(self, *parts: str) -> dict[str, str]:
+        nonce = self.next_nonce()
+        return {"consumerAddress": self.address, "nonce": nonce,
+                "signature": signing.sign(self.key, [self.address, *parts], nonce)}
+
+    # -- API ----------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return self._json(self.http.get("/"))
+
+    def environments(self) -> list[dict[str, Any]]:
+        return self._json(self.http.get(f"{API}/computeEnvironments"))
+
+    def start(self, dataset: str, algorithm: dict[str, Any], environment: str, *, service_id: str = "compute",
+              transfer_tx: str | None = None, additional: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            **self.signed(dataset),
+            "environment": environment,
+            "dataset": {"documentId": dataset, "serviceId": service_id,
+                        "transferTxId": transfer_tx or "0x" + secrets.token_hex(32)},
+            "algorithm": algorithm,
+        }
+        if additional:
+            body["additionalDatasets"] = additional
+        return self._json(self.http.post(f"{API}/compute", json=body))[0]
+
+    def status(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
+        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+        return self._json(self.http.get(f"{API}/compute", params={k: v for k, v in params.items() if v}))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.status(job_id)[0]
+
+    def stop(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
+        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+        return self._json(self.http.put(f"{API}/compute", params={k: v for k, v in params.items() if v}))
+
+    def delete(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
+        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+        return self._json(self.http.delete(f"{API}/compute", params={k: v for k, v in params.items() if v}))
+
+    def result_stream(self, job_id: str, index: int) -> Iterator[httpx.Response]:
+        """A context manager streaming one result: `with client.result_stream(j, 0) as r: …`."""
+        params = {**self.signed(job_id, str(index)), "jobId": job_id, "index": str(index)}
+        return self.http.stream("GET", f"{API}/computeResult", params=params)
+
+    def result(self, job_id: str, index: int) -> bytes:
+        with self.result_stream(job_id, index) as response:
+            response.read()
+            if response.status_code >= 400:
+                self._json(response)
+            return response.content
+
+    def log_stream(self, job_id: str, follow: bool = True):
+        """Stream the algorithm's log live (GET /api/services/computeLogs)."""
+        params = {**self.signed(job_id), "jobId": job_id, "follow": "1" if follow else "0"}
+        return self.http.stream("GET", f"{API}/computeLogs", params=params, timeout=None)

@@ -1,0 +1,1 @@
+"""Containers: the runtime interface, the pure spec builder and the Docker implementation."""

@@ -1,0 +1,254 @@
+"""DockerRuntime: the only module that imports `docker`. Blocking SDK calls run on a dedicated
+thread pool so the event loop never waits on Docker; Docker's errors become runnerd's."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest, LogConfig, Ulimit
+from docker.types import Mount as DockerMount
+
+from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec, ContainerState, OwnedContainer
+from runnerd.domain import ExitResult
+from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
+
+log = logging.getLogger("runnerd.docker")
+T = TypeVar("T")
+
+# Transient failures worth a retry by the caller: the daemon is down, restarting or overloaded.
+_TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, docker.errors.DockerException)
+
+
+def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """ContainerSpec → keyword arguments of APIClient.create_host_config (pure, tested)."""
+    host: dict[str, Any] = {
+        "mounts": [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts],
+        "tmpfs": dict(spec.tmpfs),
+        "network_mode": spec.network,
+        "read_only": spec.read_only_rootfs,
+        "cap_drop": ["ALL"],
+        "cap_add": list(spec.cap_add) or None,
+        "security_opt": ["no-new-privileges:true"],
+        "init": True,  # tini reaps zombies and forwards SIGTERM to the algorithm
+        "log_config": LogConfig(type="json-file", config={"max-size": str(spec.log_max_bytes), "max-file": "1"}),
+        "restart_policy": {"Name": "no"},
+    }
+    if spec.memory_bytes:
+        host["mem_limit"] = spec.memory_bytes
+        host["memswap_limit"] = spec.memory_bytes  # memory+swap = memory: no swap
+    if spec.nano_cpus:
+        host["nano_cpus"] = spec.nano_cpus
+    if spec.cpuset:
+        host["cpuset_cpus"] = spec.cpuset
+    if spec.pids_limit:
+        host["pids_limit"] = spec.pids_limit
+    if spec.nofile:
+        host["ulimits"] = [Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile)]
+    if spec.shm_bytes:
+        host["shm_size"] = spec.shm_bytes
+    if spec.gpu_device_ids:
+        host["device_requests"] = [DeviceRequest(device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]])]
+    if spec.runtime:
+        host["runtime"] = spec.runtime
+    return host
+
+
+class DockerRuntime:
+    def __init__(self, timeout: float = 60, base_url: str | None = None, max_workers: int = 64):
+        self._timeout = timeout
+        self._base_url = base_url
+        self._client: docker.DockerClient | None = None
+        # Waits and log follows hold a thread each for a container's whole life: size for that.
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="docker")
+
+    @property
+    def _api(self) -> docker.APIClient:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"timeout": int(self._timeout), "max_pool_size": 32}
+            if self._base_url:
+                self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
+            else:
+                self._client = docker.from_env(**kwargs)
+        return self._client.api
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise RuntimeUnavailable(f"Docker error: {exc.explanation or exc}") from exc
+            raise
+        except _TRANSIENT as exc:
+            self._client = None  # reconnect next time (the daemon may have restarted)
+            raise RuntimeUnavailable(f"Docker is not reachable: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def ping(self) -> str:
+        info = await self._call(lambda: self._api.version())
+        return str(info.get("Version", "?"))
+
+    async def has_image(self, ref: str) -> bool:
+        try:
+            await self._call(lambda: self._api.inspect_image(ref))
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError:
+            return False  # malformed reference: certainly not present
+
+    async def pull(self, ref: str) -> None:
+        try:
+            await self._call(lambda: self._api.pull(ref))
+        except (docker.errors.APIError, RuntimeUnavailable) as exc:
+            raise ImageMissing(f"cannot pull {ref}: {getattr(exc, 'explanation', None) or exc}") from exc
+
+    async def create(self, spec: ContainerSpec) -> str:
+        api = self._api
+
+        def create() -> str:
+            kwargs = dict(
+                image=spec.image,
+                command=spec.command,
+                name=spec.name,
+                user=spec.user,
+                environment=spec.env,
+                labels=spec.labels,
+                working_dir=spec.working_dir,
+                host_config=api.create_host_config(**to_sdk_kwargs(spec)),
+            )
+            if spec.entrypoint is not None:
+                kwargs["entrypoint"] = spec.entrypoint
+            try:
+                return api.create_container(**kwargs)["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # A container of that name survives from an attempt that crashed before its id was
+                # recorded: it never ran (ids are recorded before start), so replacing it is safe.
+                api.remove_container(spec.name, force=True)
+                return api.create_container(**kwargs)["Id"]
+
+        try:
+            return await self._call(create)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(f"image {spec.image} is not present: {exc.explanation}") from exc
+        except docker.errors.APIError as exc:
+            raise RuntimeUnavailable(f"cannot create container {spec.name}: {exc.explanation or exc}") from exc
+
+    async def start(self, container_id: str) -> None:
+        try:
+            await self._call(lambda: self._api.start(container_id))
+        except docker.errors.NotFound as exc:
+            raise ContainerGone(container_id) from exc
+        except docker.errors.APIError as exc:
+            raise RuntimeUnavailable(f"cannot start container: {exc.explanation or exc}") from exc
+
+    async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
+        api = self._api
+
+        def wait() -> dict[str, Any] | None:
+            try:
+                return api.wait(container_id, timeout=timeout)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                if timeout is not None and "timed out" in str(exc).lower():
+                    return None
+                raise
+
+        try:
+            if await self._call(wait) is None:
+                return None
+        except docker.errors.NotFound as exc:
+            raise ContainerGone(container_id) from exc
+        state = await self.inspect(container_id)
+        if state is None or state.exit is None:
+            raise ContainerGone(container_id)
+        return state.exit
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        try:
+            data = await self._call(lambda: self._api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+        st = data.get("State", {})
+        status = st.get("Status", "")
+        exit_result = None
+        if status in ("exited", "dead"):
+            exit_result = ExitResult(int(st.get("ExitCode", -1)), bool(st.get("OOMKilled")), st.get("Error") or None)
+        return ContainerState(data["Id"], status, exit_result)
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        try:
+            await self._call(lambda: self._api.stop(container_id, timeout=max(0, int(round(grace)))))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 304:  # already stopped
+                raise RuntimeUnavailable(f"cannot stop container: {exc.explanation or exc}") from exc
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            await self._call(lambda: self._api.remove_container(container_id, force=True, v=True))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # "removal already in progress"
+                raise RuntimeUnavailable(f"cannot remove container: {exc.explanation or exc}") from exc
+
+    async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
+        api = self._api
+
+        def copy() -> int:
+            written = 0
+            stream = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
+            try:
+                with open(path, "ab") as out:
+                    for chunk in stream:
+                        room = limit - written
+                        if len(chunk) > room:
+                            out.write(chunk[:room])
+                            out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
+                            written = limit
+                            break  # closing the stream stops Docker sending; the container runs on
+                        out.write(chunk)
+                        out.flush()  # so a live `logs -f` reader sees it now
+                        written += len(chunk)
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+            return written
+
+        try:
+            return await self._call(copy)
+        except docker.errors.NotFound as exc:
+            raise ContainerGone(container_id) from exc
+
+    async def list_owned(self) -> list[OwnedContainer]:
+        rows = await self._call(lambda: self._api.containers(all=True, filters={"label": LABEL_JOB}))
+        out = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            names = row.get("Names") or ["?"]
+            out.append(OwnedContainer(
+                id=row["Id"], name=names[0].lstrip("/"), job_id=labels.get(LABEL_JOB, ""),
+                step=labels.get(LABEL_STEP, ""), status=row.get("State", ""), created=float(row.get("Created", 0)),
+            ))
+        return out
+
+    async def info(self) -> dict[str, Any]:
+        """Docker's `info` (cgroup version, CPUs, runtimes) for doctor and the scheduler."""
+        return await self._call(lambda: self._api.info())

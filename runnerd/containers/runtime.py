@@ -1,0 +1,105 @@
+"""The narrow interface between the engine and a container runtime, and the Docker-agnostic
+container spec that `spec.py` builds. `docker_runtime.DockerRuntime` is the real implementation;
+tests also run the same contract against an in-memory fake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runnerd.domain import ExitResult
+
+# Every container runnerd creates carries these labels, so ownership can be found from Docker alone.
+LABEL_JOB = "runnerd.job"
+LABEL_STEP = "runnerd.step"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # host path
+    target: str  # path in the container
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one step's container. Sizes in bytes, CPUs in cores."""
+
+    name: str
+    image: str
+    command: list[str]
+    labels: dict[str, str]
+    user: str
+    env: dict[str, str] = field(default_factory=dict)
+    entrypoint: list[str] | None = None  # None: keep the image's; [] is not allowed by Docker
+    working_dir: str = "/data"
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: dict[str, str] = field(default_factory=dict)  # path -> mount options
+    network: str = "none"  # "none" or a Docker network name
+    read_only_rootfs: bool = True
+    cap_add: tuple[str, ...] = ()
+    memory_bytes: int | None = None  # memory+swap is set to the same value: no swap
+    nano_cpus: int | None = None
+    cpuset: str | None = None
+    pids_limit: int | None = None
+    nofile: int | None = None
+    shm_bytes: int | None = None
+    gpu_device_ids: tuple[str, ...] = ()
+    log_max_bytes: int = 10 * 1024 * 1024  # Docker's own json-file cap: protects the host disk
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What `inspect` tells about a container that exists."""
+
+    id: str
+    status: str  # created | running | exited | dead | paused | restarting | removing
+    exit: ExitResult | None  # set once the container has exited
+
+
+@dataclass(frozen=True)
+class OwnedContainer:
+    id: str
+    name: str
+    job_id: str
+    step: str
+    status: str
+    created: float  # epoch seconds
+
+
+class ContainerRuntime(Protocol):
+    """Lifecycle verbs. Every method may raise errors.RuntimeUnavailable (daemon down, timeout);
+    stop and remove treat an already stopped or missing container as success."""
+
+    async def ping(self) -> str:
+        """Return the runtime's version; raise RuntimeUnavailable if it does not answer."""
+
+    async def has_image(self, ref: str) -> bool: ...
+
+    async def pull(self, ref: str) -> None:
+        """Pull an image; raises errors.ImageMissing with the reason when it cannot."""
+
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; returns its id. A container with the same name that
+        already exists is removed first, so a create retried after a crash is safe."""
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
+        """Block until the container exits and return how; None if `timeout` seconds passed first."""
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        """None if the container does not exist."""
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+
+    async def remove(self, container_id: str) -> None: ...
+
+    async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
+        """Append the container's stdout+stderr to `path`, at most `limit` bytes (a marker line
+        notes a cut); with follow, until the container exits. Returns the bytes written."""
+
+    async def list_owned(self) -> list[OwnedContainer]:
+        """Every container carrying the runnerd.job label, running or not."""

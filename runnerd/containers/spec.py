@@ -1,0 +1,189 @@
+"""Pure builders of each step's ContainerSpec: job + environment + settings in, spec out.
+
+This is where the containment rules of SPEC §3 live, in one readable place; nothing here talks to
+Docker or the disk, so every rule is unit-tested by inspecting the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from runnerd import layout
+from runnerd.config import Environment, Settings
+from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
+from runnerd.domain import Job, StepKind
+from runnerd.layout import JobPaths, did_dir
+
+STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
+HELPER_MEMORY = 512 * 1024 * 1024  # provision/filter are ours and stream; they need little
+HELPER_PIDS = 64
+HELPER_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Resources the scheduler gave a running job."""
+
+    cpuset: str | None = None  # e.g. "0,1" when whole cores are pinned
+    gpus: tuple[str, ...] = ()
+
+
+def container_name(job_id: str, step: StepKind) -> str:
+    return f"runnerd-{job_id}-{step.value}"
+
+
+def _labels(job: Job, step: StepKind) -> dict[str, str]:
+    return {LABEL_JOB: job.job_id, LABEL_STEP: step.value}
+
+
+def algorithm_command(entrypoint: str) -> list[str]:
+    """Ocean's rule: `$ALGO` becomes the algorithm's path, then shell-like splitting (no shell)."""
+    return shlex.split(entrypoint.replace("$ALGO", layout.ALGORITHM))
+
+
+def image_reference(image: str, tag: str, checksum: str) -> str:
+    """`image@sha256:…` when the checksum pins a digest, else `image:tag` (SPEC §3)."""
+    if checksum.startswith("sha256:"):
+        return f"{image}@{checksum}"
+    return f"{image}:{tag or 'latest'}"
+
+
+def provision_plan(job: Job, settings: Settings) -> dict:
+    """What the provision step must download, and where, for this job."""
+    downloads = []
+    for item in job.spec["inputs"]:
+        for index, f in enumerate(item["files"]):
+            if f["type"] == "url":
+                downloads.append({
+                    "kind": "dataset", "url": f["url"], "sha256": f.get("sha256"),
+                    "dest": f"{layout.INPUTS}/{did_dir(item['did'])}/{index}",
+                })
+    code = job.spec["algorithm"]["code"]
+    if code["type"] == "url":
+        downloads.append({"kind": "algorithm", "url": code["url"], "sha256": code.get("sha256"),
+                          "dest": layout.ALGORITHM})
+    return {
+        "downloads": downloads,
+        "allow": list(settings.provisionAllow),
+        "timeout": settings.provisionTimeout,
+        "retries": settings.provisionRetries,
+        "maxBytes": int(settings.maxDownloadGB * 1024**3),
+        "report": f"{layout.STEP_OUT}/report.json",
+    }
+
+
+def build_provision(job: Job, settings: Settings, paths: JobPaths) -> ContainerSpec:
+    plan = provision_plan(job, settings)
+    return ContainerSpec(
+        name=container_name(job.job_id, StepKind.PROVISION),
+        image=settings.helperImage,
+        command=["python3", f"{layout.STEP_DIR}/provision.py"],
+        labels=_labels(job, StepKind.PROVISION),
+        user=settings.jobUser,
+        env={"RUNNERD_PLAN": json.dumps(plan), "PYTHONDONTWRITEBYTECODE": "1"},
+        mounts=(
+            Mount(str(paths.fs), layout.DATA, read_only=False),
+            Mount(str(paths.provision_out), layout.STEP_OUT, read_only=False),
+            Mount(str(STEPS_DIR / "provision.py"), f"{layout.STEP_DIR}/provision.py"),
+        ),
+        tmpfs=dict(HELPER_TMPFS),
+        # The only step that may reach the network, and only when there is something to fetch.
+        network="bridge" if plan["downloads"] else "none",
+        memory_bytes=HELPER_MEMORY,
+        nano_cpus=1_000_000_000,
+        pids_limit=HELPER_PIDS,
+        nofile=1024,
+    )
+
+
+def algorithm_env(job: Job) -> dict[str, str]:
+    algo = job.spec["algorithm"]
+    return {
+        "DIDS": json.dumps([did_dir(i["did"]) for i in job.spec["inputs"]]),
+        "TRANSFORMATION_DID": did_dir(algo["did"]) if algo.get("did") else "",
+        "VOLUME": layout.DATA,
+        "INPUTS": layout.INPUTS,
+        "OUTPUTS": layout.OUTPUTS,
+        "LOGS": layout.LOGS,
+        "secret": job.spec["secret"],
+        "HOME": "/tmp",  # the root filesystem is read-only; HOME must be writable
+    }
+
+
+def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPaths, image_ref: str,
+                    slot: Slot) -> ContainerSpec:
+    algo = job.spec["algorithm"]
+    argv = algorithm_command(algo["entrypoint"])
+    mounts = [
+        Mount(str(paths.fs / "inputs"), layout.INPUTS),
+        Mount(str(paths.fs / "ddos"), layout.DDOS),
+        Mount(str(paths.fs / "transformations"), layout.TRANSFORMATIONS),
+        Mount(str(paths.fs / "outputs"), layout.OUTPUTS, read_only=False),
+        Mount(str(paths.fs / "logs"), layout.LOGS, read_only=False),
+    ]
+    # Local datasets and algorithms are bind-mounted read-only where Ocean puts them: never copied.
+    for item in job.spec["inputs"]:
+        for index, f in enumerate(item["files"]):
+            if f["type"] == "file":
+                mounts.append(Mount(f["path"], f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"))
+    if algo["code"]["type"] == "file":
+        mounts.append(Mount(algo["code"]["path"], layout.ALGORITHM))
+    return ContainerSpec(
+        name=container_name(job.job_id, StepKind.ALGORITHM),
+        image=image_ref,
+        # Like Ocean's Kubernetes pods, the entrypoint string replaces the image's ENTRYPOINT.
+        entrypoint=argv[:1],
+        command=argv[1:],
+        labels=_labels(job, StepKind.ALGORITHM),
+        user=settings.jobUser,
+        env=algorithm_env(job),
+        mounts=tuple(mounts),
+        tmpfs={"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"},
+        network="bridge" if job.spec.get("network") else "none",
+        read_only_rootfs=env.readOnlyRootfs,
+        cap_add=tuple(env.capAdd),
+        memory_bytes=env.ram_bytes,
+        nano_cpus=int(env.nCPU * 1e9),
+        cpuset=slot.cpuset,
+        pids_limit=env.pidsLimit,
+        nofile=env.nofileLimit,
+        shm_bytes=env.shmSizeMB * 1024 * 1024,
+        gpu_device_ids=slot.gpus,
+        log_max_bytes=max(env.log_bytes * 2, 1024 * 1024),
+        runtime=env.runtime or None,
+    )
+
+
+def filter_plan(env: Environment) -> dict:
+    return {
+        "src": layout.OUTPUTS,
+        "dest": f"{layout.STEP_OUT}/outputs",
+        "maxFiles": env.maxOutputFiles,
+        "maxBytes": env.disk_bytes,
+        "report": f"{layout.STEP_OUT}/report.json",
+    }
+
+
+def build_filter(job: Job, env: Environment, settings: Settings, paths: JobPaths) -> ContainerSpec:
+    return ContainerSpec(
+        name=container_name(job.job_id, StepKind.FILTER),
+        image=settings.helperImage,
+        command=["python3", f"{layout.STEP_DIR}/filter.py"],
+        labels=_labels(job, StepKind.FILTER),
+        user=settings.jobUser,
+        env={"RUNNERD_PLAN": json.dumps(filter_plan(env)), "PYTHONDONTWRITEBYTECODE": "1"},
+        mounts=(
+            Mount(str(paths.fs / "outputs"), layout.OUTPUTS),
+            Mount(str(paths.results), layout.STEP_OUT, read_only=False),
+            Mount(str(STEPS_DIR / "filter.py"), f"{layout.STEP_DIR}/filter.py"),
+        ),
+        tmpfs=dict(HELPER_TMPFS),
+        network="none",
+        memory_bytes=HELPER_MEMORY,
+        nano_cpus=1_000_000_000,
+        pids_limit=HELPER_PIDS,
+        nofile=1024,
+    )

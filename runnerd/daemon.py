@@ -1,0 +1,58 @@
+"""Composition root: opens the store, the Docker runtime, the catalog and the engine in order and
+closes them in reverse. The only place that picks the real runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from runnerd.catalog import Catalog
+from runnerd.config import Settings
+from runnerd.containers.runtime import ContainerRuntime
+from runnerd.engine.runner import Hooks
+from runnerd.engine.service import Engine
+from runnerd.identity import NodeIdentity
+from runnerd.store import Database, JobStore
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    data_dir: Path
+    assets_dir: Path
+    identity: NodeIdentity
+    store: JobStore
+    runtime: ContainerRuntime
+    catalog: Catalog
+    engine: Engine
+
+
+@contextlib.asynccontextmanager
+async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
+                      runtime: ContainerRuntime | None = None, hooks: Hooks | None = None) -> AsyncIterator[Daemon]:
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o711)
+    (data_dir / "jobs").mkdir(exist_ok=True)
+    assets_dir = Path(assets_dir).resolve()
+    assets_dir.mkdir(parents=True, exist_ok=True)
+    identity = NodeIdentity.load_or_create(data_dir)
+    db = await Database.open(data_dir / "runnerd.db")
+    store = JobStore(db)
+    if runtime is None:
+        from runnerd.containers.docker_runtime import DockerRuntime
+
+        runtime = DockerRuntime(timeout=settings.dockerTimeout)
+    catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
+    engine = Engine(settings, store, runtime, catalog, data_dir, hooks)
+    try:
+        yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine)
+    finally:
+        await engine.shutdown()
+        close = getattr(runtime, "close", None)
+        if close is not None:
+            await close()
+        await db.close()

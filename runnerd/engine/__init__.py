@@ -1,0 +1,1 @@
+"""The engine: intake, scheduling, running, recovering and sweeping jobs."""

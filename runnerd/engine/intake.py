@@ -1,0 +1,241 @@
+"""Turn a verified start request into a Job: Ocean's start-time policy, in Ocean's order and with
+Ocean's codes (reference/provider-compute.md §8), against the local catalog.
+
+The Job's `spec` is self-contained (resolved files, DDOs, container, code), so a job runs the same
+way after a restart even if its DDO files have changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+import uuid
+from typing import Any
+
+from runnerd.catalog import DID_RE, Asset, AssetError, Catalog
+from runnerd.config import Settings
+from runnerd.domain import Job
+from runnerd.errors import BadRequest, PolicyRejected
+
+MAX_INPUTS = 32
+_DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
+
+
+def _field(obj: dict[str, Any], key: str, path: str, required: bool = True, limit: int = 256) -> str:
+    value = obj.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{path} is required", "missing", path)
+        return ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise BadRequest(f"{path} must be a string", "invalid", path)
+    value = str(value)
+    if len(value) > limit:
+        raise BadRequest(f"{path} is longer than {limit} characters", "invalid", path)
+    return value
+
+
+def _userdata(value: Any, path: str) -> Any:
+    """userdata may be an object or a JSON string of one (ocean.py sends both)."""
+    if isinstance(value, str) and value:
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise BadRequest(f"{path} must be JSON", "invalid", path) from None
+    return value
+
+
+def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str) -> list[dict[str, Any]]:
+    files = service.get("files") or []
+    if not files:
+        raise PolicyRejected(f"{asset.did}: service {service.get('id')!r} lists no files", "file_unavailable", res)
+    try:
+        return [catalog.resolve_file(f) for f in files]
+    except AssetError as exc:
+        raise PolicyRejected(f"{asset.did}: {exc}", "file_unavailable", res) from None
+
+
+class Intake:
+    def __init__(self, settings: Settings, catalog: Catalog):
+        self.settings = settings
+        self.catalog = catalog
+
+    def build(self, params: dict[str, Any], owner: str) -> Job:
+        environment = _field(params, "environment", "environment")
+        env = self.settings.environment(environment)
+        if env is None:
+            known = ", ".join(e.id for e in self.settings.environments)
+            raise BadRequest(f"environment {environment!r} does not exist; known: {known}",
+                             "invalid_environment", "environment")
+        dataset = params.get("dataset")
+        if not isinstance(dataset, dict):
+            raise BadRequest("dataset must be an object {documentId, serviceId, transferTxId}", "missing", "dataset")
+        extra = params.get("additionalDatasets", [])
+        if extra is None:
+            extra = []
+        if not isinstance(extra, list) or not all(isinstance(d, dict) for d in extra):
+            raise BadRequest("additionalDatasets must be a list of dataset objects", "invalid", "additional_input")
+        if len(extra) + 1 > MAX_INPUTS:
+            raise BadRequest(f"at most {MAX_INPUTS} datasets per job", "invalid", "additionalDatasets")
+        algorithm = params.get("algorithm")
+        if not isinstance(algorithm, dict):
+            raise BadRequest("algorithm must be an object with documentId or meta", "missing_meta_documentId",
+                             "algorithm")
+
+        algo_spec, algo_asset = self._algorithm(algorithm)
+        inputs = []
+        for i, item in enumerate([dataset, *extra]):
+            res = "dataset" if i == 0 else f"datasets[{i}]"
+            inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
+
+        inputs_allow_network = [i.pop("allowNetworkAccess") for i in inputs]
+        return Job(
+            job_id=uuid.uuid4().hex,
+            owner=owner,
+            document_id=inputs[0]["did"],
+            environment=env.id,
+            agreement_id=_field(dataset, "transferTxId", "dataset.transferTxId"),
+            algo_did=algo_spec["did"] or "raw",
+            input_dids=[i["did"] for i in inputs],
+            date_created=time.time(),
+            spec={
+                "inputs": inputs,
+                "algorithm": algo_spec,
+                "network": env.allowNetwork and all(inputs_allow_network),
+                "secret": secrets.token_hex(16),
+            },
+        )
+
+    # -- algorithm ----------------------------------------------------------------------------
+
+    def _algorithm(self, algorithm: dict[str, Any]) -> tuple[dict[str, Any], Asset | None]:
+        meta = algorithm.get("meta")
+        common = {
+            "algocustomdata": _userdata(algorithm.get("algocustomdata"), "algorithm.algocustomdata"),
+            "userdata": _userdata(algorithm.get("userdata") or algorithm.get("algouserdata"), "algorithm.userdata"),
+        }
+        if meta:  # `meta` wins over documentId
+            if not isinstance(meta, dict):
+                raise BadRequest("algorithm.meta must be an object", "invalid", "algorithm.meta")
+            rawcode, url = meta.get("rawcode"), meta.get("url")
+            if isinstance(rawcode, str) and rawcode:
+                code: dict[str, Any] = {"type": "raw", "rawcode": rawcode}
+            elif isinstance(url, str) and url.startswith(("http://", "https://")):
+                code = {"type": "url", "url": url, "sha256": None}
+            else:
+                raise BadRequest("algorithm.meta needs rawcode or an http(s) url", "meta_oneof_url_rawcode_remote",
+                                 "algorithm")
+            container = self._container(meta.get("container"))
+            return {"did": None, "ddo": None, "code": code, **container, **common}, None
+
+        did = _field(algorithm, "documentId", "algorithm.documentId", required=False)
+        if not did:
+            raise BadRequest("algorithm needs documentId or meta", "missing_meta_documentId", "algorithm")
+        asset = self.catalog.get(did) if DID_RE.fullmatch(did) else None
+        if asset is None:
+            raise PolicyRejected(f"algorithm {did} is not in this node's catalog", "did_not_found", "algorithm")
+        if asset.type != "algorithm":
+            raise PolicyRejected(f"{did} is a {asset.type}, not an algorithm", "not_algo", "algorithm")
+        service_id = _field(algorithm, "serviceId", "algorithm.serviceId")
+        service = asset.service(service_id)
+        if service is None:
+            raise PolicyRejected(f"{did} has no service {service_id!r}", "not_found", "algorithm.serviceId")
+        files = _files_of(self.catalog, asset, service, "algorithm")
+        if len(files) != 1:
+            raise PolicyRejected(f"{did}: an algorithm service must list exactly one file", "file_unavailable",
+                                 "algorithm")
+        container = self._container(asset.ddo.get("metadata", {}).get("algorithm", {}).get("container"))
+        return {"did": asset.did, "ddo": asset.public_ddo(), "code": files[0], **container, **common}, asset
+
+    @staticmethod
+    def _container(container: Any) -> dict[str, str]:
+        if not isinstance(container, dict):
+            raise BadRequest("algorithm container {entrypoint, image, tag, checksum} is required",
+                             "missing_entrypoint_image_checksum", "algorithm.container")
+        entrypoint, image = container.get("entrypoint"), container.get("image")
+        tag, checksum = container.get("tag") or "", container.get("checksum") or ""
+        if not (isinstance(entrypoint, str) and entrypoint.strip() and isinstance(image, str) and image.strip()):
+            raise BadRequest("algorithm container needs a non-empty entrypoint and image",
+                             "missing_entrypoint_image_checksum", "algorithm.container")
+        if not isinstance(tag, str) or not isinstance(checksum, str) or len(image) > 256 or len(tag) > 128:
+            raise BadRequest("algorithm container tag and checksum must be strings", "invalid", "algorithm.container")
+        if checksum and not _DIGEST.fullmatch(checksum):
+            raise BadRequest("algorithm container checksum must be sha256:<64 hex digits>", "checksum_prefix",
+                             "algorithm.container")
+        if len(entrypoint) > 4096:
+            raise BadRequest("algorithm entrypoint is too long", "invalid", "algorithm.container")
+        return {"entrypoint": entrypoint, "image": image.strip(), "tag": tag, "checksum": checksum.lower()}
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _input(self, item: dict[str, Any], res: str, main: bool, algo: dict[str, Any],
+               algo_asset: Asset | None) -> dict[str, Any]:
+        did = _field(item, "documentId", f"{res}.documentId")
+        _field(item, "serviceId", f"{res}.serviceId")
+        if main:
+            _field(item, "transferTxId", f"{res}.transferTxId")
+        asset = self.catalog.get(did) if DID_RE.fullmatch(did) else None
+        if asset is None:
+            raise PolicyRejected(f"dataset {did} is not in this node's catalog", "did_not_found", f"{res}.documentId")
+        service = asset.service(str(item["serviceId"]))
+        if service is None:
+            raise PolicyRejected(f"{did} has no service {item['serviceId']!r}", "not_found", f"{res}.serviceId")
+        if service.get("type") not in ("compute", "access"):
+            raise PolicyRejected(f"{did}: service {item['serviceId']!r} is neither compute nor access",
+                                 "service_not_access_compute", f"{res}.serviceId")
+        if main and service.get("type") != "compute":
+            raise PolicyRejected(f"{did}: the main dataset must be ordered through a compute service",
+                                 "main_service_compute", f"{res}.serviceId")
+        compute = service.get("compute") or {}
+        if service.get("type") == "compute":
+            self._check_policy(compute, res, algo, algo_asset)
+        files = _files_of(self.catalog, asset, service, res)
+        return {
+            "did": asset.did,
+            "ddo": asset.public_ddo(),
+            "files": files,
+            "userdata": _userdata(item.get("userdata"), f"{res}.userdata"),
+            # Access-type inputs carry no compute policy: they never widen the algorithm's network.
+            "allowNetworkAccess": bool(compute.get("allowNetworkAccess", False)),
+        }
+
+    def _check_policy(self, compute: dict[str, Any], res: str, algo: dict[str, Any],
+                      algo_asset: Asset | None) -> None:
+        if algo_asset is None:
+            if not compute.get("allowRawAlgorithm", False):
+                raise PolicyRejected("this dataset does not allow raw algorithms (algorithm.meta)",
+                                     "no_raw_algo_allowed", res)
+            return
+        publishers = compute.get("publisherTrustedAlgorithmPublishers") or []
+        if publishers and "*" not in publishers and algo_asset.owner.lower() not in {
+                str(p).lower() for p in publishers}:
+            raise PolicyRejected(f"algorithm publisher {algo_asset.owner or '(none)'} is not trusted by this dataset",
+                                 "not_trusted_algo_publisher", res)
+        trusted = compute.get("publisherTrustedAlgorithms") or []
+        if not trusted or "*" in trusted:
+            return  # Provider v2: both lists empty = any published algorithm
+        entry = None
+        for candidate in trusted:
+            if not isinstance(candidate, dict) or not candidate.get("did"):
+                raise PolicyRejected("a publisherTrustedAlgorithms entry has no did", "no_publisherTrustedAlgorithms",
+                                     res)
+            if str(candidate["did"]).lower() == algo_asset.did:
+                entry = candidate
+        if entry is None:
+            raise PolicyRejected(f"algorithm {algo_asset.did} is not trusted by this dataset", "not_trusted_algo", res)
+        if entry.get("filesChecksum"):
+            actual = self.catalog.sha256_of(algo["code"])
+            if actual is None:
+                raise PolicyRejected("the algorithm's files checksum cannot be computed", "file_unavailable",
+                                     "algorithm")
+            if str(entry["filesChecksum"]).lower() != actual:
+                raise PolicyRejected("the algorithm's files differ from the trusted checksum",
+                                     "algorithm_file_checksum_mismatch", res)
+        if entry.get("containerSectionChecksum"):
+            section = hashlib.sha256((algo["entrypoint"] + algo["checksum"]).encode()).hexdigest()
+            if str(entry["containerSectionChecksum"]).lower() != section:
+                raise PolicyRejected("the algorithm's container differs from the trusted checksum",
+                                     "algorithm_container_checksum_mismatch", res)

@@ -1,0 +1,68 @@
+"""What a finished job publishes: its output files (as copied out by the filter step) and its logs.
+
+The results folder was written by a container that read untrusted data, so it is walked without
+following links and only regular files are listed (the API opens them with O_NOFOLLOW too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from runnerd.domain import ResultFile, ResultType
+from runnerd.layout import JobPaths
+
+LOG_FILES = (
+    ("algorithm.log", ResultType.ALGORITHM_LOG),
+    ("configuration.log", ResultType.CONFIGURATION_LOG),
+    ("filtering.log", ResultType.FILTERING_LOG),
+)
+_REPORT_LIMIT = 4 * 1024 * 1024
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A step's JSON report, or None if it is missing, too big or not JSON."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_REPORT_LIMIT + 1)
+    except OSError:
+        return None
+    if len(data) > _REPORT_LIMIT:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _output_files(paths: JobPaths) -> list[ResultFile]:
+    root = paths.result_outputs
+    found: list[ResultFile] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                rel = Path(entry.path).relative_to(root).as_posix()
+                size = entry.stat(follow_symlinks=False).st_size
+                found.append(ResultFile(rel, size, ResultType.OUTPUT, f"results/outputs/{rel}"))
+    return sorted(found, key=lambda r: r.filename)
+
+
+def collect_results(paths: JobPaths, with_outputs: bool) -> list[ResultFile]:
+    """The job's `results` list: outputs first (by path), then the logs that exist."""
+    results = _output_files(paths) if with_outputs else []
+    for name, kind in LOG_FILES:
+        log_path = paths.log(name)
+        if log_path.is_file():
+            results.append(ResultFile(name, log_path.stat().st_size, kind, f"logs/{name}"))
+    return results

@@ -1,0 +1,243 @@
+"""JobRunner: drives one job through provision → algorithm → filter → publish, recording every
+status as it happens. `run` resumes from whatever status the job is in, so the same code serves a
+fresh job and one recovered after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from runnerd.config import Environment, Settings
+from runnerd.containers import spec as specs
+from runnerd.containers.runtime import ContainerRuntime
+from runnerd.containers.spec import Slot
+from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind
+from runnerd.engine.images import Images
+from runnerd.engine.publisher import collect_results, read_report
+from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
+from runnerd.engine.workspace import Workspace
+from runnerd.errors import ImageMissing, WorkspaceError
+from runnerd.layout import JobPaths
+from runnerd.store import JobStore
+
+log = logging.getLogger("runnerd.runner")
+
+S = JobStatus
+_CONFIG_LOG_LIMIT = 1024 * 1024
+
+
+@dataclass
+class Hooks:
+    """What the rest of the daemon wants to hear about (metrics, live log followers)."""
+
+    status: Callable[[Job, JobStatus], None] = lambda job, old: None
+    step: Callable[[StepKind, float], None] = lambda kind, seconds: None
+    docker: Callable[[bool], None] = lambda up: None
+
+
+@dataclass
+class Ending:
+    status: JobStatus
+    error: str | None = None
+    termination: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
+                 images: Images, hooks: Hooks | None = None):
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.workspace = workspace
+        self.images = images
+        self.hooks = hooks or Hooks()
+        self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
+                                self.hooks.docker)
+
+    async def _move(self, job: Job, status: JobStatus, **fields) -> Job:
+        old = job.status
+        job = await self.store.transition(job.job_id, status, **fields)
+        if old != status:
+            log.info("job %s: %d %s", job.job_id, int(status), status.text)
+            self.hooks.status(job, old)
+        return job
+
+    async def run(self, job: Job, slot: Slot, stop: asyncio.Event) -> Job:
+        env = self.settings.environment(job.environment)
+        if env is None:  # the environment was removed from the config while the job was in flight
+            return await self._finish_early(job, S.INTERRUPTED, f"environment {job.environment!r} no longer exists")
+        if job.stopreq:
+            stop.set()
+        paths = self.workspace.paths(job.job_id)
+        try:
+            return await self._pipeline(job, env, slot, stop, paths)
+        except asyncio.CancelledError:
+            raise  # shutdown: leave containers alone, recovery picks the job up
+        except Exception as exc:  # noqa: BLE001 - a bug must end the job, never leave it hanging
+            log.exception("job %s: unexpected error", job.job_id)
+            current = await self.store.get(job.job_id)
+            if current is None or current.terminal:
+                return current or job
+            return await self._finish_early(current, S.INTERRUPTED, f"internal error: {exc}")
+
+    async def _pipeline(self, job: Job, env: Environment, slot: Slot, stop: asyncio.Event,
+                        paths: JobPaths) -> Job:
+        if job.status in (S.STARTED, S.CONFIGURING):
+            job = await self._move(job, S.CONFIGURING)
+            try:
+                await self.workspace.prepare(job, env)
+            except (WorkspaceError, OSError) as exc:
+                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, f"cannot prepare the job's volume: {exc}")
+            algo = job.spec["algorithm"]
+            try:
+                image_ref = await self.images.resolve(algo["image"], algo["tag"], algo["checksum"])
+            except ImageMissing as exc:
+                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
+            if stop.is_set():
+                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+            ending = await self._provision(job, paths, stop)
+            if ending is not None:
+                return await self._finish_early(job, ending.status, ending.error, **ending.extra)
+            job = await self._move(job, S.PROVISIONED, slot={"image": image_ref, "cpuset": slot.cpuset,
+                                                               "gpus": list(slot.gpus)})
+        if job.status == S.PROVISIONED:
+            if stop.is_set():
+                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+            job = await self._move(job, S.RUNNING)
+        if job.status == S.RUNNING:
+            await self.workspace.prepare(job, env)  # remounts the volume after a host reboot
+            ending = await self._algorithm(job, env, slot, paths, stop)
+            job = await self._move(job, S.FILTERING, ending=ending.status, error=ending.error,
+                                   termination=ending.termination, **ending.extra)
+        if job.status == S.FILTERING:
+            await self.workspace.prepare(job, env)
+            job = await self._filter(job, env, paths)
+        if job.status == S.PUBLISHING:
+            return await self._publish(job, env, paths)
+        return job
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _provision(self, job: Job, paths: JobPaths, stop: asyncio.Event) -> Ending | None:
+        capture = LogCapture(str(paths.log("configuration.log")), _CONFIG_LOG_LIMIT, follow=False)
+        outcome = await self._helper_step(job, StepKind.PROVISION, lambda: specs.build_provision(
+            job, self.settings, paths), capture, stop)
+        if outcome.stopped:
+            return Ending(S.STOPPED, "stopped by its owner", extra={"stopreq": STOPREQ_USER})
+        if outcome.lost:
+            return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
+        assert outcome.exit is not None
+        if outcome.exit.exit_code == 0:
+            return None
+        report = read_report(paths.provision_out / "report.json") or {}
+        status = S.ALGORITHM_PROVISIONING_FAILED if report.get("failed") == "algorithm" \
+            else S.DATA_PROVISIONING_FAILED
+        reason = report.get("error") or f"the provision step exited with {outcome.exit.exit_code}"
+        if outcome.exit.oom_killed:
+            reason = "the provision step ran out of memory"
+        return Ending(status, str(reason)[:2000])
+
+    async def _helper_step(self, job: Job, kind: StepKind, build, capture: LogCapture,
+                           stop: asyncio.Event | None = None) -> StepOutcome:
+        """Provision and filter are runnerd's own, idempotent code: if their container is lost
+        they are simply run again (once)."""
+        started = time.monotonic()
+        for attempt in range(2):
+            outcome = await self.steps.run(job.job_id, kind, build, max_seconds=self.settings.helperStepTimeout,
+                                           stop=stop, logs=capture)
+            if not outcome.lost or attempt == 1:
+                break
+            log.warning("job %s: %s step lost (%s); running it again", job.job_id, kind.value, outcome.lost)
+            await self.steps.forget(job.job_id, kind)
+        self.hooks.step(kind, time.monotonic() - started)
+        return outcome
+
+    async def _algorithm(self, job: Job, env: Environment, slot: Slot, paths: JobPaths,
+                         stop: asyncio.Event) -> Ending:
+        image_ref = (job.slot or {}).get("image") or specs.image_reference(
+            job.spec["algorithm"]["image"], job.spec["algorithm"]["tag"], job.spec["algorithm"]["checksum"])
+        capture = LogCapture(str(paths.log("algorithm.log")), env.log_bytes, follow=True)
+        started = time.monotonic()
+        outcome = await self.steps.run(
+            job.job_id, StepKind.ALGORITHM,
+            lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot),
+            max_seconds=env.maxJobDuration, stop=stop, logs=capture)
+        self.hooks.step(StepKind.ALGORITHM, time.monotonic() - started)
+        if outcome.lost:
+            return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost}",
+                          {"exitCode": None, "oomKilled": False, "reason": "lost"})
+        result = outcome.exit
+        assert result is not None
+        details = {"exitCode": result.exit_code, "oomKilled": result.oom_killed, "reason": "exited"}
+        if outcome.stopped:
+            return Ending(S.STOPPED, "stopped by its owner", {**details, "reason": "stopped"},
+                          {"stopreq": STOPREQ_USER})
+        if outcome.timed_out:
+            return Ending(S.TIMED_OUT, f"the algorithm ran longer than maxJobDuration ({env.maxJobDuration:g}s)",
+                          {**details, "reason": "timeout"}, {"stopreq": STOPREQ_TIMEOUT})
+        if result.oom_killed:
+            return Ending(S.OUT_OF_MEMORY, f"the algorithm used more than ramGB ({env.ramGB:g} GB) and was killed",
+                          {**details, "reason": "oom"})
+        if result.exit_code != 0 and self.workspace.disk_full(job.job_id):
+            return Ending(S.OUTPUT_LIMITS_EXCEEDED, f"the algorithm filled its disk quota (diskGB {env.diskGB:g})",
+                          {**details, "reason": "disk_quota"})
+        if result.exit_code != 0:
+            return Ending(S.ALGORITHM_FAILED, f"the algorithm exited with code {result.exit_code}",
+                          {**details, "reason": "exit_code"})
+        return Ending(S.COMPLETED, None, details)
+
+    async def _filter(self, job: Job, env: Environment, paths: JobPaths) -> Job:
+        capture = LogCapture(str(paths.log("filtering.log")), _CONFIG_LOG_LIMIT, follow=False)
+        outcome = await self._helper_step(job, StepKind.FILTER, lambda: specs.build_filter(
+            job, env, self.settings, paths), capture)
+        ending, error = job.ending or S.COMPLETED, job.error
+        publish_outputs = True
+        if outcome.lost or outcome.exit is None or outcome.exit.exit_code != 0:
+            publish_outputs = False
+            report = read_report(paths.results / "report.json") or {}
+            if outcome.exit is not None and outcome.exit.exit_code == 3 and report.get("reason") == "limits":
+                why, status = f"outputs rejected: {report.get('error', 'limits exceeded')}", S.OUTPUT_LIMITS_EXCEEDED
+            else:
+                why = f"results filtering failed: {outcome.lost or report.get('error') or 'exit code %s' % (outcome.exit.exit_code if outcome.exit else '?')}"
+                status = S.FILTERING_FAILED
+            if ending == S.COMPLETED:
+                ending, error = status, why
+            else:
+                error = f"{error}; {why}" if error else why
+        return await self._move(job, S.PUBLISHING, ending=ending, error=error,
+                                results=collect_results(paths, with_outputs=publish_outputs))
+
+    # -- endings ------------------------------------------------------------------------------
+
+    async def _publish(self, job: Job, env: Environment, paths: JobPaths) -> Job:
+        if not job.results:
+            job.results = collect_results(paths, with_outputs=False)
+        await self.workspace.release_fs(job.job_id)
+        now = time.time()
+        return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
+                                expires_at=now + env.storageExpiry)
+
+    async def _finish_early(self, job: Job, status: JobStatus, error: str | None, **extra) -> Job:
+        """End a job that never reached (or lost) its algorithm: publish only its logs."""
+        env = self.settings.environment(job.environment)
+        paths = self.workspace.paths(job.job_id)
+        await self._remove_containers(job.job_id)
+        results = collect_results(paths, with_outputs=False)
+        await self.workspace.release_fs(job.job_id)
+        now = time.time()
+        expiry = env.storageExpiry if env else 0
+        return await self._move(job, status, error=error, date_finished=now, results=results,
+                                expires_at=now + expiry, **extra)
+
+    async def _remove_containers(self, job_id: str) -> None:
+        for rec in (await self.store.steps(job_id)).values():
+            if rec.container_id:
+                try:
+                    await self.runtime.remove(rec.container_id)
+                except Exception as exc:  # noqa: BLE001 - the orphan sweep retries
+                    log.warning("job %s: cannot remove %s: %s", job_id, rec.kind.value, exc)

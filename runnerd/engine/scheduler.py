@@ -1,0 +1,209 @@
+"""Scheduler: admits queued jobs into their environment's slots, FIFO, and owns the running set.
+
+Everything here runs on the event loop, so admission and release are atomic with respect to each
+other; the store's compare-and-set (QUEUED → STARTED) makes admission atomic against a stop.
+Resources held by a job (pinned cores, GPUs) are recorded in its row, so a restart re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runnerd.config import Environment, Settings
+from runnerd.containers.spec import Slot
+from runnerd.domain import IllegalTransition, Job, JobStatus
+from runnerd.engine.runner import JobRunner
+from runnerd.store import JobStore
+
+log = logging.getLogger("runnerd.scheduler")
+
+
+@dataclass
+class LiveJob:
+    job_id: str
+    environment: str
+    slot: Slot
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class Allocator:
+    """Hands out whole cores (cpuset) while free ones remain, and GPUs exclusively."""
+
+    def __init__(self, cores: list[int]):
+        self.cores = sorted(cores)
+        self.cores_used: set[int] = set()
+        self.gpus_used: set[str] = set()
+
+    def take(self, env: Environment) -> Slot | None:
+        """A slot for a job of `env`, or None if its GPUs are not free (the job keeps waiting)."""
+        gpus: tuple[str, ...] = ()
+        if env.nGPU:
+            free = [g for g in env.gpus if g not in self.gpus_used]
+            if len(free) < env.nGPU:
+                return None
+            gpus = tuple(free[: env.nGPU])
+        cpuset = None
+        if float(env.nCPU).is_integer():
+            free_cores = [c for c in self.cores if c not in self.cores_used]
+            if len(free_cores) >= env.nCPU:
+                cpuset = ",".join(str(c) for c in free_cores[: int(env.nCPU)])
+        slot = Slot(cpuset, gpus)
+        self.hold(slot)
+        return slot
+
+    def hold(self, slot: Slot) -> None:
+        if slot.cpuset:
+            self.cores_used.update(int(c) for c in slot.cpuset.split(","))
+        self.gpus_used.update(slot.gpus)
+
+    def release(self, slot: Slot) -> None:
+        if slot.cpuset:
+            self.cores_used.difference_update(int(c) for c in slot.cpuset.split(","))
+        self.gpus_used.difference_update(slot.gpus)
+
+
+def slot_of(job: Job) -> Slot:
+    raw = job.slot or {}
+    return Slot(raw.get("cpuset"), tuple(raw.get("gpus") or ()))
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, store: JobStore, runner: JobRunner, data_dir: Path,
+                 cores: list[int] | None = None):
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self.data_dir = data_dir
+        self.allocator = Allocator(cores if cores is not None else sorted(os.sched_getaffinity(0)))
+        self.live: dict[str, LiveJob] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.admitting = True
+        self.disk_low = False
+
+    # -- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def shutdown(self) -> None:
+        """Stop admitting and stop driving jobs, but leave their containers running: a restarted
+        daemon re-attaches to them (recovery)."""
+        self.admitting = False
+        tasks = [t for t in ([self._task] + [j.task for j in self.live.values()]) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def running_count(self, env_id: str) -> int:
+        return sum(1 for j in self.live.values() if j.environment == env_id)
+
+    # -- admission ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._admit()
+            except Exception:  # noqa: BLE001 - keep scheduling; the store may be briefly locked
+                log.exception("admission failed; retrying")
+                await asyncio.sleep(1)
+                self.wake()
+
+    def _disk_ok(self) -> bool:
+        free = shutil.disk_usage(self.data_dir).free
+        low = free < self.settings.diskFloorGB * 1024**3
+        if low != self.disk_low:
+            self.disk_low = low
+            log.warning("free space under %s is %s the floor (%.1f GB free); %s", self.data_dir,
+                        "below" if low else "back above", free / 1024**3,
+                        "new jobs wait in the queue" if low else "admitting jobs again")
+        return not low
+
+    async def _admit(self) -> None:
+        if not self.admitting:
+            return
+        for env in self.settings.environments:
+            while self.running_count(env.id) < env.maxJobs:
+                queued = await self.store.queued(env.id, limit=1)
+                if not queued:
+                    break
+                if not self._disk_ok():
+                    asyncio.get_running_loop().call_later(5, self.wake)
+                    return
+                slot = self.allocator.take(env)
+                if slot is None:
+                    break  # waits for a GPU to be released
+                try:
+                    job = await self.store.transition(queued[0].job_id, JobStatus.STARTED, expect=JobStatus.QUEUED,
+                                                      slot={"cpuset": slot.cpuset, "gpus": list(slot.gpus)})
+                except (IllegalTransition, KeyError):  # stopped or deleted while we looked
+                    self.allocator.release(slot)
+                    continue
+                log.info("job %s: admitted to %s (cpuset=%s gpus=%s)", job.job_id, env.id, slot.cpuset,
+                         ",".join(slot.gpus) or "-")
+                self.runner.hooks.status(job, JobStatus.QUEUED)
+                self._launch(job, slot)
+
+    def adopt(self, job: Job) -> None:
+        """Take over a job found in flight at startup, with the resources it already holds."""
+        slot = slot_of(job)
+        self.allocator.hold(slot)
+        self._launch(job, slot)
+
+    def _launch(self, job: Job, slot: Slot) -> None:
+        live = LiveJob(job.job_id, job.environment, slot)
+        if job.stopreq:
+            live.stop.set()
+        self.live[job.job_id] = live
+        live.task = asyncio.create_task(self._drive(job, live), name=f"job-{job.job_id}")
+
+    async def _drive(self, job: Job, live: LiveJob) -> None:
+        try:
+            await self.runner.run(job, live.slot, live.stop)
+        finally:
+            self.live.pop(job.job_id, None)
+            self.allocator.release(live.slot)
+            self.wake()
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    async def stop(self, job_id: str) -> None:
+        """Ask a job to stop: a running one is killed (after a grace) and still publishes its logs
+        and partial outputs; a queued one ends at 7 at once; a finished one is left as it is."""
+        if not await self.store.request_stop(job_id):
+            return  # terminal already
+        live = self.live.get(job_id)
+        if live is not None:
+            live.stop.set()
+            return
+        queued = await self.store.get(job_id)
+        env = self.settings.environment(queued.environment) if queued else None
+        now = time.time()
+        try:
+            job = await self.store.transition(job_id, JobStatus.STOPPED, expect=JobStatus.QUEUED,
+                                              error="stopped by its owner before it started", date_finished=now,
+                                              expires_at=now + (env.storageExpiry if env else 0))
+        except (IllegalTransition, KeyError):
+            return  # admitted meanwhile: the runner sees stopreq when it starts
+        self.runner.hooks.status(job, JobStatus.QUEUED)
+
+    async def wait_done(self, job_id: str, timeout: float) -> bool:
+        """Wait until a live job's runner has finished (used before deleting it)."""
+        live = self.live.get(job_id)
+        if live is None or live.task is None:
+            return True
+        done, _ = await asyncio.wait({live.task}, timeout=timeout)
+        return bool(done)

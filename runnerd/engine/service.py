@@ -1,0 +1,140 @@
+"""Engine: the command side of the daemon (submit, stop, delete) and its start-up/shut-down order.
+
+Start-up: helper image check → recovery (adopt every in-flight job) → scheduler → sweeper. The API
+opens only after `start` returns, so /health is 200 exactly when recovery is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from runnerd.catalog import Catalog
+from runnerd.config import Settings
+from runnerd.containers.runtime import ContainerRuntime
+from runnerd.domain import Job
+from runnerd.engine.images import Images
+from runnerd.engine.intake import Intake
+from runnerd.engine.runner import Hooks, JobRunner
+from runnerd.engine.scheduler import Scheduler
+from runnerd.engine.sweeper import Sweeper
+from runnerd.engine.workspace import Workspace
+from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, Unavailable
+from runnerd.store import AgreementInUse, JobStore, QueueFull
+
+log = logging.getLogger("runnerd.engine")
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
+                 data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None):
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.catalog = catalog
+        self.hooks = hooks or Hooks()
+        self.workspace = Workspace(data_dir, settings.jobUser)
+        self.images = Images(runtime, settings.imagePull)
+        self.intake = Intake(settings, catalog)
+        self.docker_up = False
+        self.hooks.docker = self._docker_changed(self.hooks.docker)
+        self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks)
+        self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores)
+        self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
+                               settings.orphanGraceSeconds, settings.sweepIntervalSeconds)
+        self._watch: asyncio.Task | None = None
+
+    def _docker_changed(self, downstream):
+        def changed(up: bool) -> None:
+            self.docker_up = up
+            downstream(up)
+        return changed
+
+    async def start(self) -> None:
+        await self._check_docker()
+        try:
+            await self.images.resolve(*_split_image(self.settings.helperImage), "")
+        except (ImageMissing, RuntimeUnavailable) as exc:
+            log.error("helper image %s is not available (%s); jobs will fail provisioning until it is. "
+                      "Run `runnerd doctor`.", self.settings.helperImage, exc)
+        for job in await self.store.active():
+            log.info("job %s: recovering at status %d", job.job_id, int(job.status))
+            self.scheduler.adopt(job)
+        self.scheduler.start()
+        self.sweeper.start()
+        self._watch = asyncio.create_task(self._watch_docker(), name="docker-watch")
+
+    async def shutdown(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+        await self.sweeper.shutdown()
+        await self.scheduler.shutdown()
+
+    async def _check_docker(self) -> None:
+        try:
+            await self.runtime.ping()
+            self.hooks.docker(True)
+        except RuntimeUnavailable as exc:
+            log.error("Docker is not reachable: %s", exc)
+            self.hooks.docker(False)
+
+    async def _watch_docker(self) -> None:
+        """Keep /health honest: ping Docker every few seconds, faster while it is down."""
+        while True:
+            await asyncio.sleep(5 if self.docker_up else 1)
+            await self._check_docker()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def submit(self, params: dict, owner: str) -> Job:
+        if not self.docker_up:
+            raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
+        job = self.intake.build(params, owner)
+        env = self.settings.environment(job.environment)
+        assert env is not None
+        try:
+            await self.store.insert(job, env.maxQueue)
+        except QueueFull:
+            raise Unavailable(f"the queue of {env.id} is full ({env.maxQueue} jobs); try again later",
+                              "queue_full") from None
+        except AgreementInUse:
+            raise BadRequest("`agreementId` already in use for another job that is still running",
+                             "agreement_in_use", "dataset.transferTxId") from None
+        log.info("job %s: queued in %s for %s", job.job_id, env.id, owner)
+        self.hooks.status(job, job.status)
+        self.scheduler.wake()
+        return job
+
+    async def stop(self, job_id: str) -> None:
+        await self.scheduler.stop(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        """Stop if running, then remove its containers, files and row."""
+        await self.scheduler.stop(job_id)
+        if not await self.scheduler.wait_done(job_id, self.settings.stopGraceSeconds + 60):
+            log.warning("job %s: runner did not finish in time; deleting anyway", job_id)
+            live = self.scheduler.live.get(job_id)
+            if live and live.task:
+                live.task.cancel()
+        for rec in (await self.store.steps(job_id)).values():
+            if rec.container_id:
+                try:
+                    await self.runtime.remove(rec.container_id)
+                except RuntimeUnavailable as exc:  # the orphan sweep removes it later
+                    log.warning("job %s: cannot remove container: %s", job_id, exc)
+        await self.workspace.remove(job_id)
+        await self.store.delete(job_id)
+        log.info("job %s: deleted", job_id)
+
+    def current_jobs(self, env_id: str) -> int:
+        return self.scheduler.running_count(env_id)
+
+
+def _split_image(ref: str) -> tuple[str, str]:
+    """"python:3.12-slim" → ("python", "3.12-slim"); a registry port is not a tag."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+

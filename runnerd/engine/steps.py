@@ -1,0 +1,205 @@
+"""StepDriver: one step's container from create to removal, resumable after a crash.
+
+Each Docker action is preceded by a step record in the store (creating → created → running →
+exited), so a restarted daemon knows exactly where it was: a `creating` container never ran and is
+replaced; a `running` one is re-attached (or started, if the crash fell between the record and the
+start); an `exited` one has its result collected. A container that vanished is `abandoned`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
+from runnerd.domain import ExitResult, StepKind, StepState
+from runnerd.errors import ContainerGone, RuntimeUnavailable
+from runnerd.store import JobStore, StepRecord
+
+log = logging.getLogger("runnerd.steps")
+T = TypeVar("T")
+
+# Exit codes of a container killed by SIGTERM/SIGKILL: what a Docker restart does to it.
+_KILLED = (137, 143)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    exit: ExitResult | None = None
+    timed_out: bool = False
+    stopped: bool = False
+    lost: str | None = None  # why the container's result cannot be trusted
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LogCapture:
+    path: str
+    limit: int
+    follow: bool  # stream while the container runs (the algorithm) or copy once at the end
+
+
+class Outage:
+    """Retry a runtime call while Docker is unreachable, with backoff, for at most `limit` seconds
+    in total across the step; then give up (the job ends at 76)."""
+
+    def __init__(self, limit: float, on_change: Callable[[bool], None] | None = None):
+        self.limit, self.spent, self.seen = limit, 0.0, False
+        self._on_change = on_change
+
+    async def retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                result = await call()
+                if self.seen and self._on_change:
+                    self._on_change(True)
+                return result
+            except RuntimeUnavailable as exc:
+                self.seen = True
+                if self._on_change:
+                    self._on_change(False)
+                if self.spent >= self.limit:
+                    raise
+                log.warning("Docker unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                self.spent += delay
+                delay = min(delay * 2, 5.0)
+
+
+class StepDriver:
+    def __init__(self, store: JobStore, runtime: ContainerRuntime, stop_grace: float, outage_limit: float,
+                 on_docker: Callable[[bool], None] | None = None):
+        self.store = store
+        self.runtime = runtime
+        self.stop_grace = stop_grace
+        self.outage_limit = outage_limit
+        self.on_docker = on_docker
+
+    async def run(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec], *,
+                  max_seconds: float | None = None, stop: asyncio.Event | None = None,
+                  logs: LogCapture | None = None) -> StepOutcome:
+        """Run (or resume) the step and return how it ended. `max_seconds` counts from the
+        container's start, across restarts of runnerd."""
+        outage = Outage(self.outage_limit, self.on_docker)
+        rec = (await self.store.steps(job_id)).get(kind)
+        if rec is not None and rec.state == StepState.EXITED:
+            return StepOutcome(ExitResult(rec.exit_code or 0, bool(rec.oom_killed)), started_at=rec.started_at)
+        if rec is not None and rec.state == StepState.ABANDONED:
+            return StepOutcome(lost=rec.error or "its container was lost", started_at=rec.started_at)
+        try:
+            if rec is None or rec.state == StepState.CREATING:
+                spec = build()
+                rec = StepRecord(job_id, kind, StepState.CREATING, spec.name)
+                await self.store.save_step(rec)
+                rec.container_id = await outage.retry(lambda: self.runtime.create(spec))
+                rec.state = StepState.CREATED
+                await self.store.save_step(rec)
+            assert rec.container_id is not None
+            cid = rec.container_id
+            reattach = rec.state == StepState.RUNNING
+            if rec.state == StepState.CREATED:
+                if stop is not None and stop.is_set():
+                    await self._remove(cid)
+                    return StepOutcome(stopped=True)
+                rec.state, rec.started_at = StepState.RUNNING, time.time()
+                await self.store.save_step(rec)
+                await outage.retry(lambda: self.runtime.start(cid))
+            elif reattach:
+                state = await outage.retry(lambda: self.runtime.inspect(cid))
+                if state is None:
+                    raise ContainerGone(cid)
+                if state.status == "created":  # the crash fell between our record and `start`
+                    rec.started_at = time.time()
+                    await self.store.save_step(rec)
+                    await outage.retry(lambda: self.runtime.start(cid))
+            return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
+        except ContainerGone:
+            return await self._abandon(rec, "its container was removed outside runnerd")
+        except RuntimeUnavailable as exc:
+            return await self._abandon(rec, f"Docker was unreachable for more than {self.outage_limit:.0f}s ({exc})")
+
+    async def _wait(self, rec: StepRecord, max_seconds: float | None, stop: asyncio.Event | None,
+                    logs: LogCapture | None, outage: Outage, reattach: bool) -> StepOutcome:
+        cid = rec.container_id
+        assert cid is not None
+        log_task = None
+        if logs is not None and logs.follow:
+            if reattach:
+                open(logs.path, "wb").close()  # Docker still has the whole log: copy it again
+            log_task = asyncio.create_task(self._copy_logs(cid, logs))
+        deadline = (rec.started_at or time.time()) + max_seconds if max_seconds else None
+        timed_out = stopped = False
+        try:
+            result = await self._wait_exit(cid, deadline, stop, outage)
+            if result is None:  # deadline passed or stop requested: end it, then collect its exit
+                timed_out = not (stop is not None and stop.is_set())
+                stopped = not timed_out
+                await outage.retry(lambda: self.runtime.stop(cid, self.stop_grace))
+                result = await outage.retry(lambda: self.runtime.wait(cid, timeout=self.stop_grace + 60))
+                if result is None:
+                    raise RuntimeUnavailable("the container did not stop")
+        finally:
+            if log_task is not None:
+                try:
+                    await asyncio.wait_for(log_task, timeout=10)
+                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - logs are best effort
+                    log_task.cancel()
+        if logs is not None and not logs.follow:
+            await self._copy_logs(cid, logs)
+        if outage.seen and result.exit_code in _KILLED and not result.oom_killed and not (timed_out or stopped):
+            return await self._abandon(rec, "Docker restarted while the step ran and killed its container")
+        rec.state, rec.finished_at = StepState.EXITED, time.time()
+        rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
+        await self.store.save_step(rec)
+        await self._remove(cid)
+        return StepOutcome(result, timed_out=timed_out, stopped=stopped, started_at=rec.started_at)
+
+    async def _wait_exit(self, cid: str, deadline: float | None, stop: asyncio.Event | None,
+                         outage: Outage) -> ExitResult | None:
+        """The container's exit, or None when the deadline passed or a stop was requested first."""
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.time())
+            if remaining == 0.0 or (stop is not None and stop.is_set()):
+                return None
+            waiter = asyncio.create_task(outage.retry(lambda: self.runtime.wait(cid)))
+            watchers = {waiter}
+            stop_task = asyncio.create_task(stop.wait()) if stop is not None else None
+            if stop_task:
+                watchers.add(stop_task)
+            try:
+                done, _ = await asyncio.wait(watchers, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if stop_task:
+                    stop_task.cancel()
+            if waiter in done:
+                return waiter.result()
+            waiter.cancel()  # the thread blocked in Docker's wait returns once the container stops
+            return None
+
+    async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
+        try:
+            await self.runtime.copy_logs(cid, logs.path, logs.limit, logs.follow)
+        except (ContainerGone, RuntimeUnavailable) as exc:
+            log.warning("could not copy logs of %s: %s", cid[:12], exc)
+
+    async def _abandon(self, rec: StepRecord | None, why: str) -> StepOutcome:
+        if rec is not None:
+            rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, time.time()
+            await self.store.save_step(rec)
+            if rec.container_id:
+                await self._remove(rec.container_id)
+        return StepOutcome(lost=why, started_at=rec.started_at if rec else None)
+
+    async def _remove(self, cid: str) -> None:
+        try:
+            await self.runtime.remove(cid)
+        except RuntimeUnavailable as exc:  # the orphan sweep removes it later
+            log.warning("could not remove container %s: %s", cid[:12], exc)
+
+    async def forget(self, job_id: str, kind: StepKind) -> None:
+        """Drop a step's record so that it runs afresh (provision and filter are safe to repeat)."""
+        await self.store.delete_step(job_id, kind)

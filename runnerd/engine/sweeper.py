@@ -1,0 +1,91 @@
+"""Periodic housekeeping: expired results, containers no job owns, job folders no row owns.
+
+Nomad's dangling-container reconciler is the model: Docker can create a container while the API
+call that asked for it fails, so anything labelled runnerd.job that no live job owns is removed
+once it is older than a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from runnerd.containers.runtime import ContainerRuntime
+from runnerd.engine.workspace import Workspace
+from runnerd.errors import RuntimeUnavailable
+from runnerd.store import JobStore
+
+log = logging.getLogger("runnerd.sweeper")
+
+
+class Sweeper:
+    def __init__(self, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
+                 live_ids: Callable[[], set[str]], grace: float, interval: float):
+        self.store = store
+        self.runtime = runtime
+        self.workspace = workspace
+        self.live_ids = live_ids
+        self.grace = grace
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="sweeper")
+
+    async def shutdown(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep_once()
+            except Exception:  # noqa: BLE001 - housekeeping must never take the daemon down
+                log.exception("sweep failed")
+
+    async def sweep_once(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        expired = await self.expire(now)
+        containers = await self.remove_orphan_containers(now)
+        folders = await self.remove_orphan_folders()
+        return {"expired": expired, "containers": containers, "folders": folders}
+
+    async def expire(self, now: float) -> int:
+        """Delete the results of jobs whose storageExpiry has passed; their status says removed: 1."""
+        jobs = await self.store.expired(now)
+        for job in jobs:
+            await self.workspace.remove(job.job_id)
+            await self.store.update(job.job_id, removed=1, results=[])
+            log.info("job %s: results expired and removed", job.job_id)
+        return len(jobs)
+
+    async def remove_orphan_containers(self, now: float) -> int:
+        try:
+            owned = await self.runtime.list_owned()
+        except RuntimeUnavailable:
+            return 0
+        active = self.live_ids() | {j.job_id for j in await self.store.active()}
+        removed = 0
+        for c in owned:
+            if c.job_id in active or now - c.created < self.grace:
+                continue
+            try:
+                await self.runtime.remove(c.id)
+                removed += 1
+                log.info("removed orphan container %s (job %s, step %s)", c.name, c.job_id, c.step)
+            except RuntimeUnavailable as exc:
+                log.warning("cannot remove orphan container %s: %s", c.name, exc)
+        return removed
+
+    async def remove_orphan_folders(self) -> int:
+        folders = self.workspace.job_dirs()  # listed before the ids: a job's row exists before its folder
+        known = await self.store.all_ids()
+        stray = [d for d in folders if d not in known]
+        for job_id in stray:
+            await self.workspace.remove(job_id)
+            log.info("removed folder of unknown job %s", job_id)
+        return len(stray)

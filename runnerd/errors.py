@@ -1,0 +1,82 @@
+"""runnerd's error tree. Every error a client sees is one of these, rendered as
+`{"error": "<human message>", "code": "<machine code>", "field": "<param>"?}` (SPEC §2)."""
+
+from __future__ import annotations
+
+
+class RunnerdError(Exception):
+    """Base: an error with an HTTP status, a machine code and optionally the offending field."""
+
+    http_status = 500
+    default_code = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.field = field
+
+    def body(self) -> dict[str, str]:
+        out = {"error": self.message, "code": self.code}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class BadRequest(RunnerdError):
+    http_status = 400
+    default_code = "invalid"
+
+
+class PolicyRejected(BadRequest):
+    """A start refused by the dataset's compute policy; `code` is Ocean's (no_raw_algo_allowed, …)."""
+
+
+class Unauthorized(RunnerdError):
+    http_status = 401
+    default_code = "invalid_signature"
+
+
+class NotFound(RunnerdError):
+    """Unknown job, or a job that belongs to someone else: the two are indistinguishable on purpose."""
+
+    http_status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowed(RunnerdError):
+    http_status = 405
+    default_code = "method_not_allowed"
+
+
+class PayloadTooLarge(RunnerdError):
+    http_status = 413
+    default_code = "payload_too_large"
+
+
+class RangeNotSatisfiable(RunnerdError):
+    http_status = 416
+    default_code = "range_not_satisfiable"
+
+
+class Unavailable(RunnerdError):
+    """Docker down, queue full, disk below its floor: try again later."""
+
+    http_status = 503
+    default_code = "unavailable"
+
+
+class RuntimeUnavailable(Exception):
+    """The container runtime could not be reached or failed transiently; the call may be retried."""
+
+
+class ContainerGone(Exception):
+    """The container was removed behind runnerd's back (or never existed)."""
+
+
+class ImageMissing(Exception):
+    """An image is not present locally and may not (or could not) be pulled."""
+
+
+class WorkspaceError(Exception):
+    """A job's host-side directory or quota filesystem could not be prepared."""

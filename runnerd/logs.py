@@ -1,0 +1,42 @@
+"""Logging: one line per event, `key=value` after the message, job id on every job line.
+
+Under systemd (JOURNAL_STREAM set) the timestamp is left to journald."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+_JOB = re.compile(r"\bjob ([0-9a-f]{32})\b")
+
+
+class LineFormatter(logging.Formatter):
+    def __init__(self, timestamps: bool):
+        super().__init__()
+        self.timestamps = timestamps
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().replace("\n", " | ")
+        fields = [f"level={record.levelname.lower()}", f"logger={record.name}"]
+        job = getattr(record, "job", None) or (m.group(1) if (m := _JOB.search(message)) else None)
+        if job:
+            fields.append(f"job={job}")
+        line = f"{message} " + " ".join(fields)
+        if record.exc_info:
+            line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
+        if self.timestamps:
+            line = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {line}"
+        return line
+
+
+def configure(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("docker").setLevel(logging.WARNING)

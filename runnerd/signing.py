@@ -1,0 +1,82 @@
+"""Ocean Provider's request signatures and nonces (SPEC §2, reference/provider-compute.md §4–5).
+
+Signed text = message parts concatenated without separators, then the nonce exactly as received.
+h = keccak256(utf8(text)); the signer is the EIP-191 personal-sign recovery over the 32-byte h.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import keccak
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
+# Integers (including 19-digit time_ns values) and legacy float strings such as "1693212345678.123".
+_NONCE = re.compile(r"[0-9]{1,30}(\.[0-9]{1,20})?")
+
+
+def is_address(value: object) -> bool:
+    return isinstance(value, str) and bool(_ADDRESS.fullmatch(value))
+
+
+def nonce_text(value: object) -> str | None:
+    """The nonce as the exact decimal text the client signed, or None if it is not a nonce.
+
+    JSON numbers arrive as int (ocean.py) or str (ocean.js); a JSON float would have lost the
+    client's text, so only integral floats are accepted."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float) and value.is_integer() and value >= 0:
+        text = str(int(value))
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None
+    return text if _NONCE.fullmatch(text) else None
+
+
+def nonce_value(text: str) -> Decimal:
+    """Numeric value of a nonce text, for comparisons (every format in the wild compares right)."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # pragma: no cover - nonce_text() already filtered the text
+        raise ValueError(f"not a nonce: {text!r}") from None
+
+
+def message_hash(parts: list[str], nonce: str) -> bytes:
+    return keccak(text="".join(parts) + nonce)
+
+
+def recover_signer(parts: list[str], nonce: str, signature: str) -> str | None:
+    """The checksum address that signed `parts + nonce`, or None if the signature is malformed.
+
+    Accepts v in {0, 1, 27, 28} and a missing 0x prefix."""
+    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+        return None
+    raw = bytearray(bytes.fromhex(signature[2:] if signature.startswith("0x") else signature))
+    if raw[64] in (0, 1):
+        raw[64] += 27
+    if raw[64] not in (27, 28):
+        return None
+    try:
+        return Account.recover_message(encode_defunct(primitive=message_hash(parts, nonce)), signature=bytes(raw))
+    except Exception:  # noqa: BLE001 - eth-keys raises several types for an invalid point/s value
+        return None
+
+
+def verify(address: str, parts: list[str], nonce: str, signature: str) -> bool:
+    signer = recover_signer(parts, nonce, signature)
+    return signer is not None and signer.lower() == address.lower()
+
+
+def sign(private_key: str | bytes, parts: list[str], nonce: str) -> str:
+    """Sign like ocean.py/ocean.js do (v = 27/28, 0x-prefixed); used by the client commands."""
+    signed = Account.sign_message(encode_defunct(primitive=message_hash(parts, nonce)), private_key=private_key)
+    text = signed.signature.hex()
+    return text if text.startswith("0x") else "0x" + text

@@ -1,0 +1,242 @@
+"""runnerd results filter: copy what an algorithm wrote to /data/outputs into the publishable results.
+
+Runs as `python3 /runnerd/filter.py` in a throwaway helper container (stdlib only, Python 3.9+),
+reading its plan from $RUNNERD_PLAN (or the JSON file named by argv[1], for tests):
+
+    {"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": n, "maxBytes": n,
+     "report": "/runnerd/out/report.json"}
+
+Everything under src was written by untrusted code, and dest is served to the job owner from the
+host. So only regular files are copied: symlinks (which could point at host files once dest is read
+on the host), fifos, sockets and devices are skipped. The walk goes through directory file
+descriptors with O_NOFOLLOW at every level, so no path component is ever resolved through a symlink,
+even one swapped in mid-walk. Counts and sizes are capped so outputs cannot fill the host's disk.
+
+Report JSON at plan.report. Exit 0 (ok), 3 (limits exceeded; dest emptied), 1 (any other error).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import sys
+import traceback
+
+CHUNK = 1024 * 1024
+MAX_DEPTH = 64  # deeper trees are skipped: they would exhaust fds and path lengths
+MAX_SKIPPED = 1000  # the skipped list is capped too: the algorithm decides how long it is
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: should a fifo appear where a regular file was listed, open() must not block on it.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class LimitExceeded(Exception):
+    pass
+
+
+def human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if unit == "bytes" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    return ""  # unreachable
+
+
+def show(text: str) -> str:
+    """A name safe to log on one line: the algorithm chose it and could forge log lines with \\n."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class DestDir:
+    """A dest directory created only when a file lands in it (empty source trees cost nothing)."""
+
+    def __init__(self, parent: DestDir | None, name: str, root_fd: int = -1):
+        self.parent, self.name, self._fd = parent, name, root_fd
+
+    def fd(self) -> int:
+        if self._fd < 0:
+            pfd = self.parent.fd()
+            os.mkdir(self.name, 0o755, dir_fd=pfd)
+            self._fd = os.open(self.name, DIR_FLAGS, dir_fd=pfd)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0 and self.parent is not None:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Filter:
+    """One walk of src into dest, with the counts the limits and the report need."""
+
+    def __init__(self, max_files: int, max_bytes: int):
+        self.max_files, self.max_bytes = max_files, max_bytes
+        self.files, self.skipped, self.total, self.n_skipped = [], [], 0, 0
+
+    def skip(self, rel: str, why: str) -> None:
+        self.n_skipped += 1
+        if self.n_skipped <= MAX_SKIPPED:
+            self.skipped.append("%s: %s" % (rel, why))
+            print("skipped %s (%s)" % (show(rel), why), flush=True)
+
+    def walk(self, src_fd: int, dest: DestDir, prefix: str, depth: int) -> None:
+        # scandir(fd) lists without following anything; entries are then opened relative to src_fd.
+        with os.scandir(src_fd) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISLNK(mode):
+                    self.skip(rel, "symlink")
+                elif stat.S_ISDIR(mode):
+                    if depth >= MAX_DEPTH:
+                        self.skip(rel, "nested deeper than %d levels" % MAX_DEPTH)
+                        continue
+                    try:
+                        sub_fd = os.open(entry.name, DIR_FLAGS, dir_fd=src_fd)
+                    except OSError as e:
+                        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped since it was listed
+                            self.skip(rel, "symlink" if e.errno == errno.ELOOP else "changed while filtering")
+                            continue
+                        raise
+                    sub = DestDir(dest, entry.name)
+                    try:
+                        self.walk(sub_fd, sub, rel + "/", depth + 1)
+                    finally:
+                        os.close(sub_fd)
+                        sub.close()
+                elif stat.S_ISREG(mode):
+                    self.copy(src_fd, entry.name, dest, rel)
+                else:
+                    self.skip(rel, kind_of(mode))
+
+    def copy(self, src_fd: int, name: str, dest: DestDir, rel: str) -> None:
+        if len(self.files) >= self.max_files:
+            raise LimitExceeded("outputs hold more than %d files" % self.max_files)
+        try:
+            in_fd = os.open(name, FILE_FLAGS, dir_fd=src_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # swapped for a symlink after listing
+                return self.skip(rel, "symlink")
+            raise
+        try:
+            st = os.fstat(in_fd)
+            if not stat.S_ISREG(st.st_mode):  # swapped for something else after listing
+                return self.skip(rel, kind_of(st.st_mode))
+            if self.total + st.st_size > self.max_bytes:
+                raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+            out_fd = os.open(name, OUT_FLAGS, 0o644, dir_fd=dest.fd())
+            try:
+                os.fchmod(out_fd, 0o644)  # not whatever mode (or umask) the algorithm chose
+                size = self._stream(in_fd, out_fd)
+            finally:
+                os.close(out_fd)
+        finally:
+            os.close(in_fd)
+        self.total += size
+        self.files.append({"path": rel, "size": size})
+        print("copied %s (%d bytes)" % (show(rel), size), flush=True)
+
+    def _stream(self, in_fd: int, out_fd: int) -> int:
+        """Copy in 1 MiB chunks (constant memory), enforcing the byte cap even if the file grows."""
+        size, buf = 0, bytearray(CHUNK)
+        view = memoryview(buf)
+        with open(in_fd, "rb", buffering=0, closefd=False) as src:
+            while True:
+                n = src.readinto(buf)
+                if not n:
+                    return size
+                size += n
+                if self.total + size > self.max_bytes:
+                    raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+                written = 0
+                while written < n:
+                    written += os.write(out_fd, view[written:n])
+
+    def run(self, src: str, dest: str) -> None:
+        os.makedirs(dest, exist_ok=True)
+        clear(dest)  # a previous, interrupted run must not leave unchecked files behind
+        try:
+            src_fd = os.open(src, DIR_FLAGS)
+        except FileNotFoundError:
+            print("no outputs directory", flush=True)
+            return
+        dest_fd = os.open(dest, DIR_FLAGS)
+        try:
+            self.walk(src_fd, DestDir(None, "", dest_fd), "", 0)
+        finally:
+            os.close(src_fd)
+            os.close(dest_fd)
+
+
+def kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "not a regular file"
+
+
+def clear(path: str) -> None:
+    """Remove everything inside `path` (our own dest directory, so plain paths are fine)."""
+    if not os.path.isdir(path):
+        return
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
+def write_report(path: str, report: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)  # runnerd never reads a half-written report
+
+
+def main(argv: list) -> int:
+    report_path = "/runnerd/out/report.json"
+    try:
+        raw = open(argv[1]).read() if len(argv) > 1 else os.environ.get("RUNNERD_PLAN", "")
+        plan = json.loads(raw)
+        if isinstance(plan, dict) and isinstance(plan.get("report"), str):
+            report_path = plan["report"]
+        src, dest = plan["src"], plan["dest"]
+        max_files, max_bytes = int(plan.get("maxFiles", 1000)), int(plan.get("maxBytes", 5 * 1024 ** 3))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        msg = "malformed plan: %s" % e
+        print(msg, flush=True)
+        write_report(report_path, {"ok": False, "reason": "error", "error": msg})
+        return 1
+    f = Filter(max_files, max_bytes)
+    try:
+        f.run(src, dest)
+    except Exception as e:
+        limits = isinstance(e, LimitExceeded)
+        if not isinstance(e, (LimitExceeded, OSError)):
+            traceback.print_exc()  # a bug rather than something about the outputs
+        msg = str(e) if limits else "%s: %s" % (type(e).__name__, e)
+        print("%s; nothing is published" % msg, flush=True)
+        try:
+            clear(dest)  # all or nothing: a partial copy must not look like the job's results
+        except OSError:
+            pass
+        write_report(report_path, {"ok": False, "reason": "limits" if limits else "error", "error": msg})
+        return 3 if limits else 1
+    if f.n_skipped > MAX_SKIPPED:
+        f.skipped.append("…: %d more skipped" % (f.n_skipped - MAX_SKIPPED))
+    f.files.sort(key=lambda x: x["path"])
+    print("published %d file(s), %s; skipped %d" % (len(f.files), human(f.total), f.n_skipped), flush=True)
+    write_report(report_path, {"ok": True, "files": f.files, "skipped": sorted(f.skipped)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

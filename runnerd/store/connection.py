@@ -1,0 +1,115 @@
+"""The SQLite database: one writer connection behind a lock, one reader connection (WAL).
+
+aiosqlite runs each connection on its own thread. A transaction on the writer spans several
+awaits, so every write takes `_write_lock`: otherwise another coroutine's statement would slip
+into (and roll back with) someone else's transaction. Reads use their own connection and only
+ever see committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from runnerd.store.migrations import LATEST, MIGRATIONS
+
+
+def decimal_gt(a: str | None, b: str | None) -> int:
+    """SQL function nonce_gt(a, b): decimal a > b (nonces are stored as exact text)."""
+    try:
+        return int(Decimal(a or "0") > Decimal(b or "0"))
+    except InvalidOperation:
+        return 0
+
+
+class Database:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "Database":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        await writer.execute("PRAGMA journal_mode=WAL")
+        await writer.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        await writer.execute("PRAGMA foreign_keys=ON")
+        await writer.execute("PRAGMA busy_timeout=5000")
+        await writer.create_function("nonce_gt", 2, decimal_gt, deterministic=True)
+        await _migrate(writer)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        await reader.execute("PRAGMA busy_timeout=5000")
+        await reader.execute("PRAGMA query_only=ON")
+        reader.row_factory = sqlite3.Row
+        writer.row_factory = sqlite3.Row
+        return cls(writer, reader)
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE … COMMIT on the writer; rolls back on any exception."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One auto-committed statement; returns the number of rows it changed."""
+        async with self._write_lock:
+            cursor = await self._writer.execute(sql, tuple(params))
+            return cursor.rowcount
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        async with self._reader.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self._reader.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def ping(self) -> None:
+        await self.fetchone("SELECT 1")
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        (version,) = await cursor.fetchone()  # type: ignore[misc]
+    if version > LATEST:
+        raise RuntimeError(f"database schema {version} is newer than this runnerd ({LATEST}); upgrade runnerd")
+    for number, (_name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit on its own)."""
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        if sqlite3.complete_statement("\n".join(buf)):
+            out.append("\n".join(buf).strip())
+            buf = []
+    return [s for s in out if s.strip(" ;\n")]

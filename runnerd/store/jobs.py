@@ -1,0 +1,259 @@
+"""All SQL for jobs, their steps and nonces. Rows in, domain objects out."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from runnerd.domain import (
+    TERMINAL,
+    IllegalTransition,
+    Job,
+    JobStatus,
+    ResultFile,
+    ResultType,
+    StepKind,
+    StepState,
+    check_transition,
+)
+from runnerd.store.connection import Database, decimal_gt
+
+_TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
+
+
+class QueueFull(Exception):
+    pass
+
+
+class AgreementInUse(Exception):
+    pass
+
+
+@dataclass
+class StepRecord:
+    job_id: str
+    kind: StepKind
+    state: StepState
+    container_name: str
+    container_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    oom_killed: bool | None = None
+    error: str | None = None
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        owner=row["owner"],
+        document_id=row["document_id"],
+        environment=row["environment"],
+        agreement_id=row["agreement_id"],
+        algo_did=row["algo_did"],
+        input_dids=json.loads(row["input_dids"]),
+        spec=json.loads(row["spec"]),
+        status=JobStatus(row["status"]),
+        date_created=row["date_created"],
+        date_started=row["date_started"],
+        date_finished=row["date_finished"],
+        stopreq=row["stopreq"],
+        removed=row["removed"],
+        results=[
+            ResultFile(r["filename"], r["filesize"], ResultType(r["type"]), r["path"]) for r in json.loads(row["results"])
+        ],
+        termination=json.loads(row["termination"]) if row["termination"] else None,
+        error=row["error"],
+        slot=json.loads(row["slot"]) if row["slot"] else None,
+        ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
+    )
+
+
+def _step_from_row(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(
+        job_id=row["job_id"],
+        kind=StepKind(row["kind"]),
+        state=StepState(row["state"]),
+        container_name=row["container_name"],
+        container_id=row["container_id"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        oom_killed=None if row["oom_killed"] is None else bool(row["oom_killed"]),
+        error=row["error"],
+    )
+
+
+_JOB_COLUMNS = {
+    "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot", "expires_at", "ending",
+}
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column == "results":
+        return json.dumps([{"filename": r.filename, "filesize": r.filesize, "type": r.type.value, "path": r.path}
+                           for r in value])
+    if column in ("termination", "slot"):
+        return None if value is None else json.dumps(value)
+    if column == "ending":
+        return None if value is None else int(value)
+    return value
+
+
+class JobStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def insert(self, job: Job, max_queue: int) -> None:
+        """Insert a queued job, atomically checking the queue bound and the agreementId rule."""
+        async with self.db.transaction() as tx:
+            async with tx.execute(
+                f"SELECT 1 FROM jobs WHERE agreement_id = ? AND status NOT IN ({_TERMINAL_SQL}) LIMIT 1",
+                (job.agreement_id,),
+            ) as cur:
+                if await cur.fetchone():
+                    raise AgreementInUse(job.agreement_id)
+            async with tx.execute(
+                "SELECT COUNT(*) FROM jobs WHERE environment = ? AND status = ?", (job.environment, JobStatus.QUEUED)
+            ) as cur:
+                (queued,) = await cur.fetchone()  # type: ignore[misc]
+            if queued >= max_queue:
+                raise QueueFull(job.environment)
+            await tx.execute(
+                "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
+                " input_dids, spec, status, date_created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
+                 job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created),
+            )
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _job_from_row(row) if row else None
+
+    async def list_for_owner(self, owner: str, job_id: str = "", document_id: str = "") -> list[Job]:
+        sql, params = "SELECT * FROM jobs WHERE owner_lc = ?", [owner.lower()]
+        if job_id:
+            sql, params = sql + " AND job_id = ?", [*params, job_id]
+        if document_id:
+            sql, params = sql + " AND document_id = ?", [*params, document_id]
+        rows = await self.db.fetchall(sql + " ORDER BY date_created", params)
+        return [_job_from_row(r) for r in rows]
+
+    async def transition(self, job_id: str, status: JobStatus, expect: JobStatus | None = None,
+                         **fields: Any) -> Job:
+        """Move a job to `status` (checked against the state machine) and set other columns, in one
+        transaction. With `expect`, the job must currently be in that status (compare-and-set).
+        Raises IllegalTransition, or KeyError if the job no longer exists."""
+        unknown = set(fields) - _JOB_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown job columns {unknown}")
+        async with self.db.transaction() as tx:
+            async with tx.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            current = JobStatus(row[0])
+            if expect is not None and current != expect:
+                raise IllegalTransition(job_id, current, status)
+            if current != status:
+                check_transition(job_id, current, status)
+            sets = ", ".join(["status = ?", *(f"{c} = ?" for c in fields)])
+            values = [int(status), *(_encode(c, v) for c, v in fields.items())]
+            await tx.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*values, job_id))
+            async with tx.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cur:
+                return _job_from_row(await cur.fetchone())  # type: ignore[arg-type]
+
+    async def update(self, job_id: str, **fields: Any) -> None:
+        """Set non-status columns (stopreq, removed, …) without touching the state machine."""
+        unknown = set(fields) - _JOB_COLUMNS
+        if unknown or not fields:
+            raise ValueError(f"bad job columns {unknown or 'none'}")
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        await self.db.write(f"UPDATE jobs SET {sets} WHERE job_id = ?",
+                            (*(_encode(c, v) for c, v in fields.items()), job_id))
+
+    async def request_stop(self, job_id: str) -> bool:
+        """Set stopreq=1 on a job that is not terminal; returns whether it was."""
+        changed = await self.db.write(
+            f"UPDATE jobs SET stopreq = 1 WHERE job_id = ? AND status NOT IN ({_TERMINAL_SQL})", (job_id,)
+        )
+        return changed > 0
+
+    async def delete(self, job_id: str) -> None:
+        await self.db.write("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    async def queued(self, environment: str | None = None, limit: int = -1) -> list[Job]:
+        """Queued jobs in FIFO order (insertion order)."""
+        sql, params = "SELECT * FROM jobs WHERE status = ?", [int(JobStatus.QUEUED)]
+        if environment is not None:
+            sql, params = sql + " AND environment = ?", [*params, environment]
+        rows = await self.db.fetchall(sql + " ORDER BY rowid LIMIT ?", [*params, limit])
+        return [_job_from_row(r) for r in rows]
+
+    async def active(self) -> list[Job]:
+        """Jobs past the queue and not yet terminal: the ones recovery must reconcile."""
+        rows = await self.db.fetchall(
+            f"SELECT * FROM jobs WHERE status NOT IN ({_TERMINAL_SQL}) AND status != ? ORDER BY rowid",
+            (int(JobStatus.QUEUED),),
+        )
+        return [_job_from_row(r) for r in rows]
+
+    async def counts(self) -> dict[tuple[str, int], int]:
+        """(environment, status) → number of jobs; for environments listing and metrics."""
+        rows = await self.db.fetchall("SELECT environment, status, COUNT(*) FROM jobs GROUP BY environment, status")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def expired(self, now: float) -> list[Job]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE removed = 0 AND expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        )
+        return [_job_from_row(r) for r in rows]
+
+    async def all_ids(self) -> set[str]:
+        return {r[0] for r in await self.db.fetchall("SELECT job_id FROM jobs")}
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def save_step(self, step: StepRecord) -> None:
+        await self.db.write(
+            "INSERT INTO steps (job_id, kind, state, container_name, container_id, started_at, finished_at,"
+            " exit_code, oom_killed, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(job_id, kind) DO UPDATE SET state=excluded.state, container_id=excluded.container_id,"
+            " started_at=excluded.started_at, finished_at=excluded.finished_at, exit_code=excluded.exit_code,"
+            " oom_killed=excluded.oom_killed, error=excluded.error",
+            (step.job_id, step.kind.value, step.state.value, step.container_name, step.container_id, step.started_at,
+             step.finished_at, step.exit_code, None if step.oom_killed is None else int(step.oom_killed),
+             step.error),
+        )
+
+    async def delete_step(self, job_id: str, kind: StepKind) -> None:
+        await self.db.write("DELETE FROM steps WHERE job_id = ? AND kind = ?", (job_id, kind.value))
+
+    async def steps(self, job_id: str) -> dict[StepKind, StepRecord]:
+        rows = await self.db.fetchall("SELECT * FROM steps WHERE job_id = ?", (job_id,))
+        return {s.kind: s for s in map(_step_from_row, rows)}
+
+    # -- nonces -------------------------------------------------------------------------------
+
+    async def nonce(self, address: str) -> str | None:
+        row = await self.db.fetchone("SELECT nonce FROM nonces WHERE address = ?", (address.lower(),))
+        return row[0] if row else None
+
+    async def claim_nonce(self, address: str, nonce: str) -> bool:
+        """Compare-and-set in one statement: store `nonce` only if it is decimal-greater than the
+        stored one. True means this request owns the nonce; a replay or a race loser gets False."""
+        if not decimal_gt(nonce, "0"):  # an address never seen has nonce 0; strictly greater applies
+            return False
+        changed = await self.db.write(
+            "INSERT INTO nonces (address, nonce) VALUES (?, ?) ON CONFLICT(address) DO UPDATE"
+            " SET nonce = excluded.nonce WHERE nonce_gt(excluded.nonce, nonces.nonce)",
+            (address.lower(), nonce),
+        )
+        return changed > 0
+
+
+__all__ = ["JobStore", "StepRecord", "QueueFull", "AgreementInUse", "IllegalTransition"]

@@ -1,0 +1,91 @@
+"""Shared fixtures. Docker tests need a daemon and the locally built images (.ci/run makes both);
+without them they are skipped, unless RUNNERD_REQUIRE_DOCKER=1 (CI) turns that into a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, Daemon, base_config, docker_containers
+
+
+def _docker_ready() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker daemon answers"
+    for image in (PY_IMAGE, BUSYBOX_IMAGE):
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+            return f"test image {image} is missing (bash scripts/images.sh python|busybox {image})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    problem = _docker_ready()
+    if problem is None:
+        return
+    if os.environ.get("RUNNERD_REQUIRE_DOCKER") == "1":
+        raise pytest.UsageError(f"Docker tests cannot run: {problem}")
+    for item in items:
+        if "docker" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=problem))
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(tmp_path_factory):
+    """One daemon for the tests that only need a default configuration."""
+    config = base_config(environments=[
+        {"id": "ocean-compute", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 120},
+        {"id": "small", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05, "maxJobs": 1, "maxJobDuration": 60},
+    ])
+    daemon = Daemon(tmp_path_factory.mktemp("shared"), config).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def make_daemon(tmp_path):
+    """Start daemons with a custom configuration; all are stopped at the end of the test."""
+    started: list[Daemon] = []
+
+    def make(start: bool = True, **overrides) -> Daemon:
+        daemon = Daemon(tmp_path / f"d{len(started)}", base_config(**overrides))
+        started.append(daemon)
+        return daemon.start() if start else daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing labelled runnerd.job may outlive the run (the daemons remove their containers)."""
+    if _docker_ready() is not None:
+        return
+    leftovers = docker_containers("runnerd.job")
+    if leftovers:
+        subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        print(f"\nERROR: {len(leftovers)} container(s) labelled runnerd.job were left behind")
+        session.exitstatus = 1
+
+
+@pytest.fixture
+def tmp_assets(tmp_path) -> Path:
+    path = tmp_path / "assets"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def http_server():
+    """A file server on the docker bridge address, so the provision container can reach it.
+    (Only ever this machine: loopback or docker0.)"""
+    from tests.netutil import BridgeServer
+
+    server = BridgeServer()
+    yield server
+    server.close()
