@@ -12,9 +12,9 @@ from pathlib import Path
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.engine.runner import Hooks
 from runnerd.engine.service import Engine
 from runnerd.identity import NodeIdentity
+from runnerd.metrics import Metrics
 from runnerd.store import Database, JobStore
 
 
@@ -28,11 +28,12 @@ class Daemon:
     runtime: ContainerRuntime
     catalog: Catalog
     engine: Engine
+    metrics: Metrics
 
 
 @contextlib.asynccontextmanager
 async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
-                      runtime: ContainerRuntime | None = None, hooks: Hooks | None = None) -> AsyncIterator[Daemon]:
+                      runtime: ContainerRuntime | None = None) -> AsyncIterator[Daemon]:
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o711)
@@ -47,9 +48,10 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
 
         runtime = DockerRuntime(timeout=settings.dockerTimeout)
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
-    engine = Engine(settings, store, runtime, catalog, data_dir, hooks)
+    metrics = Metrics()
+    engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks())
     try:
-        yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine)
+        yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:
         await engine.shutdown()
         close = getattr(runtime, "close", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, Daemon, base_config, docker_containers
+from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, Daemon, base_config
 
 
 def _docker_ready() -> str | None:
@@ -45,6 +45,7 @@ def shared_daemon(tmp_path_factory):
     daemon = Daemon(tmp_path_factory.mktemp("shared"), config).start()
     yield daemon
     daemon.stop()
+    _no_leftovers(daemon)
 
 
 @pytest.fixture
@@ -60,17 +61,16 @@ def make_daemon(tmp_path):
     yield make
     for daemon in started:
         daemon.stop()
+    for daemon in started:
+        _no_leftovers(daemon)
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Nothing labelled runnerd.job may outlive the run (the daemons remove their containers)."""
-    if _docker_ready() is not None:
-        return
-    leftovers = docker_containers("runnerd.job")
-    if leftovers:
-        subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
-        print(f"\nERROR: {len(leftovers)} container(s) labelled runnerd.job were left behind")
-        session.exitstatus = 1
+def _no_leftovers(daemon: Daemon) -> None:
+    """Once its jobs are done, a daemon must have removed every container it created."""
+    left = daemon.leftover_containers()
+    if left:
+        subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+        pytest.fail(f"{len(left)} container(s) of this daemon's jobs were left behind", pytrace=False)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -106,6 +107,20 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+    def job_ids(self) -> list[str]:
+        db = self.data_dir / "runnerd.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            return [r[0] for r in conn.execute("SELECT job_id FROM jobs")]
+
+    def leftover_containers(self) -> list[str]:
+        """Containers of this daemon's jobs that still exist (there should be none once it is idle)."""
+        ids = set(self.job_ids())
+        out = subprocess.run(["docker", "ps", "-a", "--filter", "label=runnerd.job", "--format",
+                              '{{.ID}} {{.Label "runnerd.job"}}'], capture_output=True, text=True)
+        return [line.split()[0] for line in out.stdout.splitlines() if line.split()[-1] in ids]
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -7,18 +7,21 @@ from pathlib import Path
 from aiohttp import web
 
 from runnerd.api import keys
-from runnerd.api.middleware import cors, errors, gate
+from runnerd.api.middleware import cors, errors, gate, timing
 from runnerd.api.routes import setup_routes
 from runnerd.api.views import StatusView
 from runnerd.config import Settings
 from runnerd.engine.service import Engine
 from runnerd.identity import NodeIdentity
+from runnerd.metrics import Metrics
 from runnerd.store import JobStore
 
 
 def create_app(settings: Settings, engine: Engine, store: JobStore, identity: NodeIdentity,
-               data_dir: Path) -> web.Application:
-    app = web.Application(client_max_size=settings.maxRequestBytes, middlewares=[cors, errors, gate])
+               data_dir: Path, metrics: Metrics | None = None) -> web.Application:
+    metrics = metrics or Metrics()
+    app = web.Application(client_max_size=settings.maxRequestBytes,
+                          middlewares=[cors, timing(metrics), errors, gate])
     app[keys.SETTINGS] = settings
     app[keys.ENGINE] = engine
     app[keys.STORE] = store
@@ -26,5 +29,6 @@ def create_app(settings: Settings, engine: Engine, store: JobStore, identity: No
     app[keys.DATA_DIR] = Path(data_dir)
     app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl)
     app[keys.READY] = {"ready": False}
+    app[keys.METRICS] = metrics
     setup_routes(app)
     return app

@@ -10,6 +10,7 @@ from runnerd.api.views import StatusView
 from runnerd.config import Settings
 from runnerd.engine.service import Engine
 from runnerd.identity import NodeIdentity
+from runnerd.metrics import Metrics
 from runnerd.store import JobStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,6 +19,7 @@ STORE = web.AppKey("store", JobStore)
 IDENTITY = web.AppKey("identity", NodeIdentity)
 VIEW = web.AppKey("view", StatusView)
 DATA_DIR = web.AppKey("data_dir", Path)
+METRICS = web.AppKey("metrics", Metrics)
 READY = web.AppKey("ready", dict)  # {"ready": bool}: flipped once recovery is done
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 from aiohttp import web
@@ -77,3 +78,25 @@ async def gate(request: web.Request, handler):
     if not request.app[READY]["ready"] and request.path != "/health":
         return error_response(503, "runnerd is starting (recovering jobs); retry in a moment", "starting")
     return await handler(request)
+
+
+def timing(metrics):
+    """API latency by route template (not raw path: job ids would explode the label set)."""
+
+    @web.middleware
+    async def observe(request: web.Request, handler):
+        started = time.perf_counter()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            metrics.requests.labels(request.method, route, str(code)).observe(time.perf_counter() - started)
+
+    return observe

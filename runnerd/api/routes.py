@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, discovery, results
+from runnerd.api import compute, discovery, live, results
 
 COMPUTE = "/api/services/compute"
 
@@ -19,3 +19,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_put(COMPUTE, compute.stop_jobs)
     app.router.add_delete(COMPUTE, compute.delete_jobs)
     app.router.add_get("/api/services/computeResult", results.compute_result)
+    app.router.add_get("/api/services/computeLogs", live.compute_logs)
+    app.router.add_get("/metrics", live.metrics)

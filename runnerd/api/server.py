@@ -29,7 +29,7 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_daemon(settings, data_dir, assets_dir) as daemon:
-        app = create_app(settings, daemon.engine, daemon.store, daemon.identity, daemon.data_dir)
+        app = create_app(settings, daemon.engine, daemon.store, daemon.identity, daemon.data_dir, daemon.metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)

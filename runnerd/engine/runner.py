@@ -37,6 +37,7 @@ class Hooks:
     status: Callable[[Job, JobStatus], None] = lambda job, old: None
     step: Callable[[StepKind, float], None] = lambda kind, seconds: None
     docker: Callable[[bool], None] = lambda up: None
+    container_start: Callable[[float], None] = lambda seconds: None
 
 
 @dataclass
@@ -57,7 +58,7 @@ class JobRunner:
         self.images = images
         self.hooks = hooks or Hooks()
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
-                                self.hooks.docker)
+                                self.hooks)
 
     async def _move(self, job: Job, status: JobStatus, **fields) -> Job:
         old = job.status

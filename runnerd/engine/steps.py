@@ -72,25 +72,26 @@ class Outage:
 
 class StepDriver:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, stop_grace: float, outage_limit: float,
-                 on_docker: Callable[[bool], None] | None = None):
+                 hooks=None):
         self.store = store
         self.runtime = runtime
         self.stop_grace = stop_grace
         self.outage_limit = outage_limit
-        self.on_docker = on_docker
+        self.hooks = hooks  # runner.Hooks: docker(up) and container_start(seconds)
 
     async def run(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec], *,
                   max_seconds: float | None = None, stop: asyncio.Event | None = None,
                   logs: LogCapture | None = None) -> StepOutcome:
         """Run (or resume) the step and return how it ended. `max_seconds` counts from the
         container's start, across restarts of runnerd."""
-        outage = Outage(self.outage_limit, self.on_docker)
+        outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None)
         rec = (await self.store.steps(job_id)).get(kind)
         if rec is not None and rec.state == StepState.EXITED:
             return StepOutcome(ExitResult(rec.exit_code or 0, bool(rec.oom_killed)), started_at=rec.started_at)
         if rec is not None and rec.state == StepState.ABANDONED:
             return StepOutcome(lost=rec.error or "its container was lost", started_at=rec.started_at)
         try:
+            asked = time.monotonic()
             if rec is None or rec.state == StepState.CREATING:
                 spec = build()
                 rec = StepRecord(job_id, kind, StepState.CREATING, spec.name)
@@ -108,6 +109,8 @@ class StepDriver:
                 rec.state, rec.started_at = StepState.RUNNING, time.time()
                 await self.store.save_step(rec)
                 await outage.retry(lambda: self.runtime.start(cid))
+                if self.hooks:
+                    self.hooks.container_start(time.monotonic() - asked)
             elif reattach:
                 state = await outage.retry(lambda: self.runtime.inspect(cid))
                 if state is None:
