@@ -113,8 +113,14 @@ class JobRunner:
         if job.status == S.RUNNING:
             await self.workspace.prepare(job, env)  # remounts the volume after a host reboot
             ending = await self._algorithm(job, env, slot, paths, stop)
-            job = await self._move(job, S.FILTERING, ending=ending.status, error=ending.error,
-                                   termination=ending.termination, **ending.extra)
+            fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra)
+            if ending.status == S.OUTPUT_LIMITS_EXCEEDED:
+                # What a job that overran its quota wrote is incomplete by definition, and keeping it
+                # would move up to diskGB onto the host: publish its logs only.
+                job = await self._move(job, S.PUBLISHING, results=collect_results(paths, with_outputs=False),
+                                       **fields)
+            else:
+                job = await self._move(job, S.FILTERING, **fields)
         if job.status == S.FILTERING:
             await self.workspace.prepare(job, env)
             job = await self._filter(job, env, paths)
