@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -22,11 +23,13 @@ class BridgeServer:
         self.host = host or docker_bridge_ip()
         self.files: dict[str, bytes] = {}
         self.paths: list[str] = []
+        self.delay = 0.0  # seconds to wait before answering (to catch a job mid-provisioning)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 server.paths.append(self.path)
+                time.sleep(server.delay)
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_response(404)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, discovery, live, results
+from runnerd.api import compute, discovery, docs, live, results
 
 COMPUTE = "/api/services/compute"
 
@@ -21,3 +21,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/services/computeResult", results.compute_result)
     app.router.add_get("/api/services/computeLogs", live.compute_logs)
     app.router.add_get("/metrics", live.metrics)
+    app.router.add_get("/openapi.json", docs.openapi_json)

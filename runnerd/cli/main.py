@@ -33,12 +33,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"runnerd: {exc}", file=sys.stderr)
         return 2
     configure(args.log_level)
+    code = 0
     try:
         asyncio.run(serve(settings, data_dir, assets, args.host, args.port))
     except OSError as exc:
         logging.getLogger("runnerd").error("cannot start: %s", exc)
-        return 1
-    return 0
+        code = 1
+    # Threads still blocked in Docker's `wait` for containers that outlive us (on purpose) would
+    # keep the interpreter from exiting; everything is closed by now, so leave at once.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _check_config(args: argparse.Namespace) -> int:

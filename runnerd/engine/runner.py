@@ -57,6 +57,7 @@ class JobRunner:
         self.workspace = workspace
         self.images = images
         self.hooks = hooks or Hooks()
+        self._recovered: set[str] = set()
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
                                 self.hooks)
 
@@ -68,7 +69,17 @@ class JobRunner:
             self.hooks.status(job, old)
         return job
 
-    async def run(self, job: Job, slot: Slot, stop: asyncio.Event) -> Job:
+    async def run(self, job: Job, slot: Slot, stop: asyncio.Event, recovered: bool = False) -> Job:
+        """Drive the job to a terminal status. `recovered`: found in flight at start-up, so
+        containers of steps that ended before the crash may still exist and are cleaned up."""
+        if recovered:
+            self._recovered.add(job.job_id)
+        try:
+            return await self._run(job, slot, stop)
+        finally:
+            self._recovered.discard(job.job_id)
+
+    async def _run(self, job: Job, slot: Slot, stop: asyncio.Event) -> Job:
         env = self.settings.environment(job.environment)
         if env is None:  # the environment was removed from the config while the job was in flight
             return await self._finish_early(job, S.INTERRUPTED, f"environment {job.environment!r} no longer exists")
@@ -225,6 +236,8 @@ class JobRunner:
         if not job.results:
             job.results = collect_results(paths, with_outputs=False)
         await self.workspace.release_fs(job.job_id)
+        if job.job_id in self._recovered:
+            await self._remove_containers(job.job_id)
         now = time.time()
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
                                 expires_at=now + env.storageExpiry)

@@ -161,18 +161,18 @@ class Scheduler:
         """Take over a job found in flight at startup, with the resources it already holds."""
         slot = slot_of(job)
         self.allocator.hold(slot)
-        self._launch(job, slot)
+        self._launch(job, slot, recovered=True)
 
-    def _launch(self, job: Job, slot: Slot) -> None:
+    def _launch(self, job: Job, slot: Slot, recovered: bool = False) -> None:
         live = LiveJob(job.job_id, job.environment, slot)
         if job.stopreq:
             live.stop.set()
         self.live[job.job_id] = live
-        live.task = asyncio.create_task(self._drive(job, live), name=f"job-{job.job_id}")
+        live.task = asyncio.create_task(self._drive(job, live, recovered), name=f"job-{job.job_id}")
 
-    async def _drive(self, job: Job, live: LiveJob) -> None:
+    async def _drive(self, job: Job, live: LiveJob, recovered: bool) -> None:
         try:
-            await self.runner.run(job, live.slot, live.stop)
+            await self.runner.run(job, live.slot, live.stop, recovered)
         finally:
             self.live.pop(job.job_id, None)
             self.allocator.release(live.slot)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from runnerd.catalog import Catalog
@@ -61,6 +62,8 @@ class Engine:
         for job in await self.store.active():
             log.info("job %s: recovering at status %d", job.job_id, int(job.status))
             self.scheduler.adopt(job)
+        # Containers of jobs that ended (or vanished) while runnerd was down: remove them now.
+        await self.sweeper.remove_orphan_containers(time.time())
         self.scheduler.start()
         self.sweeper.start()
         self._watch = asyncio.create_task(self._watch_docker(), name="docker-watch")

@@ -145,13 +145,17 @@ class StepDriver:
                 result = await outage.retry(lambda: self.runtime.wait(cid, timeout=self.stop_grace + 60))
                 if result is None:
                     raise RuntimeUnavailable("the container did not stop")
-        finally:
-            if log_task is not None:
-                try:
-                    await asyncio.wait_for(log_task, timeout=10)
-                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - logs are best effort
-                    log_task.cancel()
+        except BaseException:
+            if log_task is not None:  # shutdown or failure: the container (and its log) live on
+                log_task.cancel()
+            raise
+        if log_task is not None:
+            try:  # the log stream ends with the container; give the copier a moment to drain it
+                await asyncio.wait_for(log_task, timeout=10)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - logs are best effort
+                log_task.cancel()
         if logs is not None and not logs.follow:
+            open(logs.path, "wb").close()  # a copy interrupted by a crash is redone, not appended to
             await self._copy_logs(cid, logs)
         if outage.seen and result.exit_code in _KILLED and not result.oom_killed and not (timed_out or stopped):
             return await self._abandon(rec, "Docker restarted while the step ran and killed its container")
