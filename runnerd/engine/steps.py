@@ -22,7 +22,7 @@ from runnerd.store import JobStore, StepRecord
 log = logging.getLogger("runnerd.steps")
 T = TypeVar("T")
 
-# Exit codes of a container killed by SIGTERM/SIGKILL: what a Docker restart does to it.
+# Exit codes of a container killed by SIGTERM/SIGKILL (128 + signal, as tini reports them).
 _KILLED = (137, 143)
 
 
@@ -157,8 +157,11 @@ class StepDriver:
         if logs is not None and not logs.follow:
             open(logs.path, "wb").close()  # a copy interrupted by a crash is redone, not appended to
             await self._copy_logs(cid, logs)
-        if outage.seen and result.exit_code in _KILLED and not result.oom_killed and not (timed_out or stopped):
-            return await self._abandon(rec, "Docker restarted while the step ran and killed its container")
+        if result.exit_code in _KILLED and not result.oom_killed and not (timed_out or stopped):
+            # SIGTERM/SIGKILL that runnerd did not send and the kernel's OOM killer did not either:
+            # `docker stop` by someone else, or dockerd restarting without live-restore.
+            why = "Docker restarted while the step ran" if outage.seen else "its container was killed outside runnerd"
+            return await self._abandon(rec, f"{why} (exit code {result.exit_code})")
         rec.state, rec.finished_at = StepState.EXITED, time.time()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
