@@ -46,7 +46,7 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     if runtime is None:
         from runnerd.containers.docker_runtime import DockerRuntime
 
-        runtime = DockerRuntime(timeout=settings.dockerTimeout)
+        runtime = DockerRuntime(timeout=settings.dockerTimeout, instance=identity.address.lower())
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
     engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks())

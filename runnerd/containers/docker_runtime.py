@@ -15,7 +15,14 @@ import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
-from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec, ContainerState, OwnedContainer
+from runnerd.containers.runtime import (
+    LABEL_INSTANCE,
+    LABEL_JOB,
+    LABEL_STEP,
+    ContainerSpec,
+    ContainerState,
+    OwnedContainer,
+)
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
 
@@ -61,7 +68,11 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 
 
 class DockerRuntime:
-    def __init__(self, timeout: float = 60, base_url: str | None = None, max_workers: int = 64):
+    def __init__(self, timeout: float = 60, base_url: str | None = None, max_workers: int = 64,
+                 instance: str = ""):
+        """`instance` (the node address) is added as a label to every container and scopes
+        list_owned, so two runnerd daemons sharing one Docker never reap each other's jobs."""
+        self.instance = instance
         self._timeout = timeout
         self._base_url = base_url
         self._client: docker.DockerClient | None = None
@@ -126,7 +137,7 @@ class DockerRuntime:
                 name=spec.name,
                 user=spec.user,
                 environment=spec.env,
-                labels=spec.labels,
+                labels={**spec.labels, LABEL_INSTANCE: self.instance} if self.instance else spec.labels,
                 working_dir=spec.working_dir,
                 host_config=api.create_host_config(**to_sdk_kwargs(spec)),
             )
@@ -238,7 +249,8 @@ class DockerRuntime:
             raise ContainerGone(container_id) from exc
 
     async def list_owned(self) -> list[OwnedContainer]:
-        rows = await self._call(lambda: self._api.containers(all=True, filters={"label": LABEL_JOB}))
+        wanted = [LABEL_JOB] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
+        rows = await self._call(lambda: self._api.containers(all=True, filters={"label": wanted}))
         out = []
         for row in rows:
             labels = row.get("Labels") or {}

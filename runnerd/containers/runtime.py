@@ -12,6 +12,7 @@ from runnerd.domain import ExitResult
 # Every container runnerd creates carries these labels, so ownership can be found from Docker alone.
 LABEL_JOB = "runnerd.job"
 LABEL_STEP = "runnerd.step"
+LABEL_INSTANCE = "runnerd.instance"  # which daemon (node address) created it; added by the runtime
 
 
 @dataclass(frozen=True)
@@ -102,4 +103,5 @@ class ContainerRuntime(Protocol):
         notes a cut); with follow, until the container exits. Returns the bytes written."""
 
     async def list_owned(self) -> list[OwnedContainer]:
-        """Every container carrying the runnerd.job label, running or not."""
+        """Every container of this daemon (runnerd.job label, and runnerd.instance where the
+        runtime sets one), running or not."""
