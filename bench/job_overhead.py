@@ -1,0 +1,98 @@
+"""Per-job overhead: N trivial jobs through the HTTP API, one after another, against the same three
+containers (provision, algorithm, filter) run with plain `docker run --rm` in sequence.
+
+    .venv/bin/python bench/job_overhead.py -n 20
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, dataset, parser, progress, start_daemon, stop_daemon, summary, table, write_json
+
+ALGO = "print('hello from the algorithm')\n"
+STEPS = ROOT / "runnerd" / "steps"
+
+
+def run_runnerd(n: int, image: str, poll: float) -> list[float]:
+    daemon = start_daemon([{"id": "bench", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1}])
+    try:
+        client = daemon.client()
+        did = dataset(daemon.assets, b"a,b\n1,2\n")
+        repo, _, tag = image.rpartition(":")
+        algo = {"meta": {"rawcode": ALGO, "container": {"image": repo, "tag": tag, "entrypoint": "python3 $ALGO"}}}
+        times = []
+        for i in range(n + 1):
+            started = time.perf_counter()
+            job_id = client.start(did, algo, "bench")["jobId"]
+            while (job := client.job(job_id))["status"] < 70 and job["status"] != 7:
+                time.sleep(poll)
+            elapsed = time.perf_counter() - started
+            assert job["status"] == 70, job
+            if i:  # the first job warms caches (page cache, Docker's image layers)
+                times.append(elapsed)
+                progress(f"runnerd job {i}/{n}: {elapsed:.3f}s")
+        return times
+    finally:
+        stop_daemon(daemon)
+
+
+def run_docker(n: int, image: str) -> list[float]:
+    """The same three containers, by hand: what Docker itself costs."""
+    work = Path(tempfile.mkdtemp(prefix="runnerd-bench-docker-"))
+    (work / "data.csv").write_text("a,b\n1,2\n")
+    (work / "algo.py").write_text(ALGO)
+    common = ["docker", "run", "--rm", "--user", "1000:1000", "--read-only", "--tmpfs", "/tmp",
+              "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--init"]
+    times = []
+    for i in range(n + 1):
+        out = work / f"out{i}"
+        (out / "outputs").mkdir(parents=True)
+        (out / "results").mkdir()
+        subprocess.run(["chown", "-R", "1000:1000", str(out)], check=True)
+        plan_p = json.dumps({"downloads": [], "allow": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
+                             "report": "/runnerd/out/report.json"})
+        plan_f = json.dumps({"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": 1000,
+                             "maxBytes": 1 << 30, "report": "/runnerd/out/report.json"})
+        started = time.perf_counter()
+        subprocess.run(common + ["--network", "none", "-e", f"RUNNERD_PLAN={plan_p}",
+                                 "-v", f"{out}/results:/runnerd/out", "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro",
+                                 image, "python3", "/runnerd/provision.py"], check=True, capture_output=True)
+        subprocess.run(common + ["--network", "none", "-v", f"{work}/data.csv:/data/inputs/x/0:ro",
+                                 "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
+                                 "-v", f"{out}/outputs:/data/outputs", image, "python3",
+                                 "/data/transformations/algorithm"], check=True, capture_output=True)
+        subprocess.run(common + ["--network", "none", "-e", f"RUNNERD_PLAN={plan_f}",
+                                 "-v", f"{out}/outputs:/data/outputs:ro", "-v", f"{out}/results:/runnerd/out",
+                                 "-v", f"{STEPS}/filter.py:/runnerd/filter.py:ro",
+                                 image, "python3", "/runnerd/filter.py"], check=True, capture_output=True)
+        elapsed = time.perf_counter() - started
+        if i:
+            times.append(elapsed)
+            progress(f"docker run x3 {i}/{n}: {elapsed:.3f}s")
+    subprocess.run(["rm", "-rf", str(work)])
+    return times
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("-n", type=int, default=20, help="jobs per side (default %(default)s; one more warms up)")
+    p.add_argument("--poll", type=float, default=0.02, help="status poll interval of the client (s)")
+    args = p.parse_args()
+    docker = summary(run_docker(args.n, args.image))
+    ours = summary(run_runnerd(args.n, args.image, args.poll))
+    rows = [["docker run --rm x3 (baseline)", docker["median"], docker["p95"], 1.0],
+            ["runnerd job via HTTP API", ours["median"], ours["p95"], ours["median"] / docker["median"]]]
+    print(table(f"Per-job overhead, {args.n} sequential trivial jobs (seconds)",
+                ["what", "median", "p95", "ratio (median)"], rows))
+    write_json(args.json, {"bench": "job_overhead", "n": args.n, "poll": args.poll, "baseline": docker,
+                           "runnerd": ours, "ratio_median": ours["median"] / docker["median"],
+                           "ratio_p95": ours["p95"] / docker["p95"]})
+
+
+if __name__ == "__main__":
+    main()
