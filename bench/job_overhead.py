@@ -41,35 +41,45 @@ def run_runnerd(n: int, image: str, poll: float) -> list[float]:
         stop_daemon(daemon)
 
 
-def run_docker(n: int, image: str) -> list[float]:
-    """The same three containers, by hand: what Docker itself costs."""
+def prepare_docker_workdir() -> Path:
     work = Path(tempfile.mkdtemp(prefix="runnerd-bench-docker-"))
     (work / "data.csv").write_text("a,b\n1,2\n")
     (work / "algo.py").write_text(ALGO)
+    return work
+
+
+def docker_job_commands(work: Path, i: int, image: str) -> list[list[str]]:
+    """The three `docker run --rm` of one job, with the same scripts, mounts and hardening."""
+    out = work / f"out{i}"
+    (out / "outputs").mkdir(parents=True)
+    (out / "results").mkdir()
+    subprocess.run(["chown", "-R", "1000:1000", str(out)], check=True)
     common = ["docker", "run", "--rm", "--user", "1000:1000", "--read-only", "--tmpfs", "/tmp",
-              "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--init"]
+              "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--init", "--network", "none"]
+    plan_p = json.dumps({"downloads": [], "allow": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
+                         "report": "/runnerd/out/report.json"})
+    plan_f = json.dumps({"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": 1000,
+                         "maxBytes": 1 << 30, "report": "/runnerd/out/report.json"})
+    return [
+        common + ["-e", f"RUNNERD_PLAN={plan_p}", "-v", f"{out}/results:/runnerd/out",
+                  "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro", image, "python3", "/runnerd/provision.py"],
+        common + ["-v", f"{work}/data.csv:/data/inputs/x/0:ro", "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
+                  "-v", f"{out}/outputs:/data/outputs", image, "python3", "/data/transformations/algorithm"],
+        common + ["-e", f"RUNNERD_PLAN={plan_f}", "-v", f"{out}/outputs:/data/outputs:ro",
+                  "-v", f"{out}/results:/runnerd/out", "-v", f"{STEPS}/filter.py:/runnerd/filter.py:ro",
+                  image, "python3", "/runnerd/filter.py"],
+    ]
+
+
+def run_docker(n: int, image: str) -> list[float]:
+    """The same three containers, by hand: what Docker itself costs."""
+    work = prepare_docker_workdir()
     times = []
     for i in range(n + 1):
-        out = work / f"out{i}"
-        (out / "outputs").mkdir(parents=True)
-        (out / "results").mkdir()
-        subprocess.run(["chown", "-R", "1000:1000", str(out)], check=True)
-        plan_p = json.dumps({"downloads": [], "allow": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
-                             "report": "/runnerd/out/report.json"})
-        plan_f = json.dumps({"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": 1000,
-                             "maxBytes": 1 << 30, "report": "/runnerd/out/report.json"})
+        commands = docker_job_commands(work, i, image)
         started = time.perf_counter()
-        subprocess.run(common + ["--network", "none", "-e", f"RUNNERD_PLAN={plan_p}",
-                                 "-v", f"{out}/results:/runnerd/out", "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro",
-                                 image, "python3", "/runnerd/provision.py"], check=True, capture_output=True)
-        subprocess.run(common + ["--network", "none", "-v", f"{work}/data.csv:/data/inputs/x/0:ro",
-                                 "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
-                                 "-v", f"{out}/outputs:/data/outputs", image, "python3",
-                                 "/data/transformations/algorithm"], check=True, capture_output=True)
-        subprocess.run(common + ["--network", "none", "-e", f"RUNNERD_PLAN={plan_f}",
-                                 "-v", f"{out}/outputs:/data/outputs:ro", "-v", f"{out}/results:/runnerd/out",
-                                 "-v", f"{STEPS}/filter.py:/runnerd/filter.py:ro",
-                                 image, "python3", "/runnerd/filter.py"], check=True, capture_output=True)
+        for argv in commands:
+            subprocess.run(argv, check=True, capture_output=True)
         elapsed = time.perf_counter() - started
         if i:
             times.append(elapsed)

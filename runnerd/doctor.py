@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -141,12 +142,12 @@ def check_helper_image(client: Any, settings: Settings) -> Result:
         pass
     except Exception as exc:
         return Result("helper image", FAIL, f"cannot inspect {image}: {exc}", "fix the docker check first")
-    fix = f"`docker pull {image}`, or offline: `bash scripts/images.sh python {image}`"
+    fix = f"`docker pull {image}` (offline: `bash scripts/images.sh python {image}`)"
     if settings.imagePull == "never":
         return Result("helper image", FAIL, f"{image} (helperImage) is not on this host and imagePull is never: "
                       "every job would fail at provisioning", fix)
     return Result("helper image", WARN, f"{image} (helperImage) is not on this host; the first job will pull it "
-                  f"(imagePull: {settings.imagePull})", fix + " now, so the first job does not wait for it")
+                  f"(imagePull: {settings.imagePull})", fix + ", so the first job does not wait for the pull")
 
 
 def _nvidia_gpus(run: Callable[..., subprocess.CompletedProcess]) -> tuple[set[str] | None, str]:
@@ -336,6 +337,7 @@ def format_results(results: list[Result]) -> str:
 def run_checks(args: argparse.Namespace) -> int:
     from runnerd.cli.paths import resolve
 
+    logging.getLogger("runnerd.catalog").setLevel(logging.ERROR)  # doctor reports malformed DDOs itself
     config, data_dir, assets = resolve(args)
     results = collect(config, data_dir, assets)
     if getattr(args, "json", False):

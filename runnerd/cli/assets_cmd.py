@@ -98,6 +98,9 @@ def _add(args: argparse.Namespace) -> int:
         _say("runnerd: an algorithm needs --image and --entrypoint (e.g. --image python --tag 3.12-slim "
              "--entrypoint 'python3 $ALGO')")
         return 2
+    if entry["type"] == "file" and not os.stat(entry["path"]).st_mode & 0o004:
+        _say(f"warning: {entry['path']} is not world-readable; jobs run as jobUser (default 1000:1000) and "
+             f"are refused unless it can read the file (chmod o+r {entry['path']})")
     ddo = _ddo(args, did, entry, name)
     out = assets / f"{did.removeprefix('did:op:')}.json"
     tmp = out.with_suffix(".json.tmp")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import secrets
 import time
 import uuid
@@ -48,14 +50,32 @@ def _userdata(value: Any, path: str) -> Any:
     return value
 
 
-def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str) -> list[dict[str, Any]]:
+def readable_by(path: str, job_user: str) -> bool:
+    """Whether the job's uid:gid can read a file that will be bind-mounted into its container."""
+    uid, gid = (int(x) for x in job_user.split(":"))
+    st = os.stat(path)
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
+def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str,
+              job_user: str) -> list[dict[str, Any]]:
     files = service.get("files") or []
     if not files:
         raise PolicyRejected(f"{asset.did}: service {service.get('id')!r} lists no files", "file_unavailable", res)
     try:
-        return [catalog.resolve_file(f) for f in files]
+        resolved = [catalog.resolve_file(f) for f in files]
     except AssetError as exc:
         raise PolicyRejected(f"{asset.did}: {exc}", "file_unavailable", res) from None
+    for f in resolved:
+        if f["type"] == "file" and not readable_by(f["path"], job_user):
+            # Caught here, not as a confusing PermissionError inside the algorithm.
+            raise PolicyRejected(f"{asset.did}: a file of this asset is not readable by jobUser {job_user} "
+                                 f"(the operator can fix it with chmod o+r)", "file_unavailable", res)
+    return resolved
 
 
 class Intake:
@@ -143,7 +163,7 @@ class Intake:
         service = asset.service(service_id)
         if service is None:
             raise PolicyRejected(f"{did} has no service {service_id!r}", "not_found", "algorithm.serviceId")
-        files = _files_of(self.catalog, asset, service, "algorithm")
+        files = _files_of(self.catalog, asset, service, "algorithm", self.settings.jobUser)
         if len(files) != 1:
             raise PolicyRejected(f"{did}: an algorithm service must list exactly one file", "file_unavailable",
                                  "algorithm")
@@ -192,7 +212,7 @@ class Intake:
         compute = service.get("compute") or {}
         if service.get("type") == "compute":
             self._check_policy(compute, res, algo, algo_asset)
-        files = _files_of(self.catalog, asset, service, res)
+        files = _files_of(self.catalog, asset, service, res, self.settings.jobUser)
         return {
             "did": asset.did,
             "ddo": asset.public_ddo(),

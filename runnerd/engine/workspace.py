@@ -56,20 +56,25 @@ class Workspace:
         return await asyncio.to_thread(self._prepare, job, env)
 
     def _prepare(self, job: Job, env: Environment) -> JobPaths:
+        # Every mode is explicit: the daemon may run under a strict umask (the systemd unit's 0077),
+        # and the job's containers run as jobUser, not root.
         p = self.paths(job.job_id)
         for d in (p.root, p.logs, p.provision_out, p.results, p.fs):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(p.root, 0o711)  # containers need to traverse it; nobody needs to list it
+        os.chmod(p.logs, 0o700)  # written and read by runnerd only
         self._mount_quota(p, env)
-        for sub in layout.FS_SUBDIRS:
+        for sub in (".", *layout.FS_SUBDIRS):
             (p.fs / sub).mkdir(exist_ok=True)
+            os.chmod(p.fs / sub, 0o755)
         spec = job.spec
         for item in spec["inputs"]:
             folder = p.fs / "inputs" / did_dir(item["did"])
             folder.mkdir(exist_ok=True)
+            os.chmod(folder, 0o755)
             for index, f in enumerate(item["files"]):
                 if f["type"] == "file":
-                    (folder / str(index)).touch()  # mount point for the read-only bind of the file
+                    (folder / str(index)).touch(mode=0o644)  # mount point for the read-only bind
             _write_json(p.fs / "ddos" / did_dir(item["did"]), item["ddo"])
         algo = spec["algorithm"]
         if algo.get("did") and algo.get("ddo"):
@@ -81,7 +86,7 @@ class Workspace:
             code_path.write_text(algo["code"]["rawcode"], encoding="utf-8")
             os.chmod(code_path, 0o755)
         elif algo["code"]["type"] == "file":
-            code_path.touch()
+            code_path.touch(mode=0o644)
         # The job's uid writes inputs (provision), outputs and logs (algorithm), results (filter).
         for d in (p.fs, p.fs / "inputs", p.fs / "transformations", p.fs / "outputs", p.fs / "logs",
                   p.provision_out, p.results, *(p.fs / "inputs").iterdir()):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from decimal import Decimal, InvalidOperation
@@ -39,6 +40,9 @@ class Database:
     async def open(cls, path: str | Path) -> "Database":
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Private: it holds every owner's jobs. SQLite gives -wal/-shm the main file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         writer = await aiosqlite.connect(path, isolation_level=None)
         await writer.execute("PRAGMA journal_mode=WAL")
         await writer.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
