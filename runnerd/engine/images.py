@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.containers.spec import image_reference
 from runnerd.errors import ImageMissing
 
 log = logging.getLogger("runnerd.images")
+_PRESENT_TTL = 30.0  # seconds
 
 
 class Images:
@@ -21,16 +23,28 @@ class Images:
         self.runtime = runtime
         self.policy = policy  # never | if-missing | always
         self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._seen: dict[str, float] = {}  # ref -> monotonic time it was last found present
+
+    async def _present(self, ref: str) -> bool:
+        """has_image, remembered for a short while: an image found a moment ago is still there (if
+        it was removed meanwhile, creating the container fails and the job ends at 32)."""
+        seen = self._seen.get(ref)
+        if seen is not None and time.monotonic() - seen < _PRESENT_TTL:
+            return True
+        present = await self.runtime.has_image(ref)
+        if present:
+            self._seen[ref] = time.monotonic()
+        return present
 
     async def resolve(self, image: str, tag: str, checksum: str) -> str:
         """The reference to create the container from; raises ImageMissing with the reason."""
         if checksum:
-            if await self.runtime.has_image(checksum):  # a local image whose id is the checksum
+            if await self._present(checksum):  # a local image whose id is the checksum
                 return checksum
             ref = f"{image}@{checksum}"
         else:
             ref = image_reference(image, tag, checksum)
-        present = await self.runtime.has_image(ref)
+        present = await self._present(ref)
         if present and self.policy != "always":
             return ref
         if self.policy == "never":

@@ -15,7 +15,7 @@ from runnerd.config import Environment, Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.containers.spec import Slot
-from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind
+from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind, StepState
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, read_report
 from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
@@ -58,6 +58,7 @@ class JobRunner:
         self.images = images
         self.hooks = hooks or Hooks()
         self._recovered: set[str] = set()
+        self._early: dict[str, asyncio.Future] = {}  # job id -> containers being created ahead of time
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
                                 self.hooks)
 
@@ -101,23 +102,40 @@ class JobRunner:
                         paths: JobPaths) -> Job:
         if job.status in (S.STARTED, S.CONFIGURING):
             job = await self._move(job, S.CONFIGURING)
-            try:
-                await self.workspace.prepare(job, env)
-            except (WorkspaceError, OSError) as exc:
-                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, f"cannot prepare the job's volume: {exc}")
             algo = job.spec["algorithm"]
-            try:
-                image_ref = await self.images.resolve(algo["image"], algo["tag"], algo["checksum"])
-            except ImageMissing as exc:
-                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
+            prepared, resolved = await asyncio.gather(
+                self.workspace.prepare(job, env), self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
+                return_exceptions=True)
+            if isinstance(prepared, BaseException):
+                if not isinstance(prepared, (WorkspaceError, OSError)):
+                    raise prepared
+                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED,
+                                                f"cannot prepare the job's volume: {prepared}")
+            if isinstance(resolved, BaseException):
+                if not isinstance(resolved, ImageMissing):
+                    raise resolved
+                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(resolved))
+            image_ref = resolved
+            job = await self.store.transition(job.job_id, S.CONFIGURING, slot={
+                "image": image_ref, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
             if stop.is_set():
                 return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+            # Create the algorithm and filter containers while provisioning runs.
+            self._early[job.job_id] = asyncio.gather(
+                self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
+                self.steps.create(job.job_id, StepKind.FILTER, lambda: specs.build_filter(
+                    job, env, self.settings, paths)))
             ending = await self._provision(job, paths, stop)
             if ending is not None:
                 return await self._finish_early(job, ending.status, ending.error, **ending.extra)
-            job = await self._move(job, S.PROVISIONED, slot={"image": image_ref, "cpuset": slot.cpuset,
-                                                               "gpus": list(slot.gpus)})
+            job = await self._move(job, S.PROVISIONED)
         if job.status == S.PROVISIONED:
+            await self._early_creates_done(job.job_id)
+            try:
+                await self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
+                                        strict=True)
+            except ImageMissing as exc:  # removed since it was resolved
+                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
             if stop.is_set():
                 return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
             job = await self._move(job, S.RUNNING)
@@ -175,16 +193,22 @@ class JobRunner:
         self.hooks.step(kind, time.monotonic() - started)
         return outcome
 
-    async def _algorithm(self, job: Job, env: Environment, slot: Slot, paths: JobPaths,
-                         stop: asyncio.Event) -> Ending:
+    def _algorithm_spec(self, job: Job, env: Environment, slot: Slot, paths: JobPaths):
         image_ref = (job.slot or {}).get("image") or specs.image_reference(
             job.spec["algorithm"]["image"], job.spec["algorithm"]["tag"], job.spec["algorithm"]["checksum"])
+        return lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot)
+
+    async def _early_creates_done(self, job_id: str) -> None:
+        task = self._early.pop(job_id, None)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _algorithm(self, job: Job, env: Environment, slot: Slot, paths: JobPaths,
+                         stop: asyncio.Event) -> Ending:
         capture = LogCapture(str(paths.log("algorithm.log")), env.log_bytes, follow=True)
         started = time.monotonic()
-        outcome = await self.steps.run(
-            job.job_id, StepKind.ALGORITHM,
-            lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot),
-            max_seconds=env.maxJobDuration, stop=stop, logs=capture)
+        outcome = await self.steps.run(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
+                                       max_seconds=env.maxJobDuration, stop=stop, logs=capture)
         self.hooks.step(StepKind.ALGORITHM, time.monotonic() - started)
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost}",
@@ -235,9 +259,10 @@ class JobRunner:
     async def _publish(self, job: Job, env: Environment, paths: JobPaths) -> Job:
         if not job.results:
             job.results = collect_results(paths, with_outputs=False)
-        await self.workspace.release_fs(job.job_id)
-        if job.job_id in self._recovered:
-            await self._remove_containers(job.job_id)
+        await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
+        # A container created early but never started (the filter after a quota overrun), or,
+        # after a crash, one whose removal was lost.
+        await self._remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
         now = time.time()
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
                                 expires_at=now + env.storageExpiry)
@@ -246,6 +271,8 @@ class JobRunner:
         """End a job that never reached (or lost) its algorithm: publish only its logs."""
         env = self.settings.environment(job.environment)
         paths = self.workspace.paths(job.job_id)
+        await self._early_creates_done(job.job_id)
+        await self.steps.settle(job.job_id)
         await self._remove_containers(job.job_id)
         results = collect_results(paths, with_outputs=False)
         await self.workspace.release_fs(job.job_id)
@@ -254,8 +281,10 @@ class JobRunner:
         return await self._move(job, status, error=error, date_finished=now, results=results,
                                 expires_at=now + expiry, **extra)
 
-    async def _remove_containers(self, job_id: str) -> None:
+    async def _remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
         for rec in (await self.store.steps(job_id)).values():
+            if only_unstarted and rec.state not in (StepState.CREATING, StepState.CREATED):
+                continue
             if rec.container_id:
                 try:
                     await self.runtime.remove(rec.container_id)

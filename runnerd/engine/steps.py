@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
-from runnerd.errors import ContainerGone, RuntimeUnavailable
+from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
 from runnerd.store import JobStore, StepRecord
 
 log = logging.getLogger("runnerd.steps")
@@ -78,6 +78,33 @@ class StepDriver:
         self.stop_grace = stop_grace
         self.outage_limit = outage_limit
         self.hooks = hooks  # runner.Hooks: docker(up) and container_start(seconds)
+        self._removals: dict[str, list[asyncio.Task]] = {}  # job id -> container removals under way
+
+    async def create(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec],
+                     strict: bool = False) -> None:
+        """Create a later step's container ahead of time (while the current step runs), so that
+        its start is all that is left on the critical path. Unless `strict`, a failure is left
+        for `run` to retry and report; with `strict`, ImageMissing is raised."""
+        rec = (await self.store.steps(job_id)).get(kind)
+        if rec is not None and rec.state != StepState.CREATING:
+            return
+        try:
+            await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0))
+        except ImageMissing:
+            if strict:
+                raise
+        except Exception as exc:  # noqa: BLE001 - `run` retries the creation and reports properly
+            log.debug("job %s: early create of %s failed: %s", job_id, kind.value, exc)
+
+    async def _create(self, rec: StepRecord | None, job_id: str, kind: StepKind,
+                      build: Callable[[], ContainerSpec], outage: Outage) -> StepRecord:
+        spec = build()
+        rec = StepRecord(job_id, kind, StepState.CREATING, spec.name)
+        await self.store.save_step(rec)
+        rec.container_id = await outage.retry(lambda: self.runtime.create(spec))
+        rec.state = StepState.CREATED
+        await self.store.save_step(rec)
+        return rec
 
     async def run(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec], *,
                   max_seconds: float | None = None, stop: asyncio.Event | None = None,
@@ -93,12 +120,7 @@ class StepDriver:
         try:
             asked = time.monotonic()
             if rec is None or rec.state == StepState.CREATING:
-                spec = build()
-                rec = StepRecord(job_id, kind, StepState.CREATING, spec.name)
-                await self.store.save_step(rec)
-                rec.container_id = await outage.retry(lambda: self.runtime.create(spec))
-                rec.state = StepState.CREATED
-                await self.store.save_step(rec)
+                rec = await self._create(rec, job_id, kind, build, outage)
             assert rec.container_id is not None
             cid = rec.container_id
             reattach = rec.state == StepState.RUNNING
@@ -165,7 +187,8 @@ class StepDriver:
         rec.state, rec.finished_at = StepState.EXITED, time.time()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
-        await self._remove(cid)
+        # Off the critical path: the next step starts while this container is removed.
+        self._removals.setdefault(rec.job_id, []).append(asyncio.create_task(self._remove(cid)))
         return StepOutcome(result, timed_out=timed_out, stopped=stopped, started_at=rec.started_at)
 
     async def _wait_exit(self, cid: str, deadline: float | None, stop: asyncio.Event | None,
@@ -209,6 +232,12 @@ class StepDriver:
             await self.runtime.remove(cid)
         except RuntimeUnavailable as exc:  # the orphan sweep removes it later
             log.warning("could not remove container %s: %s", cid[:12], exc)
+
+    async def settle(self, job_id: str) -> None:
+        """Wait for the job's background container removals (before it is declared finished)."""
+        tasks = self._removals.pop(job_id, [])
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def forget(self, job_id: str, kind: StepKind) -> None:
         """Drop a step's record so that it runs afresh (provision and filter are safe to repeat)."""
