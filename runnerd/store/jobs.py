@@ -130,6 +130,16 @@ class JobStore:
                  job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created),
             )
 
+    async def import_jobs(self, jobs: list[Job]) -> None:
+        """Bulk insert in one transaction, without queue checks (benchmarks, data migration)."""
+        async with self.db.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
+                " input_dids, spec, status, date_created, date_finished, results) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(j.job_id, j.owner, j.owner.lower(), j.document_id, j.environment, j.agreement_id, j.algo_did,
+                  json.dumps(j.input_dids), json.dumps(j.spec), int(j.status), j.date_created, j.date_finished,
+                  _encode("results", j.results)) for j in jobs])
+
     async def get(self, job_id: str) -> Job | None:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         return _job_from_row(row) if row else None
