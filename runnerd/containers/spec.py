@@ -75,28 +75,34 @@ def provision_plan(job: Job, settings: Settings) -> dict:
     }
 
 
-def build_provision(job: Job, settings: Settings, paths: JobPaths) -> ContainerSpec:
-    plan = provision_plan(job, settings)
+def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data: Mount, out: Path,
+                 network: str) -> ContainerSpec:
+    """Provision and filter: runnerd's own stdlib script in helperImage, its plan in the env,
+    its report and products in `out` (mounted at /runnerd/out), hardened like the algorithm."""
+    script = f"{step.value}.py"
     return ContainerSpec(
-        name=container_name(job.job_id, StepKind.PROVISION),
+        name=container_name(job.job_id, step),
         image=settings.helperImage,
-        command=["python3", f"{layout.STEP_DIR}/provision.py"],
-        labels=_labels(job, StepKind.PROVISION),
+        command=["python3", f"{layout.STEP_DIR}/{script}"],
+        labels=_labels(job, step),
         user=settings.jobUser,
         env={"RUNNERD_PLAN": json.dumps(plan), "PYTHONDONTWRITEBYTECODE": "1"},
-        mounts=(
-            Mount(str(paths.fs), layout.DATA, read_only=False),
-            Mount(str(paths.provision_out), layout.STEP_OUT, read_only=False),
-            Mount(str(STEPS_DIR / "provision.py"), f"{layout.STEP_DIR}/provision.py"),
-        ),
+        mounts=(data, Mount(str(out), layout.STEP_OUT, read_only=False),
+                Mount(str(STEPS_DIR / script), f"{layout.STEP_DIR}/{script}")),
         tmpfs=dict(HELPER_TMPFS),
-        # The only step that may reach the network, and only when there is something to fetch.
-        network="bridge" if plan["downloads"] else "none",
+        network=network,
         memory_bytes=HELPER_MEMORY,
         nano_cpus=1_000_000_000,
         pids_limit=HELPER_PIDS,
         nofile=1024,
     )
+
+
+def build_provision(job: Job, settings: Settings, paths: JobPaths) -> ContainerSpec:
+    plan = provision_plan(job, settings)
+    # The only step that may reach the network, and only when there is something to fetch.
+    return _helper_step(job, StepKind.PROVISION, settings, plan, Mount(str(paths.fs), layout.DATA, read_only=False),
+                        paths.provision_out, "bridge" if plan["downloads"] else "none")
 
 
 def algorithm_env(job: Job) -> dict[str, str]:
@@ -168,22 +174,6 @@ def filter_plan(env: Environment) -> dict:
 
 
 def build_filter(job: Job, env: Environment, settings: Settings, paths: JobPaths) -> ContainerSpec:
-    return ContainerSpec(
-        name=container_name(job.job_id, StepKind.FILTER),
-        image=settings.helperImage,
-        command=["python3", f"{layout.STEP_DIR}/filter.py"],
-        labels=_labels(job, StepKind.FILTER),
-        user=settings.jobUser,
-        env={"RUNNERD_PLAN": json.dumps(filter_plan(env)), "PYTHONDONTWRITEBYTECODE": "1"},
-        mounts=(
-            Mount(str(paths.fs / "outputs"), layout.OUTPUTS),
-            Mount(str(paths.results), layout.STEP_OUT, read_only=False),
-            Mount(str(STEPS_DIR / "filter.py"), f"{layout.STEP_DIR}/filter.py"),
-        ),
-        tmpfs=dict(HELPER_TMPFS),
-        network="none",
-        memory_bytes=HELPER_MEMORY,
-        nano_cpus=1_000_000_000,
-        pids_limit=HELPER_PIDS,
-        nofile=1024,
-    )
+    # Outputs read-only: the filter decides what leaves; it never changes what the algorithm wrote.
+    return _helper_step(job, StepKind.FILTER, settings, filter_plan(env), Mount(str(paths.fs / "outputs"),
+                        layout.OUTPUTS), paths.results, "none")
