@@ -70,7 +70,7 @@ ENV_KEYS: tuple[Key, ...] = (
     Key("id", None, "str", "unique environment id clients send as `environment`", required=True),
     Key("description", "", "str", "free text shown to clients as `desc`"),
     Key("nCPU", 1, "number", "CPUs per job (whole cores are pinned while free ones remain)", minimum=0.01),
-    Key("ramGB", 2, "number", "memory per job; swap is off (memory+swap = memory)", unit="GB", minimum=0.004),
+    Key("ramGB", 2, "number", "memory per job; swap is off (memory+swap = memory)", unit="GB", minimum=0.006),
     Key("diskGB", 5, "number", "hard quota on everything the job writes under /data", unit="GB", minimum=0.01),
     Key("diskQuota", "loop", "enum", "how diskGB is enforced: loop (per-job ext4 file), tmpfs (RAM), none (soft)",
         choices=("loop", "tmpfs", "none")),
@@ -244,9 +244,9 @@ def _check_environment(env: dict[str, Any], path: str) -> None:
 
 def _check_global(values: dict[str, Any]) -> None:
     user = values["jobUser"]
-    parts = user.split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or parts[0] == "0":
-        raise _fail("jobUser", f"must be numeric uid:gid other than root, e.g. 1000:1000; got {user!r}")
+    match = re.fullmatch(r"([0-9]{1,9}):([0-9]{1,9})", user)
+    if match is None or int(match.group(1)) == 0 or int(match.group(2)) == 0:
+        raise _fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 1000:1000; got {user!r}")
     for i, entry in enumerate(values["provisionAllow"]):
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -264,7 +264,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"the top level must be a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
     envs_raw = raw.pop("environments", None)
     values = _read_block(GLOBAL_KEYS, raw, "")
@@ -286,6 +286,20 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
     return Settings(**values, environments=tuple(envs), source=source)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> Settings:
     """Read and validate one environments.yaml file."""
     p = Path(path)
@@ -296,7 +310,7 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     try:

@@ -10,11 +10,13 @@ class RunnerdError(Exception):
     http_status = 500
     default_code = "internal_error"
 
-    def __init__(self, message: str, code: str | None = None, field: str | None = None):
+    def __init__(self, message: str, code: str | None = None, field: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.field = field
+        self.headers = headers or {}
 
     def body(self) -> dict[str, str]:
         out = {"error": self.message, "code": self.code}
@@ -72,6 +74,10 @@ class RuntimeUnavailable(Exception):
 
 class ContainerGone(Exception):
     """The container was removed behind runnerd's back (or never existed)."""
+
+
+class ContainerRefused(Exception):
+    """Docker refused a container spec (a 4xx on create): a configuration problem, not an outage."""
 
 
 class ImageMissing(Exception):

@@ -50,4 +50,4 @@ class NodeIdentity:
     def check(self, job_id: str, index: int, expires: int, token: str, now: float | None = None) -> bool:
         if expires < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self._mac(job_id, index, expires), token)
+        return hmac.compare_digest(self._mac(job_id, index, expires).encode(), token.encode("utf-8", "replace"))

@@ -7,11 +7,17 @@ h = keccak256(utf8(text)); the signer is the EIP-191 personal-sign recovery over
 from __future__ import annotations
 
 import re
+import sys
 from decimal import Decimal, InvalidOperation
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
+
+# py_ecc (imported by eth-account) raises the recursion limit to 100000 at import. With that, a
+# deeply nested JSON body recurses in json.loads until the C stack overflows and the process dies;
+# with a sane limit it is a RecursionError, answered 400.
+sys.setrecursionlimit(min(sys.getrecursionlimit(), 5000))
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from functools import lru_cache
 from typing import Any
@@ -107,6 +108,6 @@ async def environments(request: web.Request) -> web.Response:
     chain = text(params, "chainId", limit=20)
     if not chain:
         return web.json_response(envs)
-    if not chain.isdigit():
+    if not re.fullmatch(r"[0-9]+", chain):
         raise BadRequest("chainId must be an integer", "invalid", "chainId")
     return web.json_response({chain: envs if int(chain) in settings.chainIds else []})

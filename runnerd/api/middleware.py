@@ -34,7 +34,7 @@ async def errors(request: web.Request, handler):
     try:
         return await handler(request)
     except RunnerdError as exc:
-        return error_response(exc.http_status, exc.message, exc.code, exc.field)
+        return error_response(exc.http_status, exc.message, exc.code, exc.field, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -28,8 +28,8 @@ async def read_params(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the request body is not valid JSON", "invalid_json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the request body is not valid JSON (or nested too deeply)", "invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", "invalid_json")
     return body

@@ -15,9 +15,10 @@ from aiohttp import web
 
 from runnerd.api.keys import DATA_DIR, IDENTITY, STORE
 from runnerd.api.params import authenticate, read_params, text
-from runnerd.errors import BadRequest, NotFound, Unauthorized
+from runnerd.errors import BadRequest, NotFound, RangeNotSatisfiable, Unauthorized
 
 _UNSAFE = re.compile(r'[^A-Za-z0-9._+-]')
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²", which int() refuses
 
 
 def disposition(filename: str) -> str:
@@ -26,18 +27,34 @@ def disposition(filename: str) -> str:
     return f"attachment;filename={name}"
 
 
+def _check_range(request: web.Request, size: int) -> None:
+    """Refuse an unsatisfiable Range here, in the one error shape (FileResponse would answer 416
+    itself with an empty body); satisfiable ranges are served by FileResponse as 206."""
+    if "Range" not in request.headers:
+        return
+    try:
+        wanted = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiable("the Range header is malformed; use bytes=START-END",
+                                  headers={"Content-Range": f"bytes */{size}"}) from None
+    start = wanted.start
+    if start is not None and (start >= size if start >= 0 else size == 0):
+        raise RangeNotSatisfiable(f"the range starts at or past the end of the file ({size} bytes)",
+                                  headers={"Content-Range": f"bytes */{size}"})
+
+
 async def compute_result(request: web.Request) -> web.StreamResponse:
     params = await read_params(request)
     job_id = text(params, "jobId", required=True, limit=64)
     index_text = text(params, "index", required=True, limit=9)
-    if not index_text.isdigit():
+    if not _DIGITS.fullmatch(index_text):
         raise BadRequest("index must be a non-negative integer", "invalid", "index")
     index = int(index_text)
     store = request.app[STORE]
     owner = None
     if params.get("token"):
         expires = text(params, "expires", required=True, limit=12)
-        if not expires.isdigit() or not request.app[IDENTITY].check(job_id, index, int(expires),
+        if not _DIGITS.fullmatch(expires) or not request.app[IDENTITY].check(job_id, index, int(expires),
                                                                      text(params, "token", limit=64)):
             raise Unauthorized("the result link is invalid or has expired; fetch the job status for a fresh one",
                                "invalid_token", "token")
@@ -57,6 +74,7 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"result {index} of job {job_id} is no longer on disk", "not_found", "index") from None
     if not stat.S_ISREG(st.st_mode) or not os.path.realpath(path).startswith(os.path.realpath(job_root) + os.sep):
         raise NotFound(f"result {index} of job {job_id} is not a regular file", "not_found", "index")
+    _check_range(request, st.st_size)
     return web.FileResponse(path, chunk_size=256 * 1024, headers={
         "Content-Disposition": disposition(result.filename),
         "Access-Control-Expose-Headers": "Content-Disposition",

@@ -24,7 +24,7 @@ from runnerd.containers.runtime import (
     OwnedContainer,
 )
 from runnerd.domain import ExitResult
-from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
+from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
 
 log = logging.getLogger("runnerd.docker")
 T = TypeVar("T")
@@ -157,8 +157,8 @@ class DockerRuntime:
             return await self._call(create)
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"image {spec.image} is not present: {exc.explanation}") from exc
-        except docker.errors.APIError as exc:
-            raise RuntimeUnavailable(f"cannot create container {spec.name}: {exc.explanation or exc}") from exc
+        except docker.errors.APIError as exc:  # a 4xx: _call already turned 5xx into RuntimeUnavailable
+            raise ContainerRefused(f"Docker refused container {spec.name}: {exc.explanation or exc}") from exc
 
     async def start(self, container_id: str) -> None:
         try:

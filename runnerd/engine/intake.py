@@ -19,6 +19,7 @@ from typing import Any
 
 from runnerd.catalog import DID_RE, Asset, AssetError, Catalog
 from runnerd.config import Settings
+from runnerd.containers.spec import algorithm_command
 from runnerd.domain import Job
 from runnerd.errors import BadRequest, PolicyRejected
 
@@ -187,6 +188,11 @@ class Intake:
                              "algorithm.container")
         if len(entrypoint) > 4096:
             raise BadRequest("algorithm entrypoint is too long", "invalid", "algorithm.container")
+        try:
+            algorithm_command(entrypoint)
+        except ValueError as exc:
+            raise BadRequest(f"algorithm entrypoint cannot be split into arguments: {exc}", "invalid",
+                             "algorithm.container") from None
         return {"entrypoint": entrypoint, "image": image.strip(), "tag": tag, "checksum": checksum.lower()}
 
     # -- inputs -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, read_report
 from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ImageMissing, WorkspaceError
+from runnerd.errors import ContainerRefused, ImageMissing, WorkspaceError
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -134,7 +134,7 @@ class JobRunner:
             try:
                 await self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
                                         strict=True)
-            except ImageMissing as exc:  # removed since it was resolved
+            except (ImageMissing, ContainerRefused) as exc:  # image removed since, or a spec Docker refuses
                 return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
             if stop.is_set():
                 return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
@@ -143,9 +143,10 @@ class JobRunner:
             await self.workspace.prepare(job, env)  # remounts the volume after a host reboot
             ending = await self._algorithm(job, env, slot, paths, stop)
             fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra)
-            if ending.status == S.OUTPUT_LIMITS_EXCEEDED:
+            if ending.status in (S.OUTPUT_LIMITS_EXCEEDED, S.INTERRUPTED):
                 # What a job that overran its quota wrote is incomplete by definition, and keeping it
-                # would move up to diskGB onto the host: publish its logs only.
+                # would move up to diskGB onto the host; an interrupted job's outputs cannot be
+                # trusted either (and Docker may still be away): publish their logs only.
                 job = await self._move(job, S.PUBLISHING, results=collect_results(paths, with_outputs=False),
                                        **fields)
             else:
@@ -165,6 +166,8 @@ class JobRunner:
             job, self.settings, paths), capture, stop)
         if outcome.stopped:
             return Ending(S.STOPPED, "stopped by its owner", extra={"stopreq": STOPREQ_USER})
+        if outcome.refused:
+            return Ending(S.DATA_PROVISIONING_FAILED, f"the provision step could not start: {outcome.refused}")
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
         assert outcome.exit is not None
@@ -210,11 +213,13 @@ class JobRunner:
         outcome = await self.steps.run(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
                                        max_seconds=env.maxJobDuration, stop=stop, logs=capture)
         self.hooks.step(StepKind.ALGORITHM, time.monotonic() - started)
-        if outcome.lost:
-            return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost}",
+        if outcome.lost or outcome.refused:
+            return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost or outcome.refused}",
                           {"exitCode": None, "oomKilled": False, "reason": "lost"})
         result = outcome.exit
-        assert result is not None
+        if result is None:  # stopped before its container started
+            return Ending(S.STOPPED, "stopped by its owner", {"exitCode": None, "oomKilled": False,
+                                                              "reason": "stopped"}, {"stopreq": STOPREQ_USER})
         details = {"exitCode": result.exit_code, "oomKilled": result.oom_killed, "reason": "exited"}
         if outcome.stopped:
             return Ending(S.STOPPED, "stopped by its owner", {**details, "reason": "stopped"},

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
-from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
+from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
 from runnerd.store import JobStore, StepRecord
 
 log = logging.getLogger("runnerd.steps")
@@ -32,6 +32,7 @@ class StepOutcome:
     timed_out: bool = False
     stopped: bool = False
     lost: str | None = None  # why the container's result cannot be trusted
+    refused: str | None = None  # Docker refused to create the container (configuration problem)
     started_at: float | None = None
 
 
@@ -90,7 +91,7 @@ class StepDriver:
             return
         try:
             await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0))
-        except ImageMissing:
+        except (ImageMissing, ContainerRefused):
             if strict:
                 raise
         except Exception as exc:  # noqa: BLE001 - `run` retries the creation and reports properly
@@ -131,6 +132,7 @@ class StepDriver:
                 rec.state, rec.started_at = StepState.RUNNING, time.time()
                 await self.store.save_step(rec)
                 await outage.retry(lambda: self.runtime.start(cid))
+                outage.seen = False  # only an outage while it runs can explain how it ends
                 if self.hooks:
                     self.hooks.container_start(time.monotonic() - asked)
             elif reattach:
@@ -144,6 +146,8 @@ class StepDriver:
             return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
         except ContainerGone:
             return await self._abandon(rec, "its container was removed outside runnerd")
+        except (ContainerRefused, ImageMissing) as exc:
+            return StepOutcome(refused=str(exc))
         except RuntimeUnavailable as exc:
             return await self._abandon(rec, f"Docker was unreachable for more than {self.outage_limit:.0f}s ({exc})")
 

@@ -44,13 +44,17 @@ class Database:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
         writer = await aiosqlite.connect(path, isolation_level=None)
-        await writer.execute("PRAGMA journal_mode=WAL")
-        await writer.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        await writer.execute("PRAGMA foreign_keys=ON")
-        await writer.execute("PRAGMA busy_timeout=5000")
-        await writer.create_function("nonce_gt", 2, decimal_gt, deterministic=True)
-        await _migrate(writer)
-        reader = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            await writer.execute("PRAGMA foreign_keys=ON")
+            await writer.execute("PRAGMA busy_timeout=5000")
+            await writer.create_function("nonce_gt", 2, decimal_gt, deterministic=True)
+            await _migrate(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=ON")
         reader.row_factory = sqlite3.Row

@@ -169,7 +169,7 @@ class JobStore:
             current = JobStatus(row[0])
             if expect is not None and current != expect:
                 raise IllegalTransition(job_id, current, status)
-            if current != status:
+            if current != status or current.terminal:  # a finished job is never rewritten
                 check_transition(job_id, current, status)
             sets = ", ".join(["status = ?", *(f"{c} = ?" for c in fields)])
             values = [int(status), *(_encode(c, v) for c, v in fields.items())]

@@ -1,0 +1,389 @@
+"""FakeRuntime: an honest in-memory implementation of runnerd's ContainerRuntime protocol
+(runnerd/containers/runtime.py), for driving the engine through failures real Docker cannot produce
+on demand. tests/test_runtime_contract.py runs the same contract suite against it and against
+DockerRuntime, so what the fake does is what Docker does (as far as runnerd can observe).
+
+Scripting a container's life
+    fake.script(Outcome(exit_code=3, logs="boom\n", duration=0.1), image="algo:1")
+    fake.script(Outcome(vanish_after=0), command="provision.py", times=1)   # lost once, then default
+The newest matching script wins; one with `times` is used that many times, then skipped.
+Unmatched containers get `default` (exit 0 at once, no logs).
+
+Faults
+    fake.fail("create", 2)              the next 2 create calls raise RuntimeUnavailable
+    fake.fail("start", 1, step="algorithm")  only calls about that step's containers count
+    fake.fail("create", 1, after=True)  the next create happens in Docker, but the call still fails
+    fake.fail("*", 3)                   the next 3 calls of any method fail
+    fake.go_down() / fake.up()          Docker unreachable: every call (and every wait or log
+                                        follow in progress) raises RuntimeUnavailable until up()
+    fake.vanish(cid)                    the container is deleted behind runnerd's back
+    fake.finish(cid, exit_code)         a container scripted to run forever exits now
+    gate = fake.gate("create", step="algorithm")
+                                        the next such call waits: `await gate.reached.wait()`
+                                        tells it is waiting, `gate.opened.set()` lets it go on
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from runnerd.containers.runtime import (
+    LABEL_INSTANCE,
+    LABEL_JOB,
+    LABEL_STEP,
+    ContainerSpec,
+    ContainerState,
+    OwnedContainer,
+)
+from runnerd.domain import ExitResult
+from runnerd.errors import ContainerGone, ImageMissing, RuntimeUnavailable
+
+SIGTERM_EXIT, SIGKILL_EXIT = 143, 137
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a scripted container behaves once started."""
+
+    exit_code: int = 0
+    oom_killed: bool = False
+    logs: str | bytes = ""  # what it prints (stdout and stderr together)
+    duration: float | None = 0.0  # seconds until it exits by itself; None: runs until stopped
+    error: str | None = None  # Docker's State.Error
+    ignores_sigterm: bool = False  # stop() then ends it with SIGKILL (137) instead of 143
+    vanish_after: float | None = None  # deleted behind runnerd's back this long after start
+    outage_after: float | None = None  # Docker becomes unreachable this long after start…
+    outage_for: float | None = None  # …for this long (None: until up() is called)
+    on_start: Callable[["FakeRuntime", "FakeContainer"], None] | None = None
+
+
+@dataclass
+class _Script:
+    outcome: Outcome
+    image: str | None
+    command: str | None
+    step: str | None
+    times: int | None
+
+    def matches(self, spec: ContainerSpec) -> bool:
+        if self.times == 0:
+            return False
+        if self.image is not None and spec.image != self.image:
+            return False
+        if self.command is not None and self.command not in " ".join([*(spec.entrypoint or []), *spec.command]):
+            return False
+        if self.step is not None and spec.labels.get(LABEL_STEP) != self.step:
+            return False
+        return True
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    name: str
+    spec: ContainerSpec
+    outcome: Outcome
+    created: float
+    status: str = "created"  # created | running | exited
+    exit: ExitResult | None = None
+    started_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set when it exits or is removed
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def logs(self) -> bytes:
+        raw = self.outcome.logs
+        return raw.encode() if isinstance(raw, str) else raw
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+
+@dataclass
+class Gate:
+    """Holds the next matching call until the test opens it (to act at an exact moment)."""
+
+    method: str
+    step: str | None
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeRuntime:
+    def __init__(self, images: set[str] | None = None, pullable: set[str] | None = None,
+                 default: Outcome | None = None, instance: str = ""):
+        self.instance = instance  # like DockerRuntime: labels every container, scopes list_owned
+        self.images: set[str] = set(images or ())
+        self.pullable: set[str] = set(pullable or ())
+        self.default = default or Outcome()
+        self.containers: dict[str, FakeContainer] = {}
+        self.history: list[FakeContainer] = []  # every container ever created, in order
+        self.removed: list[str] = []  # ids removed through the API
+        self.vanished: list[str] = []  # ids deleted behind runnerd's back
+        self.calls: Counter[str] = Counter()
+        self.down = False
+        self._scripts: list[_Script] = []
+        self._failures: Counter[tuple[str, str | None]] = Counter()
+        self._fail_after: Counter[tuple[str, str | None]] = Counter()
+        self._outage = asyncio.Event()  # replaced each time Docker goes down
+        self._gates: list[Gate] = []
+
+    # -- scripting and faults -------------------------------------------------------------------
+
+    def script(self, outcome: Outcome, *, image: str | None = None, command: str | None = None,
+               step: str | None = None, times: int | None = None) -> None:
+        self._scripts.append(_Script(outcome, image, command, step, times))
+
+    def fail(self, method: str, times: int = 1, after: bool = False, step: str | None = None) -> None:
+        """Make the next `times` calls of `method` ("*": any) raise RuntimeUnavailable; with `after`,
+        the call takes effect first (Docker did it, but the answer was lost); with `step`, only
+        calls about containers of that step (runnerd.step label) count."""
+        (self._fail_after if after else self._failures)[(method, step)] += times
+
+    def sibling(self, instance: str) -> "FakeRuntime":
+        """Another daemon's runtime on the same (fake) Docker: shared containers, own instance."""
+        other = FakeRuntime(default=self.default, instance=instance)
+        for name in ("images", "pullable", "containers", "history", "removed", "vanished", "_scripts"):
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def gate(self, method: str, step: str | None = None) -> Gate:
+        gate = Gate(method, step)
+        self._gates.append(gate)
+        return gate
+
+    async def _pass_gate(self, method: str, step: str | None) -> None:
+        for gate in list(self._gates):
+            if gate.method == method and gate.step in (None, step):
+                self._gates.remove(gate)
+                gate.reached.set()
+                await gate.opened.wait()
+                return
+
+    def _step_of(self, container_id: str) -> str | None:
+        c = self.containers.get(container_id)
+        return c.spec.labels.get(LABEL_STEP) if c else None
+
+    def go_down(self, seconds: float | None = None) -> None:
+        self.down = True
+        outage, self._outage = self._outage, asyncio.Event()
+        outage.set()  # waits and log follows in progress lose their connection
+        if seconds is not None:
+            asyncio.get_running_loop().call_later(seconds, self.up)
+
+    def up(self) -> None:
+        self.down = False
+
+    def vanish(self, container_id: str) -> None:
+        """`docker rm -f` by someone else."""
+        c = self.containers.pop(container_id, None)
+        if c is None:
+            return
+        c.cancel_timers()
+        self.vanished.append(container_id)
+        c.done.set()
+
+    def finish(self, container_id: str, exit_code: int = 0, oom_killed: bool = False) -> None:
+        """End a running container now (a scripted `duration=None` container exits when told)."""
+        self._finish(container_id, ExitResult(exit_code, oom_killed))
+
+    def by_step(self, step: str) -> list[FakeContainer]:
+        return [c for c in self.history if c.spec.labels.get(LABEL_STEP) == step]
+
+    def of_job(self, job_id: str) -> list[FakeContainer]:
+        return [c for c in self.history if c.spec.labels.get(LABEL_JOB) == job_id]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _consume(failures: Counter, method: str, step: str | None) -> bool:
+        for key in dict.fromkeys(((method, step), (method, None), ("*", step), ("*", None))):
+            if failures[key] > 0:
+                failures[key] -= 1
+                return True
+        return False
+
+    def _enter(self, method: str, step: str | None = None) -> None:
+        self.calls[method] += 1
+        if self.down:
+            raise RuntimeUnavailable(f"Docker is not reachable (fake outage during {method})")
+        if self._consume(self._failures, method, step):
+            raise RuntimeUnavailable(f"Docker error (fake failure of {method})")
+
+    def _leave(self, method: str, step: str | None = None) -> None:
+        if self._consume(self._fail_after, method, step):
+            raise RuntimeUnavailable(f"Docker error after the fact (fake failure of {method})")
+
+    def _pick(self, spec: ContainerSpec) -> Outcome:
+        for s in reversed(self._scripts):
+            if s.matches(spec):
+                if s.times is not None:
+                    s.times -= 1
+                return s.outcome
+        return self.default
+
+    def _finish(self, container_id: str, result: ExitResult) -> None:
+        c = self.containers.get(container_id)
+        if c is None or c.status != "running":
+            return
+        c.cancel_timers()
+        c.status, c.exit = "exited", result
+        c.done.set()
+
+    def _image_present(self, ref: str) -> bool:
+        return ref in self.images
+
+    # -- the ContainerRuntime protocol ----------------------------------------------------------
+
+    async def ping(self) -> str:
+        self._enter("ping")
+        return "fake-1.0"
+
+    async def has_image(self, ref: str) -> bool:
+        self._enter("has_image")
+        return self._image_present(ref)
+
+    async def pull(self, ref: str) -> None:
+        self._enter("pull")
+        if ref not in self.pullable:
+            raise ImageMissing(f"cannot pull {ref}: not found in the fake registry")
+        self.images.add(ref)
+
+    async def create(self, spec: ContainerSpec) -> str:
+        step = spec.labels.get(LABEL_STEP)
+        await self._pass_gate("create", step)
+        self._enter("create", step)
+        if not self._image_present(spec.image):
+            raise ImageMissing(f"image {spec.image} is not present")
+        for old in [c for c in self.containers.values() if c.name == spec.name]:
+            old.cancel_timers()
+            del self.containers[old.id]
+            old.done.set()
+        if self.instance:
+            spec = dataclasses.replace(spec, labels={**spec.labels, LABEL_INSTANCE: self.instance})
+        cid = secrets.token_hex(32)
+        c = FakeContainer(cid, spec.name, spec, self._pick(spec), created=time.time())
+        self.containers[cid] = c
+        self.history.append(c)
+        self._leave("create", step)
+        return cid
+
+    async def start(self, container_id: str) -> None:
+        step = self._step_of(container_id)
+        await self._pass_gate("start", step)
+        self._enter("start", step)
+        c = self.containers.get(container_id)
+        if c is None:
+            raise ContainerGone(container_id)
+        if c.status == "created":
+            c.status, c.started_at = "running", time.time()
+            loop = asyncio.get_running_loop()
+            o = c.outcome
+            if o.duration is not None:
+                c.timers.append(loop.call_later(o.duration, self._finish, c.id,
+                                                ExitResult(o.exit_code, o.oom_killed, o.error)))
+            if o.vanish_after is not None:
+                c.timers.append(loop.call_later(o.vanish_after, self.vanish, c.id))
+            if o.outage_after is not None:
+                loop.call_later(o.outage_after, self.go_down, o.outage_for)
+            if o.on_start is not None:
+                o.on_start(self, c)
+        self._leave("start", step)
+
+    async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
+        self._enter("wait", self._step_of(container_id))
+        c = self.containers.get(container_id)
+        if c is None:
+            raise ContainerGone(container_id)
+        if c.status != "exited":
+            outage = asyncio.create_task(self._outage.wait())
+            done = asyncio.create_task(c.done.wait())
+            try:
+                finished, _ = await asyncio.wait({outage, done}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                outage.cancel()
+                done.cancel()
+            if not finished:
+                return None
+            if outage in finished and done not in finished:
+                raise RuntimeUnavailable("Docker is not reachable (the wait connection broke)")
+        if container_id not in self.containers or c.exit is None:
+            raise ContainerGone(container_id)
+        return c.exit
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        self._enter("inspect", self._step_of(container_id))
+        c = self.containers.get(container_id)
+        if c is None:
+            return None
+        return ContainerState(c.id, c.status, c.exit)
+
+    async def stop(self, container_id: str, grace: float) -> None:
+        step = self._step_of(container_id)
+        await self._pass_gate("stop", step)
+        self._enter("stop", step)
+        c = self.containers.get(container_id)
+        if c is None or c.status != "running":
+            return
+        if c.outcome.ignores_sigterm:
+            await asyncio.sleep(min(grace, 0.05))
+            self._finish(container_id, ExitResult(SIGKILL_EXIT))
+        else:
+            self._finish(container_id, ExitResult(SIGTERM_EXIT))
+
+    async def remove(self, container_id: str) -> None:
+        self._enter("remove", self._step_of(container_id))
+        c = self.containers.pop(container_id, None)
+        if c is None:
+            return
+        c.cancel_timers()
+        self.removed.append(container_id)
+        c.done.set()
+
+    async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
+        self._enter("copy_logs", self._step_of(container_id))
+        c = self.containers.get(container_id)
+        if c is None:
+            raise ContainerGone(container_id)
+        data = c.logs
+        with open(path, "ab") as out:
+            if len(data) > limit:
+                out.write(data[:limit])
+                out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
+                written = limit
+            else:
+                out.write(data)
+                written = len(data)
+        if follow and c.status != "exited" and written < limit:
+            outage = asyncio.create_task(self._outage.wait())
+            done = asyncio.create_task(c.done.wait())
+            try:
+                finished, _ = await asyncio.wait({outage, done}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                outage.cancel()
+                done.cancel()
+            if outage in finished and done not in finished:
+                raise RuntimeUnavailable("Docker is not reachable (the log stream broke)")
+        return written
+
+    async def list_owned(self) -> list[OwnedContainer]:
+        self._enter("list_owned")
+        return [
+            OwnedContainer(c.id, c.name, c.spec.labels[LABEL_JOB], c.spec.labels.get(LABEL_STEP, ""), c.status,
+                           c.created)
+            for c in self.containers.values()
+            if LABEL_JOB in c.spec.labels and (not self.instance or c.spec.labels.get(LABEL_INSTANCE) == self.instance)
+        ]
+
+    async def close(self) -> None:
+        for c in self.containers.values():
+            c.cancel_timers()

@@ -1,0 +1,468 @@
+"""runnerd/store against a real SQLite file: schema migrations, the job state machine as enforced by
+`transition`, queue and agreement rules at insert, steps, and the atomic nonce compare-and-set."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import uuid
+
+import pytest
+
+from runnerd.domain import (
+    ALLOWED_TRANSITIONS,
+    TERMINAL,
+    IllegalTransition,
+    Job,
+    JobStatus,
+    ResultFile,
+    ResultType,
+    StepKind,
+    StepState,
+)
+from runnerd.store import AgreementInUse, Database, JobStore, QueueFull, StepRecord
+from runnerd.store.migrations import LATEST, MIGRATIONS
+
+S = JobStatus
+OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+HAPPY_PATH = [S.QUEUED, S.STARTED, S.CONFIGURING, S.PROVISIONED, S.RUNNING, S.FILTERING, S.PUBLISHING, S.COMPLETED]
+
+
+def make_job(environment: str = "env", owner: str = OWNER, agreement: str | None = None,
+             document_id: str = "did:op:" + "ab" * 32, created: float = 1.0) -> Job:
+    return Job(
+        job_id=uuid.uuid4().hex, owner=owner, document_id=document_id, environment=environment,
+        agreement_id=agreement or "0x" + uuid.uuid4().hex, algo_did="raw", input_dids=[document_id],
+        spec={"inputs": [], "algorithm": {"entrypoint": "python3 $ALGO"}, "network": False, "secret": "s"},
+        date_created=created,
+    )
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = await Database.open(tmp_path / "state" / "runnerd.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(db):
+    return JobStore(db)
+
+
+async def walk(store: JobStore, job_id: str, path: list[JobStatus]) -> Job:
+    for status in path:
+        await store.transition(job_id, status)
+    job = await store.get(job_id)
+    assert job is not None and job.status == (path[-1] if path else JobStatus.QUEUED)
+    return job
+
+
+# ------------------------------------------------------------------------------ schema
+
+
+async def test_migrations_create_schema_and_set_user_version(tmp_path):
+    path = tmp_path / "new" / "runnerd.db"  # the parent folder is created too
+    database = await Database.open(path)
+    await database.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST == len(MIGRATIONS)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"jobs", "steps", "nonces"} <= tables
+        job_columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        assert {"job_id", "owner", "owner_lc", "status", "agreement_id", "expires_at", "ending", "slot"} <= job_columns
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"jobs_by_owner", "jobs_by_status", "jobs_by_agreement"} <= indexes
+
+
+async def test_the_database_file_is_private(tmp_path, db):
+    import os
+    import stat
+
+    path = tmp_path / "state" / "runnerd.db"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    await JobStore(db).claim_nonce(OWNER, "1")  # a write: the WAL file exists now
+    for extra in (path.with_name("runnerd.db-wal"), path.with_name("runnerd.db-shm")):
+        if extra.exists():
+            assert stat.S_IMODE(os.stat(extra).st_mode) & 0o077 == 0, extra
+
+
+async def test_wal_mode_is_on(tmp_path, db):
+    with sqlite3.connect(tmp_path / "state" / "runnerd.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+
+async def test_reopening_is_idempotent_and_keeps_data(tmp_path):
+    path = tmp_path / "runnerd.db"
+    first = await Database.open(path)
+    job = make_job()
+    await JobStore(first).insert(job, max_queue=10)
+    assert await JobStore(first).claim_nonce(OWNER, "3")
+    await first.close()
+    for _ in range(2):
+        again = await Database.open(path)
+        try:
+            store = JobStore(again)
+            assert (await store.get(job.job_id)).owner == OWNER
+            assert await store.nonce(OWNER) == "3"
+        finally:
+            await again.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+
+
+@pytest.fixture
+async def opened_connections(monkeypatch):
+    """Every aiosqlite connection Database.open makes; any left open is closed afterwards."""
+    import aiosqlite
+
+    from runnerd.store import connection
+
+    opened: list[aiosqlite.Connection] = []
+    real_connect = aiosqlite.connect
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(connection.aiosqlite, "connect", connect)
+    yield opened
+    for conn in opened:
+        await conn.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path, opened_connections):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={LATEST + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        await Database.open(path)
+    with sqlite3.connect(path) as conn:  # and left the file as it was
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST + 1
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'jobs'").fetchone() is None
+
+
+async def test_a_refused_open_closes_its_connection(tmp_path, opened_connections):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={LATEST + 1}")
+    with pytest.raises(RuntimeError):
+        await Database.open(path)
+    assert opened_connections, "Database.open made no connection"
+    assert all(c._connection is None for c in opened_connections), "a connection was left open"
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+async def test_insert_get_roundtrip(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    got = await store.get(job.job_id)
+    assert got is not None
+    assert (got.job_id, got.owner, got.document_id, got.environment, got.agreement_id, got.algo_did) == (
+        job.job_id, job.owner, job.document_id, job.environment, job.agreement_id, job.algo_did)
+    assert got.input_dids == job.input_dids and got.spec == job.spec
+    assert got.status == S.QUEUED and got.date_created == 1.0
+    assert got.date_finished is None and got.stopreq == 0 and got.removed == 0
+    assert got.results == [] and got.termination is None and got.error is None and got.slot is None
+    assert got.ending is None
+    assert await store.get("0" * 32) is None
+
+
+async def test_list_for_owner_is_case_insensitive_and_filters(store):
+    a = make_job(document_id="did:op:" + "aa" * 32, created=1)
+    b = make_job(document_id="did:op:" + "bb" * 32, created=2)
+    other = make_job(owner="0x" + "9" * 40)
+    for job in (b, a, other):
+        await store.insert(job, max_queue=10)
+    for spelling in (OWNER, OWNER.lower(), OWNER.upper().replace("0X", "0x")):
+        assert [j.job_id for j in await store.list_for_owner(spelling)] == [a.job_id, b.job_id]
+    assert [j.job_id for j in await store.list_for_owner(OWNER, job_id=b.job_id)] == [b.job_id]
+    assert [j.job_id for j in await store.list_for_owner(OWNER, document_id=a.document_id)] == [a.job_id]
+    assert await store.list_for_owner(OWNER, job_id=other.job_id) == []  # never another owner's job
+    assert await store.list_for_owner("0x" + "1" * 40) == []
+
+
+async def test_legal_path_to_completed(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    results = [ResultFile("out.txt", 3, ResultType.OUTPUT, "results/outputs/out.txt")]
+    for status in HAPPY_PATH[1:]:
+        extra = {"results": results, "date_finished": 9.5} if status == S.COMPLETED else {}
+        moved = await store.transition(job.job_id, status, **extra)
+        assert moved.status == status
+        assert (await store.get(job.job_id)).status == status
+    final = await store.get(job.job_id)
+    assert final.terminal and final.results == results and final.date_finished == 9.5
+
+
+@pytest.mark.parametrize("path, illegal", [
+    (HAPPY_PATH, S.RUNNING),  # 70 -> 40
+    ([S.QUEUED], S.RUNNING),  # 1 -> 40
+    ([S.QUEUED], S.COMPLETED),  # 1 -> 70
+    ([S.QUEUED, S.STARTED, S.CONFIGURING, S.PROVISIONED, S.RUNNING], S.COMPLETED),  # 40 -> 70 skips publishing
+    ([S.QUEUED, S.STARTED], S.QUEUED),  # backwards
+    ([S.QUEUED, S.STARTED, S.STOPPED], S.STARTED),  # out of a terminal status
+    ([S.QUEUED, S.STARTED, S.CONFIGURING, S.PROVISIONED, S.RUNNING], S.DATA_PROVISIONING_FAILED),
+    ([S.QUEUED], S.DELETED),  # 8 is never stored
+])
+async def test_illegal_transition_raises_and_changes_nothing(store, path, illegal):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    before = await walk(store, job.job_id, path[1:]) if len(path) > 1 else await store.get(job.job_id)
+    with pytest.raises(IllegalTransition) as info:
+        await store.transition(job.job_id, illegal, error="must not be written", stopreq=1)
+    assert (info.value.current, info.value.wanted) == (path[-1], illegal)
+    after = await store.get(job.job_id)
+    assert after.status == before.status == path[-1]
+    assert after.error is None and after.stopreq == 0
+
+
+async def test_every_transition_the_store_allows_is_in_the_table(store):
+    """Exhaustively: for each status reachable on the happy path, the store accepts exactly
+    ALLOWED_TRANSITIONS[status] (besides staying put)."""
+    for depth, current in enumerate(HAPPY_PATH):
+        for wanted in JobStatus:
+            if wanted == current:
+                continue
+            job = make_job()
+            await store.insert(job, max_queue=1000)
+            await walk(store, job.job_id, HAPPY_PATH[1:depth + 1])
+            legal = wanted in ALLOWED_TRANSITIONS[current]
+            if legal:
+                assert (await store.transition(job.job_id, wanted)).status == wanted
+            else:
+                with pytest.raises(IllegalTransition):
+                    await store.transition(job.job_id, wanted)
+                assert (await store.get(job.job_id)).status == current
+
+
+async def test_transition_compare_and_set(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    with pytest.raises(IllegalTransition):
+        await store.transition(job.job_id, S.CONFIGURING, expect=S.STARTED)  # it is still at 1
+    assert (await store.get(job.job_id)).status == S.QUEUED
+    moved = await store.transition(job.job_id, S.STARTED, expect=S.QUEUED, slot={"cpuset": "0", "gpus": []})
+    assert moved.status == S.STARTED and moved.slot == {"cpuset": "0", "gpus": []}
+    # a second admission with the same expectation loses the race
+    with pytest.raises(IllegalTransition):
+        await store.transition(job.job_id, S.STARTED, expect=S.QUEUED)
+    # stop-before-admission vs admission: only one of the two compare-and-sets wins
+    other = make_job()
+    await store.insert(other, max_queue=10)
+    outcomes = await asyncio.gather(
+        store.transition(other.job_id, S.STARTED, expect=S.QUEUED),
+        store.transition(other.job_id, S.STOPPED, expect=S.QUEUED),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, Job) for o in outcomes) == 1
+    assert sum(isinstance(o, IllegalTransition) for o in outcomes) == 1
+
+
+async def test_transition_of_unknown_job_and_unknown_column(store):
+    with pytest.raises(KeyError):
+        await store.transition("f" * 32, S.STARTED)
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    with pytest.raises(ValueError):
+        await store.transition(job.job_id, S.STARTED, status_text="nope")
+    with pytest.raises(ValueError):
+        await store.update(job.job_id, owner="0x" + "0" * 40)
+    with pytest.raises(ValueError):
+        await store.update(job.job_id)
+    assert (await store.get(job.job_id)).status == S.QUEUED
+
+
+async def test_transition_fields_are_encoded(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    await walk(store, job.job_id, HAPPY_PATH[1:5])
+    moved = await store.transition(job.job_id, S.FILTERING, ending=S.OUT_OF_MEMORY, error="oom",
+                                   termination={"exitCode": 137, "oomKilled": True, "reason": "oom"})
+    assert moved.ending == S.OUT_OF_MEMORY and moved.error == "oom"
+    assert moved.termination == {"exitCode": 137, "oomKilled": True, "reason": "oom"}
+    got = await store.get(job.job_id)
+    assert got.ending == S.OUT_OF_MEMORY and got.termination["oomKilled"] is True
+
+
+async def test_queue_full(store):
+    for _ in range(3):
+        await store.insert(make_job("small"), max_queue=3)
+    with pytest.raises(QueueFull):
+        await store.insert(make_job("small"), max_queue=3)
+    # the bound is per environment and counts queued jobs only
+    await store.insert(make_job("other"), max_queue=3)
+    first = (await store.queued("small"))[0]
+    await store.transition(first.job_id, S.STARTED)
+    await store.insert(make_job("small"), max_queue=3)
+    with pytest.raises(QueueFull):
+        await store.insert(make_job("small"), max_queue=0)
+    assert len(await store.queued("small")) == 3
+
+
+async def test_agreement_in_use_while_non_terminal(store):
+    first = make_job(agreement="0xorder")
+    await store.insert(first, max_queue=10)
+    with pytest.raises(AgreementInUse):
+        await store.insert(make_job(agreement="0xorder"), max_queue=10)
+    await walk(store, first.job_id, [S.STARTED, S.CONFIGURING])
+    with pytest.raises(AgreementInUse):
+        await store.insert(make_job(agreement="0xorder"), max_queue=10)
+    await store.transition(first.job_id, S.STOPPED)
+    second = make_job(agreement="0xorder")
+    await store.insert(second, max_queue=10)  # allowed once the first is terminal
+    assert (await store.get(second.job_id)).agreement_id == "0xorder"
+    assert len(await store.all_ids()) == 2
+
+
+async def test_request_stop_and_delete(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    assert await store.request_stop(job.job_id)
+    assert (await store.get(job.job_id)).stopreq == 1
+    await walk(store, job.job_id, HAPPY_PATH[1:])
+    assert not await store.request_stop(job.job_id)  # terminal: nothing to stop
+    await store.delete(job.job_id)
+    assert await store.get(job.job_id) is None
+    assert not await store.request_stop(job.job_id)
+
+
+async def test_queued_fifo_and_active(store):
+    jobs = [make_job("e") for _ in range(4)]
+    for job in jobs:
+        await store.insert(job, max_queue=10)
+    assert [j.job_id for j in await store.queued("e")] == [j.job_id for j in jobs]
+    assert [j.job_id for j in await store.queued("e", limit=1)] == [jobs[0].job_id]
+    assert await store.queued("nope") == []
+    await walk(store, jobs[1].job_id, [S.STARTED, S.CONFIGURING])
+    await walk(store, jobs[2].job_id, HAPPY_PATH[1:])
+    assert [j.job_id for j in await store.active()] == [jobs[1].job_id]
+    assert [j.job_id for j in await store.queued()] == [jobs[0].job_id, jobs[3].job_id]
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+async def test_steps_save_update_delete(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    assert await store.steps(job.job_id) == {}
+    rec = StepRecord(job.job_id, StepKind.ALGORITHM, StepState.CREATING, "runnerd-x-algorithm")
+    await store.save_step(rec)
+    assert (await store.steps(job.job_id))[StepKind.ALGORITHM].state == StepState.CREATING
+    rec.state, rec.container_id, rec.started_at = StepState.RUNNING, "c0ffee", 5.0
+    await store.save_step(rec)  # upsert, not a second row
+    rec.state, rec.exit_code, rec.oom_killed, rec.finished_at = StepState.EXITED, 137, True, 6.0
+    await store.save_step(rec)
+    await store.save_step(StepRecord(job.job_id, StepKind.PROVISION, StepState.EXITED, "p", "p1", exit_code=0,
+                                     oom_killed=False))
+    steps = await store.steps(job.job_id)
+    assert set(steps) == {StepKind.ALGORITHM, StepKind.PROVISION}
+    algo = steps[StepKind.ALGORITHM]
+    assert (algo.state, algo.container_id, algo.exit_code, algo.oom_killed, algo.started_at, algo.finished_at) == (
+        StepState.EXITED, "c0ffee", 137, True, 5.0, 6.0)
+    assert steps[StepKind.PROVISION].oom_killed is False and steps[StepKind.PROVISION].exit_code == 0
+    await store.delete_step(job.job_id, StepKind.PROVISION)
+    assert set(await store.steps(job.job_id)) == {StepKind.ALGORITHM}
+    # deleting the job deletes its steps (foreign key cascade)
+    await store.delete(job.job_id)
+    assert await store.steps(job.job_id) == {}
+
+
+async def test_step_of_unknown_job_is_refused(store):
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.save_step(StepRecord("no-such-job", StepKind.FILTER, StepState.CREATING, "n"))
+
+
+# ------------------------------------------------------------------------------ nonces
+
+
+async def test_claim_nonce_is_strictly_greater(store):
+    addr = "0xAbC0000000000000000000000000000000000001"
+    assert await store.nonce(addr) is None
+    assert not await store.claim_nonce(addr, "0")  # a new address is at 0: 0 is not greater
+    assert await store.nonce(addr) is None
+    assert await store.claim_nonce(addr, "5")
+    assert not await store.claim_nonce(addr, "5")  # replay
+    assert not await store.claim_nonce(addr.lower(), "5")  # the same address in another case
+    assert not await store.claim_nonce(addr, "4")
+    assert await store.claim_nonce(addr.upper().replace("0X", "0x"), "6")
+    assert await store.nonce(addr) == "6" and await store.nonce(addr.lower()) == "6"
+
+
+@pytest.mark.parametrize("lower, higher", [
+    ("5", "6"),
+    ("9", "10"),  # decimal, not text, comparison
+    ("1693212345678.123", "1693212345679"),
+    ("1693212345678", "1693212345678.5"),
+    ("1693212345678.123", "1693212345678123456"),  # ms float string, then a 19-digit time_ns
+    ("1693212345678123456", "1693212345678123457"),
+    ("99", "100.0"),
+])
+async def test_claim_nonce_compares_decimals_across_formats(store, lower, higher):
+    addr = "0x" + uuid.uuid4().hex[:40].ljust(40, "0")
+    assert await store.claim_nonce(addr, lower)
+    assert not await store.claim_nonce(addr, lower)
+    assert await store.claim_nonce(addr, higher)
+    assert await store.nonce(addr) == higher  # stored as the exact text received
+    assert not await store.claim_nonce(addr, lower)
+    assert not await store.claim_nonce(addr, higher)
+
+
+async def test_claim_nonce_equal_value_in_another_spelling_is_a_replay(store):
+    addr = "0x" + "7" * 40
+    assert await store.claim_nonce(addr, "10")
+    assert not await store.claim_nonce(addr, "10.0")
+    assert not await store.claim_nonce(addr, "010")
+
+
+async def test_fifty_concurrent_claims_of_one_nonce_yield_exactly_one_true(store):
+    addr = "0x" + "5" * 40
+    results = await asyncio.gather(*(store.claim_nonce(addr, "1693212345678123456") for _ in range(50)))
+    assert results.count(True) == 1
+    assert await store.nonce(addr) == "1693212345678123456"
+
+
+async def test_concurrent_claims_of_different_nonces_end_at_the_largest(store):
+    addr = "0x" + "6" * 40
+    nonces = [str(n) for n in range(1, 41)]
+    random.Random(7).shuffle(nonces)
+    results = await asyncio.gather(*(store.claim_nonce(addr, n) for n in nonces))
+    assert await store.nonce(addr) == "40"
+    won = [n for n, ok in zip(nonces, results) if ok]
+    # each winner was greater than every earlier winner (a strictly increasing chain)
+    assert [int(n) for n in won] == sorted(int(n) for n in won)
+    assert "40" in won
+
+
+# ------------------------------------------------------------------------------ expiry and counts
+
+
+async def test_expired(store):
+    old, fresh, never, gone = (make_job() for _ in range(4))
+    for job in (old, fresh, never, gone):
+        await store.insert(job, max_queue=10)
+    await store.update(old.job_id, expires_at=100.0)
+    await store.update(fresh.job_id, expires_at=300.0)
+    await store.update(gone.job_id, expires_at=50.0, removed=1)
+    assert [j.job_id for j in await store.expired(200.0)] == [old.job_id]
+    assert {j.job_id for j in await store.expired(300.0)} == {old.job_id, fresh.job_id}
+    assert await store.expired(10.0) == []
+    await store.update(old.job_id, removed=1, results=[])
+    assert [j.job_id for j in await store.expired(200.0)] == []
+
+
+async def test_counts(store):
+    assert await store.counts() == {}
+    a1, a2, a3, b1 = make_job("a"), make_job("a"), make_job("a"), make_job("b")
+    for job in (a1, a2, a3, b1):
+        await store.insert(job, max_queue=10)
+    await walk(store, a1.job_id, HAPPY_PATH[1:])
+    await walk(store, a2.job_id, [S.STARTED, S.CONFIGURING])
+    assert await store.counts() == {("a", 70): 1, ("a", 20): 1, ("a", 1): 1, ("b", 1): 1}
+    assert all(status in TERMINAL or status in ALLOWED_TRANSITIONS for (_, status) in await store.counts())
