@@ -33,7 +33,7 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
         # Longer request lines than aiohttp's 8 KiB default, so an overlong parameter reaches our
         # own checks (and the one error shape) instead of the HTTP parser's plain-text 400.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
-                               handler_args={"max_line_size": 65536, "max_field_size": 65536})
+                               max_line_size=65536, max_field_size=65536)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
