@@ -33,12 +33,15 @@ def default_key_file() -> Path:
 
 def load_key(key: str | None = None, key_file: str | os.PathLike[str] | None = None,
              create: bool = True) -> str:
-    """The signing key: explicit, RUNNERD_PRIVATE_KEY, a key file, or a new one saved (0600) in
-    ~/.config/runnerd/client.key."""
-    key = key or os.environ.get("RUNNERD_PRIVATE_KEY")
+    """The signing key, first found of: `key`, `key_file`, $RUNNERD_PRIVATE_KEY, $RUNNERD_KEY_FILE,
+    ~/.config/runnerd/client.key (created, mode 0600, when `create`)."""
     if key:
         return key.strip()
-    path = Path(key_file or os.environ.get("RUNNERD_KEY_FILE") or default_key_file())
+    if key_file:
+        return Path(key_file).read_text().strip()
+    if os.environ.get("RUNNERD_PRIVATE_KEY"):
+        return os.environ["RUNNERD_PRIVATE_KEY"].strip()
+    path = Path(os.environ.get("RUNNERD_KEY_FILE") or default_key_file())
     if path.exists():
         return path.read_text().strip()
     if not create:

@@ -85,7 +85,7 @@ _SETUP_FAILURES = {JobStatus.DATA_PROVISIONING_FAILED, JobStatus.ALGORITHM_PROVI
 _ABORTS = {JobStatus.STOPPED, JobStatus.INTERRUPTED}
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.STARTED, JobStatus.STOPPED}),
+    JobStatus.QUEUED: frozenset({JobStatus.STARTED, JobStatus.STOPPED, JobStatus.INTERRUPTED}),
     JobStatus.STARTED: frozenset({JobStatus.CONFIGURING, *_ABORTS, *_SETUP_FAILURES}),
     JobStatus.CONFIGURING: frozenset({JobStatus.PROVISIONED, *_ABORTS, *_SETUP_FAILURES}),
     JobStatus.PROVISIONED: frozenset({JobStatus.RUNNING, *_ABORTS, *_SETUP_FAILURES}),

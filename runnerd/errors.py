@@ -62,7 +62,7 @@ class RangeNotSatisfiable(RunnerdError):
 
 
 class Unavailable(RunnerdError):
-    """Docker down, queue full, disk below its floor: try again later."""
+    """Docker down, queue full, still starting: try again later."""
 
     http_status = 503
     default_code = "unavailable"

@@ -113,3 +113,27 @@ def test_another_address_gets_404_for_the_job(shared_daemon):
     r = httpx.get(f"{shared_daemon.url}/api/services/computeResult",
                   params={**stranger.signed(job["jobId"], "0"), "jobId": job["jobId"], "index": "0"})
     assert r.status_code == 404
+
+
+def test_an_algorithm_killed_by_a_signal_is_a_failure_not_an_interruption(shared_daemon):
+    """SPEC: a non-zero exit is 71. Only a container lost with Docker itself is 76."""
+    did = dataset(shared_daemon.assets)
+    client = shared_daemon.client()
+    code = "import os, signal\nprint('bye', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)"
+    job = wait_done(client, client.start(did, raw(code), "ocean-compute")["jobId"])
+    assert job["status"] == 71, job
+    assert job["terminationDetails"] == {"exitCode": 137, "oomKilled": False, "reason": "signal"}
+    assert "SIGKILL" in job["error"]
+    assert "bye" in result_of(client, job, "algorithmLog").decode()
+
+
+def test_unsigned_status_carries_no_result_links(make_daemon):
+    daemon = make_daemon(unsignedStatus=True)
+    did = dataset(daemon.assets)
+    client = daemon.client()
+    job = wait_done(client, client.start(did, raw(READ_AND_WRITE), "ocean-compute")["jobId"])
+    assert job["resultsUrls"] and job["algorithmLogUrl"]  # signed: the owner gets links
+    unsigned = httpx.get(f"{daemon.url}/api/services/compute",
+                         params={"consumerAddress": client.address, "jobId": job["jobId"]}).json()[0]
+    assert unsigned["status"] == 70 and unsigned["results"]
+    assert unsigned["resultsUrls"] == [] and unsigned["algorithmLogUrl"] is None

@@ -198,3 +198,23 @@ def test_sigterm_leaves_running_jobs_alone_and_restart_reattaches(make_daemon):
     daemon.start()
     job = wait_done(client, job_id)
     assert job["status"] == 70 and result_of(client, job, "output", "out.txt") == b"done"
+
+
+def test_jobs_of_an_environment_removed_from_the_config_end_at_76(make_daemon):
+    daemon = make_daemon(environments=[
+        {"id": "keep", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05, "maxJobs": 1},
+        {"id": "gone", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05, "maxJobs": 1},
+    ])
+    client = daemon.client()
+    did = dataset(daemon.assets)
+    running = client.start(did, raw(SLEEPER.format(seconds=60)), "gone")["jobId"]
+    _wait_for(client, running, 40)
+    queued = client.start(did, raw("print(1)"), "gone")["jobId"]
+    assert client.job(queued)["status"] == 1
+    daemon.stop()  # the running container carries on without the daemon
+    daemon.config["environments"] = daemon.config["environments"][:1]
+    daemon.start()
+    for job_id in (running, queued):
+        job = wait_done(client, job_id)
+        assert job["status"] == 76 and "no longer exists" in job["error"] and job["dateFinished"], job
+    assert docker_containers(f"runnerd.job={running}") == []

@@ -109,6 +109,8 @@ def test_algorithm_spec_containment(tmp_assets, paths):
     assert kw["pids_limit"] == 100 and kw["shm_size"] == 16 * 1024**2
     assert [(u.name, u.soft, u.hard) for u in kw["ulimits"]] == [("nofile", 2048, 2048)]
     assert "device_requests" not in kw and "runtime" not in kw
+    assert spec.env["NVIDIA_VISIBLE_DEVICES"] == "void"  # an nvidia default runtime hands out no GPU
+    assert spec.working_dir is None  # the image's own WORKDIR, as Ocean's operator does
     assert kw["restart_policy"] == {"Name": "no"}
 
     hc = host_config(spec)
@@ -187,6 +189,7 @@ def test_writable_rootfs_caps_gpus_and_runtime_when_the_environment_relaxes_them
     assert spec.read_only_rootfs is False
     assert spec.cap_add == ("SYS_PTRACE", "NET_BIND_SERVICE")
     assert spec.gpu_device_ids == ("GPU-b", "GPU-c")
+    assert "NVIDIA_VISIBLE_DEVICES" not in spec.env  # the device request decides which GPUs
     assert spec.cpuset is None
     kw = to_sdk_kwargs(spec)
     assert kw["read_only"] is False

@@ -291,18 +291,25 @@ async def test_transition_fields_are_encoded(store):
 
 
 async def test_queue_full(store):
+    """The bound is on jobs in flight per environment: maxJobs running + maxQueue waiting."""
     for _ in range(3):
-        await store.insert(make_job("small"), max_queue=3)
+        await store.insert(make_job("small"), max_queue=2, max_jobs=1)
     with pytest.raises(QueueFull):
-        await store.insert(make_job("small"), max_queue=3)
-    # the bound is per environment and counts queued jobs only
-    await store.insert(make_job("other"), max_queue=3)
+        await store.insert(make_job("small"), max_queue=2, max_jobs=1)
+    await store.insert(make_job("other"), max_queue=2, max_jobs=1)  # per environment
     first = (await store.queued("small"))[0]
-    await store.transition(first.job_id, S.STARTED)
-    await store.insert(make_job("small"), max_queue=3)
+    await store.transition(first.job_id, S.STARTED)  # running still counts: it holds the slot
     with pytest.raises(QueueFull):
-        await store.insert(make_job("small"), max_queue=0)
+        await store.insert(make_job("small"), max_queue=2, max_jobs=1)
+    await walk(store, first.job_id, [S.CONFIGURING, S.DATA_PROVISIONING_FAILED])  # terminal: place freed
+    await store.insert(make_job("small"), max_queue=2, max_jobs=1)
     assert len(await store.queued("small")) == 3
+
+
+async def test_max_queue_zero_admits_only_into_a_free_slot(store):
+    await store.insert(make_job("solo"), max_queue=0, max_jobs=1)
+    with pytest.raises(QueueFull):
+        await store.insert(make_job("solo"), max_queue=0, max_jobs=1)
 
 
 async def test_agreement_in_use_while_non_terminal(store):

@@ -21,10 +21,12 @@ async def start_job(request: web.Request) -> web.Response:
     return web.json_response([request.app[VIEW].render(job, base_url(request))])
 
 
-async def _callers_jobs(request: web.Request, signed: bool = True) -> tuple[list[Job], dict]:
+async def _callers_jobs(request: web.Request, signed: bool = True) -> tuple[list[Job], bool]:
+    """The caller's jobs (filtered by jobId/documentId) and whether the request was signed."""
     params = await read_params(request)
     job_id, document_id = text(params, "jobId", limit=64), text(params, "documentId")
-    if signed or params.get("signature"):
+    authenticated = signed or bool(params.get("signature"))
+    if authenticated:
         owner = await authenticate(request.app[STORE], params, [text(params, "consumerAddress"), job_id, document_id])
     else:
         owner = consumer(params)
@@ -33,13 +35,13 @@ async def _callers_jobs(request: web.Request, signed: bool = True) -> tuple[list
         # Unknown and not-yours look the same: never reveal another owner's jobs.
         raise NotFound(f"no job {job_id or 'for ' + document_id} belongs to {owner}", "not_found",
                        "jobId" if job_id else "documentId")
-    return jobs, params
+    return jobs, authenticated
 
 
 async def job_status(request: web.Request) -> web.Response:
-    jobs, _ = await _callers_jobs(request, signed=not request.app[SETTINGS].unsignedStatus)
+    jobs, signed = await _callers_jobs(request, signed=not request.app[SETTINGS].unsignedStatus)
     base = base_url(request)
-    return web.json_response([request.app[VIEW].render(j, base) for j in jobs])
+    return web.json_response([request.app[VIEW].render(j, base, urls=signed) for j in jobs])
 
 
 async def stop_jobs(request: web.Request) -> web.Response:

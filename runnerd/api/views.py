@@ -24,10 +24,14 @@ class StatusView:
         query = urlencode({"jobId": job_id, "index": index, "expires": expires, "token": token})
         return f"{self.public_url or base}/api/services/computeResult?{query}"
 
-    def render(self, job: Job, base: str, status: JobStatus | None = None) -> dict[str, Any]:
+    def render(self, job: Job, base: str, status: JobStatus | None = None, urls: bool = True) -> dict[str, Any]:
+        """`urls=False` for unsigned status reads (unsignedStatus): the capability URLs would let
+        anyone who knows an owner's address download that owner's results."""
         code = status if status is not None else job.status
         results = [r.public(i) for i, r in enumerate(job.results)]
         log_index = next((i for i, r in enumerate(job.results) if r.type == ResultType.ALGORITHM_LOG), None)
+        if not urls:
+            log_index = None
         return {
             "owner": job.owner,
             "documentId": job.document_id,
@@ -38,7 +42,7 @@ class StatusView:
             "statusText": code.text,
             "algorithmLogUrl": self.result_url(base, job.job_id, log_index) if log_index is not None else None,
             "resultsUrls": [self.result_url(base, job.job_id, i) for i, r in enumerate(job.results)
-                            if r.type == ResultType.OUTPUT],
+                            if r.type == ResultType.OUTPUT and urls],
             "resultsDid": "",
             "agreementId": job.agreement_id,
             "inputDID": job.input_dids,

@@ -148,9 +148,12 @@ def _logs(args: argparse.Namespace) -> int:
         if response.status_code >= 400:
             response.read()
             raise ApiError(response.status_code, response.json())
-        for chunk in response.iter_raw():
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+        try:
+            for chunk in response.iter_raw():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        except BrokenPipeError:  # `runnerd logs -f JOB | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -184,8 +187,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("RUNNERD_URL", DEFAULT_URL),
                         help=f"daemon URL (env RUNNERD_URL; default {DEFAULT_URL})")
-    common.add_argument("--key-file", default=None, help="signing key file (default: RUNNERD_PRIVATE_KEY, "
-                                                         "else ~/.config/runnerd/client.key, created on first use)")
+    common.add_argument("--key-file", default=None,
+                        help="signing key file (default: $RUNNERD_PRIVATE_KEY, else the file $RUNNERD_KEY_FILE, "
+                             "else ~/.config/runnerd/client.key, created on first use)")
     common.add_argument("--json", action="store_true", help="print the API's JSON")
 
     p = sub.add_parser("envs", parents=[common], help="list compute environments")

@@ -138,7 +138,7 @@ class DockerRuntime:
                 user=spec.user,
                 environment=spec.env,
                 labels={**spec.labels, LABEL_INSTANCE: self.instance} if self.instance else spec.labels,
-                working_dir=spec.working_dir,
+                working_dir=spec.working_dir or None,
                 host_config=api.create_host_config(**to_sdk_kwargs(spec)),
             )
             if spec.entrypoint is not None:

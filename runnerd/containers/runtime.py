@@ -33,7 +33,7 @@ class ContainerSpec:
     user: str
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] | None = None  # None: keep the image's; [] is not allowed by Docker
-    working_dir: str = "/data"
+    working_dir: str | None = "/data"  # None: the image's WORKDIR
     mounts: tuple[Mount, ...] = ()
     tmpfs: dict[str, str] = field(default_factory=dict)  # path -> mount options
     network: str = "none"  # "none" or a Docker network name

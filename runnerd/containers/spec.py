@@ -86,7 +86,7 @@ def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data:
         command=["python3", f"{layout.STEP_DIR}/{script}"],
         labels=_labels(job, step),
         user=settings.jobUser,
-        env={"RUNNERD_PLAN": json.dumps(plan), "PYTHONDONTWRITEBYTECODE": "1"},
+        env={"RUNNERD_PLAN": json.dumps(plan), "PYTHONDONTWRITEBYTECODE": "1", **NO_GPUS},
         mounts=(data, Mount(str(out), layout.STEP_OUT, read_only=False),
                 Mount(str(STEPS_DIR / script), f"{layout.STEP_DIR}/{script}")),
         tmpfs=dict(HELPER_TMPFS),
@@ -119,6 +119,10 @@ def algorithm_env(job: Job) -> dict[str, str]:
     }
 
 
+NO_GPUS = {"NVIDIA_VISIBLE_DEVICES": "void"}  # where nvidia is Docker's default runtime, CUDA images
+# ask for every GPU (NVIDIA_VISIBLE_DEVICES=all in their ENV); "void" hands out none
+
+
 def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPaths, image_ref: str,
                     slot: Slot) -> ContainerSpec:
     algo = job.spec["algorithm"]
@@ -145,7 +149,8 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
         command=argv[1:],
         labels=_labels(job, StepKind.ALGORITHM),
         user=settings.jobUser,
-        env=algorithm_env(job),
+        env={**algorithm_env(job), **({} if slot.gpus else NO_GPUS)},
+        working_dir=None,  # the image's own WORKDIR, as Ocean's operator leaves it
         mounts=tuple(mounts),
         tmpfs={"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"},
         network="bridge" if job.spec.get("network") else "none",

@@ -61,6 +61,13 @@ class Images:
             raise ImageMissing(f"pulled {image} but no local image matches {checksum}")
         return ref
 
+    async def resolve_ref(self, ref: str) -> str:
+        """Like resolve, for a plain reference such as helperImage ("python:3.12-slim")."""
+        name, _, tag = ref.rpartition(":")
+        if not name or "/" in tag:  # no tag (a registry port is not one)
+            name, tag = ref, "latest"
+        return await self.resolve(name, tag, "")
+
     async def _pull(self, ref: str) -> None:
         task = self._pulls.get(ref)
         if task is None:

@@ -103,9 +103,12 @@ class JobRunner:
         if job.status in (S.STARTED, S.CONFIGURING):
             job = await self._move(job, S.CONFIGURING)
             algo = job.spec["algorithm"]
-            prepared, resolved = await asyncio.gather(
+            prepared, resolved, helper = await asyncio.gather(
                 self.workspace.prepare(job, env), self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
-                return_exceptions=True)
+                self.images.resolve_ref(self.settings.helperImage), return_exceptions=True)
+            if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
+                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED,
+                                                f"the helper image is not available: {helper} (run `runnerd doctor`)")
             if isinstance(prepared, BaseException):
                 if not isinstance(prepared, (WorkspaceError, OSError)):
                     raise prepared
@@ -233,6 +236,9 @@ class JobRunner:
         if result.exit_code != 0 and self.workspace.disk_full(job.job_id):
             return Ending(S.OUTPUT_LIMITS_EXCEEDED, f"the algorithm filled its disk quota (diskGB {env.diskGB:g})",
                           {**details, "reason": "disk_quota"})
+        if result.exit_code in (137, 143):
+            return Ending(S.ALGORITHM_FAILED, f"the algorithm was killed by {'SIGKILL' if result.exit_code == 137 else 'SIGTERM'}"
+                          f" (exit code {result.exit_code}), not by runnerd", {**details, "reason": "signal"})
         if result.exit_code != 0:
             return Ending(S.ALGORITHM_FAILED, f"the algorithm exited with code {result.exit_code}",
                           {**details, "reason": "exit_code"})

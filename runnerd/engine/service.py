@@ -14,7 +14,7 @@ from pathlib import Path
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.domain import Job
+from runnerd.domain import Job, JobStatus
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.runner import Hooks, JobRunner
@@ -55,13 +55,21 @@ class Engine:
     async def start(self) -> None:
         await self._check_docker()
         try:
-            await self.images.resolve(*_split_image(self.settings.helperImage), "")
+            await self.images.resolve_ref(self.settings.helperImage)
         except (ImageMissing, RuntimeUnavailable) as exc:
             log.error("helper image %s is not available (%s); jobs will fail provisioning until it is. "
                       "Run `runnerd doctor`.", self.settings.helperImage, exc)
         for job in await self.store.active():
             log.info("job %s: recovering at status %d", job.job_id, int(job.status))
             self.scheduler.adopt(job)
+        for job in await self.store.queued():
+            if self.settings.environment(job.environment) is None:  # removed from the config
+                now = time.time()
+                await self.store.transition(job.job_id, JobStatus.INTERRUPTED, expect=JobStatus.QUEUED,
+                                            error=f"environment {job.environment!r} no longer exists",
+                                            date_finished=now, expires_at=now)
+                log.warning("job %s: its environment %s is gone from the config; ended at 76", job.job_id,
+                            job.environment)
         # Containers of jobs that ended (or vanished) while runnerd was down: remove them now.
         await self.sweeper.remove_orphan_containers(time.time())
         self.scheduler.start()
@@ -97,7 +105,7 @@ class Engine:
         env = self.settings.environment(job.environment)
         assert env is not None
         try:
-            await self.store.insert(job, env.maxQueue)
+            await self.store.insert(job, env.maxQueue, env.maxJobs)
         except QueueFull:
             raise Unavailable(f"the queue of {env.id} is full ({env.maxQueue} jobs); try again later",
                               "queue_full") from None
@@ -132,12 +140,3 @@ class Engine:
 
     def current_jobs(self, env_id: str) -> int:
         return self.scheduler.running_count(env_id)
-
-
-def _split_image(ref: str) -> tuple[str, str]:
-    """"python:3.12-slim" → ("python", "3.12-slim"); a registry port is not a tag."""
-    name, _, tag = ref.rpartition(":")
-    if not name or "/" in tag:
-        return ref, "latest"
-    return name, tag
-

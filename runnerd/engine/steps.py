@@ -184,10 +184,12 @@ class StepDriver:
             open(logs.path, "wb").close()  # a copy interrupted by a crash is redone, not appended to
             await self._copy_logs(cid, logs)
         if result.exit_code in _KILLED and not result.oom_killed and not (timed_out or stopped):
-            # SIGTERM/SIGKILL that runnerd did not send and the kernel's OOM killer did not either:
-            # `docker stop` by someone else, or dockerd restarting without live-restore.
-            why = "Docker restarted while the step ran" if outage.seen else "its container was killed outside runnerd"
-            return await self._abandon(rec, f"{why} (exit code {result.exit_code})")
+            # SIGTERM/SIGKILL that neither runnerd nor the OOM killer sent. If Docker went away
+            # (dockerd stopping without live-restore stops its containers first, then exits), the
+            # container was lost with it: 76. Otherwise it is the step's own ending (e.g. the
+            # algorithm killed itself, or someone ran `docker stop`): a non-zero exit like any other.
+            if outage.seen or not await self._docker_answers_after(1.0):
+                return await self._abandon(rec, f"Docker restarted while the step ran (exit code {result.exit_code})")
         rec.state, rec.finished_at = StepState.EXITED, time.time()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
@@ -216,6 +218,14 @@ class StepDriver:
                 return waiter.result()
             waiter.cancel()  # the thread blocked in Docker's wait returns once the container stops
             return None
+
+    async def _docker_answers_after(self, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        try:
+            await self.runtime.ping()
+            return True
+        except RuntimeUnavailable:
+            return False
 
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
         try:

@@ -108,8 +108,9 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def insert(self, job: Job, max_queue: int) -> None:
-        """Insert a queued job, atomically checking the queue bound and the agreementId rule."""
+    async def insert(self, job: Job, max_queue: int, max_jobs: int = 0) -> None:
+        """Insert a queued job, atomically checking the agreementId rule and the bound on jobs in
+        flight (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free"."""
         async with self.db.transaction() as tx:
             async with tx.execute(
                 f"SELECT 1 FROM jobs WHERE agreement_id = ? AND status NOT IN ({_TERMINAL_SQL}) LIMIT 1",
@@ -118,10 +119,11 @@ class JobStore:
                 if await cur.fetchone():
                     raise AgreementInUse(job.agreement_id)
             async with tx.execute(
-                "SELECT COUNT(*) FROM jobs WHERE environment = ? AND status = ?", (job.environment, JobStatus.QUEUED)
+                f"SELECT COUNT(*) FROM jobs WHERE environment = ? AND status NOT IN ({_TERMINAL_SQL})",
+                (job.environment,),
             ) as cur:
-                (queued,) = await cur.fetchone()  # type: ignore[misc]
-            if queued >= max_queue:
+                (in_flight,) = await cur.fetchone()  # type: ignore[misc]
+            if in_flight >= max_queue + max_jobs:
                 raise QueueFull(job.environment)
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
