@@ -218,3 +218,19 @@ def test_jobs_of_an_environment_removed_from_the_config_end_at_76(make_daemon):
         job = wait_done(client, job_id)
         assert job["status"] == 76 and "no longer exists" in job["error"] and job["dateFinished"], job
     assert docker_containers(f"runnerd.job={running}") == []
+
+
+def test_jobs_wait_while_free_disk_is_below_the_floor(make_daemon):
+    """diskFloorGB: new jobs wait in the queue instead of failing half-way (here the floor is
+    beyond any disk, so the job can only wait; it is then stopped)."""
+    daemon = make_daemon(diskFloorGB=10**6)
+    client = daemon.client()
+    job_id = client.start(dataset(daemon.assets), raw("print(1)"), "ocean-compute")["jobId"]
+    for _ in range(10):  # the scheduler runs right after the submit and re-checks every 5 s
+        assert client.job(job_id)["status"] == 1
+        time.sleep(0.2)
+    assert "below the floor" in daemon.log()
+    assert httpx.get(f"{daemon.url}/health").status_code == 200
+    env = client.environments()[0]
+    assert env["queuedJobs"] == 1 and env["currentJobs"] == 0
+    assert client.stop(job_id)[0]["status"] == 7

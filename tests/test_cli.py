@@ -1,0 +1,137 @@
+"""The operator and consumer command line, run as a new user would (issue #5): assets add →
+submit --wait (live stages, results downloaded) → status/logs -f/get/stop/delete, and --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+ALGO = """
+import json, os, time
+rows = open(f"/data/inputs/{json.loads(os.environ['DIDS'])[0]}/0").read().splitlines()
+for i in range(3):
+    print("tick", i, flush=True)
+    time.sleep(0.5)
+json.dump({"rows": len(rows)}, open("/data/outputs/result.json", "w"))
+os.makedirs("/data/outputs/nested", exist_ok=True)
+open("/data/outputs/nested/note.txt", "w").write("deep")
+"""
+
+
+def runnerd(daemon, *args, env=None, check=True, timeout=120):
+    full_env = {**os.environ, "RUNNERD_URL": daemon.url, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "runnerd", *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=daemon.root)
+    if check:
+        assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def user(make_daemon, tmp_path):
+    """A daemon, a registered CSV (via the CLI) and a consumer with a key in the environment."""
+    daemon = make_daemon(environments=[{"id": "ocean-compute", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05}])
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n3,4\n")
+    add = runnerd(daemon, "assets", "add", str(csv), "--allow-raw-algorithm", "--assets", str(daemon.assets),
+                  "--data-dir", str(daemon.data_dir))
+    did = add.stdout.strip()
+    assert did.startswith("did:op:") and "registered dataset" in add.stderr
+    (tmp_path / "algo.py").write_text(ALGO)
+    env = {"RUNNERD_PRIVATE_KEY": "0x" + secrets.token_hex(32)}
+    return daemon, did, env, tmp_path
+
+
+def test_assets_list_shows_what_was_added_and_reports_bad_ddos(user):
+    daemon, did, _, _ = user
+    (daemon.assets / "broken.json").write_text("{not json")
+    listed = runnerd(daemon, "assets", "list", "--assets", str(daemon.assets), "--data-dir", str(daemon.data_dir))
+    assert did in listed.stdout and "dataset" in listed.stdout
+    assert "broken.json" in listed.stderr
+
+
+def test_submit_wait_shows_stages_and_downloads_results(user):
+    daemon, did, env, tmp = user
+    out = tmp / "results"
+    proc = runnerd(daemon, "submit", "--dataset", did, "--algo-file", str(tmp / "algo.py"), "--image",
+                   os.environ.get("RUNNERD_TEST_PYTHON_IMAGE", "runnerd-test-python:latest"), "--wait",
+                   "--output", str(out), env=env)
+    job_id = proc.stdout.strip()
+    assert len(job_id) == 32
+    stages = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    texts = " | ".join(stages)
+    for text in ("Warming up", "Running algorithm", "Job completed"):
+        assert text in texts, proc.stderr
+    seconds = [float(s[1:s.index("s]")]) for s in stages]
+    assert seconds == sorted(seconds)  # each stage with the time it was reached
+    assert json.loads((out / "result.json").read_text()) == {"rows": 3}
+    assert (out / "nested" / "note.txt").read_text() == "deep"
+    assert "tick 2" in (out / "algorithmLog-algorithm.log").read_text()
+
+    status = runnerd(daemon, "status", job_id, env=env)
+    assert job_id in status.stdout and "Job completed" in status.stdout
+    as_json = json.loads(runnerd(daemon, "status", job_id, "--json", env=env).stdout)
+    assert as_json[0]["status"] == 70
+    got = runnerd(daemon, "get", job_id, "--index", "0", "--output", str(tmp / "again"), "--quiet", env=env)
+    assert got.stdout.strip().endswith("nested/note.txt")  # outputs are listed by path
+    deleted = runnerd(daemon, "delete", job_id, env=env)
+    assert "Job deleted successfully" in deleted.stdout
+    gone = runnerd(daemon, "status", job_id, env=env, check=False)
+    assert gone.returncode == 1 and "404" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_logs_follow_streams_while_the_job_runs(user):
+    daemon, did, env, tmp = user
+    slow = "import time\nfor i in range(6):\n    print('line', i, flush=True)\n    time.sleep(0.5)\n"
+    (tmp / "slow.py").write_text(slow)
+    job_id = runnerd(daemon, "submit", "--dataset", did, "--algo-file", str(tmp / "slow.py"), "--image",
+                     os.environ.get("RUNNERD_TEST_PYTHON_IMAGE", "runnerd-test-python:latest"), env=env).stdout.strip()
+    full_env = {**os.environ, "RUNNERD_URL": daemon.url, **env}
+    follower = subprocess.Popen([sys.executable, "-m", "runnerd", "logs", "-f", job_id], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=full_env)
+    arrivals: list[tuple[float, str]] = []
+
+    def read():
+        for line in follower.stdout:
+            arrivals.append((time.monotonic(), line.strip()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert follower.wait(timeout=120) == 0, follower.stderr.read()
+    reader.join()
+    lines = [text for _, text in arrivals]
+    assert lines == [f"line {i}" for i in range(6)]
+    # streamed, not fetched at the end: the first line arrived well before the last one
+    assert arrivals[-1][0] - arrivals[0][0] > 1.0
+
+
+def test_stop_from_the_cli_keeps_logs(user):
+    daemon, did, env, tmp = user
+    (tmp / "long.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    job_id = runnerd(daemon, "submit", "--dataset", did, "--algo-file", str(tmp / "long.py"), "--image",
+                     os.environ.get("RUNNERD_TEST_PYTHON_IMAGE", "runnerd-test-python:latest"), env=env).stdout.strip()
+    deadline = time.time() + 60
+    while "Running algorithm" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
+        time.sleep(0.2)
+    runnerd(daemon, "stop", job_id, env=env)
+    while "Job stopped" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
+        time.sleep(0.2)
+    logs = runnerd(daemon, "logs", job_id, env=env)
+    assert "started" in logs.stdout
+
+
+def test_client_errors_say_how_to_fix_them(user):
+    daemon, _, env, _ = user
+    down = runnerd(daemon, "status", "--url", "http://127.0.0.1:9", env=env, check=False)
+    assert down.returncode == 1 and "runnerd serve" in down.stderr and "Traceback" not in down.stderr
+    bad = runnerd(daemon, "submit", "--dataset", "did:op:" + "0" * 64, "--algo-file", __file__, env=env, check=False)
+    assert bad.returncode == 1 and "not in this node's catalog" in bad.stderr and "Traceback" not in bad.stderr
