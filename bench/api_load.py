@@ -21,12 +21,12 @@ from runnerd import signing
 from runnerd.client import Client
 
 
-def presign(url: str, job_id: str, n: int) -> list[str]:
-    """n signed status URLs for one new address, nonces 1..n (already claimed in order)."""
-    key = "0x" + secrets.token_hex(32)
+def presign(url: str, job_id: str, n: int, key: str | None = None, first: int = 1) -> list[str]:
+    """n signed status URLs for one address (a new one unless `key`), nonces first..first+n-1."""
+    key = key or "0x" + secrets.token_hex(32)
     address = Account.from_key(key).address
     urls = []
-    for nonce in range(1, n + 1):
+    for nonce in range(first, first + n):
         sig = signing.sign(key, [address, job_id, ""], str(nonce))
         urls.append(f"{url}/api/services/compute?consumerAddress={address}&jobId={job_id}&nonce={nonce}"
                     f"&signature={sig}")
@@ -35,7 +35,7 @@ def presign(url: str, job_id: str, n: int) -> list[str]:
 
 async def hammer(per_client: list[list[str]], seconds: float) -> tuple[list[float], int, float]:
     """Each client sends its URLs one after another; all clients at once. Returns latencies (s),
-    non-2xx count (404 is expected for a job of another owner and counts as served) and elapsed."""
+    5xx count (a 404 for another owner's job is a served request) and elapsed."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -76,7 +76,9 @@ def main() -> None:
         progress(f"{args.jobs} jobs running; signing {args.clients}x{args.per_client} requests")
         # Each client asks for a job that is not its own: the full path (signature, nonce claim,
         # lookup) runs and answers 404. One client owns a job, to include the 200 path.
-        per_client = [presign(daemon.url, running[0], args.per_client) for _ in range(args.clients)]
+        per_client = [presign(daemon.url, running[0], args.per_client) for _ in range(args.clients - 1)]
+        per_client.append(presign(daemon.url, running[0], args.per_client, owner.key,
+                                  owner.reserve_nonces(args.per_client)))
         health = [[f"{daemon.url}/health"] * args.per_client for _ in range(args.clients)]
         progress("baseline: GET /health")
         base_lat, base_err, base_elapsed = asyncio.run(hammer(health, args.seconds))

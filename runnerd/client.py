@@ -85,6 +85,13 @@ class Client:
             self._nonce += 1
             return str(self._nonce)
 
+    def reserve_nonces(self, n: int) -> int:
+        """The first of n consecutive nonces set aside for requests signed elsewhere."""
+        first = int(self.next_nonce())
+        with self._lock:
+            self._nonce = first + n - 1
+        return first
+
     def signed(self, *parts: str) -> dict[str, str]:
         nonce = self.next_nonce()
         return {"consumerAddress": self.address, "nonce": nonce,

@@ -11,8 +11,10 @@ import sys
 from decimal import Decimal, InvalidOperation
 
 from eth_account import Account
+import coincurve
 from eth_account.messages import encode_defunct
-from eth_utils import keccak
+from eth_hash.auto import keccak  # eth_utils.keccak wraps it in argument validation that costs more
+from eth_utils import to_checksum_address
 
 # py_ecc (imported by eth-account) raises the recursion limit to 100000 at import. With that, a
 # deeply nested JSON body recurses in json.loads until the C stack overflows and the process dies;
@@ -22,6 +24,7 @@ sys.setrecursionlimit(min(sys.getrecursionlimit(), 5000))
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
 # Integers (including 19-digit time_ns values) and legacy float strings such as "1693212345678.123".
+_EIP191_HASH_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _NONCE = re.compile(r"[0-9]{1,30}(\.[0-9]{1,20})?")
 
 
@@ -56,29 +59,40 @@ def nonce_value(text: str) -> Decimal:
 
 
 def message_hash(parts: list[str], nonce: str) -> bytes:
-    return keccak(text="".join(parts) + nonce)
+    return keccak(("".join(parts) + nonce).encode("utf-8"))
+
+
+def _recover_address(parts: list[str], nonce: str, signature: str) -> bytes | None:
+    """The 20-byte address that signed `parts + nonce`, or None if the signature is malformed.
+
+    Equivalent to Account.recover_message(encode_defunct(primitive=h), signature=sig), computed
+    with libsecp256k1 (coincurve) directly: every signed request pays for it, and eth-account's
+    wrapping costs several times the recovery itself (the test vectors check the equivalence)."""
+    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+        return None
+    raw = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
+    v = raw[64] - 27 if raw[64] >= 27 else raw[64]
+    if v not in (0, 1):
+        return None
+    signable = keccak(_EIP191_HASH_PREFIX + message_hash(parts, nonce))
+    try:
+        public = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v]), signable, hasher=None)
+    except Exception:  # noqa: BLE001 - an invalid point or r/s value: not a signature
+        return None
+    return keccak(public.format(compressed=False)[1:])[-20:]
 
 
 def recover_signer(parts: list[str], nonce: str, signature: str) -> str | None:
     """The checksum address that signed `parts + nonce`, or None if the signature is malformed.
-
     Accepts v in {0, 1, 27, 28} and a missing 0x prefix."""
-    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
-        return None
-    raw = bytearray(bytes.fromhex(signature[2:] if signature.startswith("0x") else signature))
-    if raw[64] in (0, 1):
-        raw[64] += 27
-    if raw[64] not in (27, 28):
-        return None
-    try:
-        return Account.recover_message(encode_defunct(primitive=message_hash(parts, nonce)), signature=bytes(raw))
-    except Exception:  # noqa: BLE001 - eth-keys raises several types for an invalid point/s value
-        return None
+    address = _recover_address(parts, nonce, signature)
+    return None if address is None else to_checksum_address(address)
 
 
 def verify(address: str, parts: list[str], nonce: str, signature: str) -> bool:
-    signer = recover_signer(parts, nonce, signature)
-    return signer is not None and signer.lower() == address.lower()
+    """Whether `address` (compared case-insensitively) signed `parts + nonce`."""
+    signer = _recover_address(parts, nonce, signature)
+    return signer is not None and "0x" + signer.hex() == address.lower()
 
 
 def sign(private_key: str | bytes, parts: list[str], nonce: str) -> str:

@@ -8,6 +8,7 @@ does not kill jobs: the next start re-attaches to them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -41,6 +42,11 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
                  daemon.assets_dir, settings.source)
         await daemon.engine.start()
         app[READY]["ready"] = True
+        # Everything loaded so far lives as long as the process: move it out of the collector's
+        # sight, and collect the young generation less often. Full collections scanning every
+        # module's objects were the API's p99 (bench/api_load.py: 66 ms -> 36 ms under load).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         notify.notify("READY=1\nSTATUS=serving")
         log.info("ready: node address %s, %d environment(s)", daemon.identity.address, len(settings.environments))
         pinger = asyncio.create_task(_watchdog()) if notify.watchdog_interval() else None

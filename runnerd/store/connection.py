@@ -31,9 +31,12 @@ def decimal_gt(a: str | None, b: str | None) -> int:
 
 
 class Database:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, lookup: sqlite3.Connection):
         self._writer = writer
         self._reader = reader
+        # Point lookups by primary key take microseconds in SQLite; done on the event loop they
+        # cost less than the thread hand-off aiosqlite needs (measured: bench/api_load.py).
+        self._lookup = lookup
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -59,9 +62,14 @@ class Database:
         await reader.execute("PRAGMA query_only=ON")
         reader.row_factory = sqlite3.Row
         writer.row_factory = sqlite3.Row
-        return cls(writer, reader)
+        lookup = sqlite3.connect(path, isolation_level=None)
+        lookup.execute("PRAGMA busy_timeout=5000")
+        lookup.execute("PRAGMA query_only=ON")
+        lookup.row_factory = sqlite3.Row
+        return cls(writer, reader, lookup)
 
     async def close(self) -> None:
+        self._lookup.close()
         await self._reader.close()
         await self._writer.close()
 
@@ -86,6 +94,11 @@ class Database:
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         async with self._reader.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
+
+    def lookup(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """A small indexed read, synchronously on the calling (event loop) thread. Only for
+        queries bounded to a few rows by a primary or unique key."""
+        return self._lookup.execute(sql, tuple(params)).fetchall()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         async with self._reader.execute(sql, tuple(params)) as cursor:

@@ -1,4 +1,4 @@
-"""All SQL for jobs, their steps and nonces. Rows in, domain objects out."""
+"""All SQL for jobs and their steps (nonces: nonces.py). Rows in, domain objects out."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from runnerd.domain import (
     StepState,
     check_transition,
 )
-from runnerd.store.connection import Database, decimal_gt
+from runnerd.store.connection import Database
+from runnerd.store.nonces import NonceLedger
 
 _TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
 
@@ -105,6 +106,7 @@ def _encode(column: str, value: Any) -> Any:
 class JobStore:
     def __init__(self, db: Database):
         self.db = db
+        self.nonces = NonceLedger(db)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -143,13 +145,15 @@ class JobStore:
                   _encode("results", j.results)) for j in jobs])
 
     async def get(self, job_id: str) -> Job | None:
-        row = await self.db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-        return _job_from_row(row) if row else None
+        rows = self.db.lookup("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
 
     async def list_for_owner(self, owner: str, job_id: str = "", document_id: str = "") -> list[Job]:
+        if job_id:  # by primary key: at most one row
+            rows = self.db.lookup("SELECT * FROM jobs WHERE job_id = ? AND owner_lc = ?", (job_id, owner.lower()))
+            jobs = [_job_from_row(r) for r in rows]
+            return [j for j in jobs if not document_id or j.document_id == document_id]
         sql, params = "SELECT * FROM jobs WHERE owner_lc = ?", [owner.lower()]
-        if job_id:
-            sql, params = sql + " AND job_id = ?", [*params, job_id]
         if document_id:
             sql, params = sql + " AND document_id = ?", [*params, document_id]
         rows = await self.db.fetchall(sql + " ORDER BY date_created", params)
@@ -249,23 +253,13 @@ class JobStore:
         rows = await self.db.fetchall("SELECT * FROM steps WHERE job_id = ?", (job_id,))
         return {s.kind: s for s in map(_step_from_row, rows)}
 
-    # -- nonces -------------------------------------------------------------------------------
+    # -- nonces (runnerd/store/nonces.py) -------------------------------------------------------
 
     async def nonce(self, address: str) -> str | None:
-        row = await self.db.fetchone("SELECT nonce FROM nonces WHERE address = ?", (address.lower(),))
-        return row[0] if row else None
+        return await self.nonces.last(address)
 
     async def claim_nonce(self, address: str, nonce: str) -> bool:
-        """Compare-and-set in one statement: store `nonce` only if it is decimal-greater than the
-        stored one. True means this request owns the nonce; a replay or a race loser gets False."""
-        if not decimal_gt(nonce, "0"):  # an address never seen has nonce 0; strictly greater applies
-            return False
-        changed = await self.db.write(
-            "INSERT INTO nonces (address, nonce) VALUES (?, ?) ON CONFLICT(address) DO UPDATE"
-            " SET nonce = excluded.nonce WHERE nonce_gt(excluded.nonce, nonces.nonce)",
-            (address.lower(), nonce),
-        )
-        return changed > 0
+        return await self.nonces.claim(address, nonce)
 
 
 __all__ = ["JobStore", "StepRecord", "QueueFull", "AgreementInUse", "IllegalTransition"]
