@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -49,6 +50,27 @@ def timed(argv: list[str]) -> float:
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def busybox_httpd_seconds(path: Path) -> float | None:
+    """The same file over HTTP from a small C server with sendfile, fetched by the same curl:
+    what loopback HTTP itself costs on this machine."""
+    if shutil.which("busybox") is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(path.parent)])
+    try:
+        for _ in range(50):
+            if subprocess.run(["curl", "-sf", "-o", "/dev/null", "-r", "0-0", f"http://127.0.0.1:{port}/{path.name}"]
+                              ).returncode == 0:
+                break
+            time.sleep(0.1)
+        return timed(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/{path.name}"])
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def step_seconds(daemon, job_id: str, kind: str) -> float:
@@ -97,14 +119,21 @@ def main() -> None:
         assert job["status"] == 70, job
         result = daemon.data_dir / "jobs" / job_id / "results" / "outputs" / "big.bin"
         link = job["resultsUrls"][0]
-        timed(["cat", str(result)])  # page cache warm for both
+        timed(["cat", str(result)])  # page cache warm for all
         cat = timed(["cat", str(result)])
+        pipe = timed(["sh", "-c", f"cat '{result}' | cat > /dev/null"])
+        c_server = busybox_httpd_seconds(result)
         with RssSampler(daemon.proc.pid) as rss:
             ours = timed(["curl", "-sf", "-o", "/dev/null", link])
-        rows.append(["stream result: cat (baseline)", mb / cat, 1.0, "-"])
-        rows.append(["stream result: computeResult", mb / ours, cat / ours, f"+{(rss.peak - rss.before) / 1e6:.1f}"])
-        out["result"] = {"cat_MBps": mb / cat, "runnerd_MBps": mb / ours, "ratio": cat / ours,
-                         "daemon_rss_growth_MB": (rss.peak - rss.before) / 1e6}
+        rows.append(["stream result: cat > /dev/null (baseline)", mb / cat, 1.0, "-"])
+        rows.append(["stream result: cat | cat (to another process)", mb / pipe, cat / pipe, "-"])
+        if c_server:
+            rows.append(["stream result: busybox httpd + curl (C server)", mb / c_server, cat / c_server, "-"])
+        rows.append(["stream result: computeResult + curl", mb / ours, cat / ours,
+                     f"+{(rss.peak - rss.before) / 1e6:.1f}"])
+        out["result"] = {"cat_MBps": mb / cat, "pipe_MBps": mb / pipe,
+                         "busybox_httpd_MBps": mb / c_server if c_server else None, "runnerd_MBps": mb / ours,
+                         "ratio": cat / ours, "daemon_rss_growth_MB": (rss.peak - rss.before) / 1e6}
         client.delete(job_id)
 
         # 2. provisioning: a local file (bind-mounted, never copied) and an HTTP URL (downloaded)
@@ -112,6 +141,7 @@ def main() -> None:
         local = dataset(daemon.assets, files=[{"type": "file", "path": str(big)}])
         remote = dataset(daemon.assets, url=url)
         curl = timed(["curl", "-sf", "-o", "/dev/null", url])
+        rows.append(["download: curl (baseline)", mb / curl, 1.0, "-"])
         for name, did in (("local file", local), ("HTTP URL", remote)):
             with RssSampler(daemon.proc.pid) as rss:
                 job_id = client.start(did, meta(reader), "bench")["jobId"]
@@ -124,7 +154,6 @@ def main() -> None:
             out[f"provision_{name.split()[0].lower()}"] = {"seconds": seconds, "MBps": mb / seconds,
                                                           "daemon_rss_growth_MB": (rss.peak - rss.before) / 1e6}
             client.delete(job_id)
-        rows.insert(2, ["download: curl (baseline)", mb / curl, 1.0, "-"])
         out["curl_MBps"] = mb / curl
     finally:
         server.shutdown()
