@@ -19,7 +19,7 @@ STEPS = ROOT / "runnerd" / "steps"
 
 
 def run_runnerd(n: int, image: str, poll: float) -> list[float]:
-    daemon = start_daemon([{"id": "bench", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1}])
+    daemon = start_daemon([ENV])
     try:
         client = daemon.client()
         did = dataset(daemon.assets, b"a,b\n1,2\n")
@@ -48,8 +48,12 @@ def prepare_docker_workdir() -> Path:
     return work
 
 
-def docker_job_commands(work: Path, i: int, image: str) -> list[list[str]]:
-    """The three `docker run --rm` of one job, with the same scripts, mounts and hardening."""
+ENV = {"id": "bench", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1}
+
+
+def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list[list[str]]:
+    """The three `docker run --rm` of one job, with the same scripts, mounts, hardening and
+    resource limits runnerd gives them (helper steps: 1 CPU, 512 MiB; algorithm: the env's)."""
     out = work / f"out{i}"
     (out / "outputs").mkdir(parents=True)
     (out / "results").mkdir()
@@ -60,14 +64,19 @@ def docker_job_commands(work: Path, i: int, image: str) -> list[list[str]]:
                          "report": "/runnerd/out/report.json"})
     plan_f = json.dumps({"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": 1000,
                          "maxBytes": 1 << 30, "report": "/runnerd/out/report.json"})
+    helper = ["--cpus", "1", "--memory", "512m", "--memory-swap", "512m", "--pids-limit", "64"]
+    ram = f"{int(env['ramGB'] * 1024)}m"
+    algo = ["--cpus", str(env["nCPU"]), "--memory", ram, "--memory-swap", ram, "--pids-limit", "512"]
     return [
-        common + ["-e", f"RUNNERD_PLAN={plan_p}", "-v", f"{out}/results:/runnerd/out",
-                  "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro", image, "python3", "/runnerd/provision.py"],
-        common + ["-v", f"{work}/data.csv:/data/inputs/x/0:ro", "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
-                  "-v", f"{out}/outputs:/data/outputs", image, "python3", "/data/transformations/algorithm"],
-        common + ["-e", f"RUNNERD_PLAN={plan_f}", "-v", f"{out}/outputs:/data/outputs:ro",
-                  "-v", f"{out}/results:/runnerd/out", "-v", f"{STEPS}/filter.py:/runnerd/filter.py:ro",
-                  image, "python3", "/runnerd/filter.py"],
+        common + helper + ["-e", f"RUNNERD_PLAN={plan_p}", "-v", f"{out}/results:/runnerd/out",
+                           "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro", image, "python3",
+                           "/runnerd/provision.py"],
+        common + algo + ["-v", f"{work}/data.csv:/data/inputs/x/0:ro",
+                         "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
+                         "-v", f"{out}/outputs:/data/outputs", image, "python3", "/data/transformations/algorithm"],
+        common + helper + ["-e", f"RUNNERD_PLAN={plan_f}", "-v", f"{out}/outputs:/data/outputs:ro",
+                           "-v", f"{out}/results:/runnerd/out", "-v", f"{STEPS}/filter.py:/runnerd/filter.py:ro",
+                           image, "python3", "/runnerd/filter.py"],
     ]
 
 

@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from common import dataset, parser, progress, start_daemon, stop_daemon, table, write_json
 from job_overhead import ALGO, docker_job_commands, prepare_docker_workdir
 
+ENV = {"id": "bench", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05}  # the same limits on both sides
+
 
 def run_runnerd(n: int, image: str, slots: int) -> float:
-    daemon = start_daemon([{"id": "bench", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05, "maxJobs": slots,
-                            "maxQueue": n + 10}])
+    daemon = start_daemon([{**ENV, "maxJobs": slots, "maxQueue": n + 10}])
     try:
         client = daemon.client()
         did = dataset(daemon.assets, b"a,b\n1,2\n")
@@ -42,7 +43,7 @@ def run_docker(n: int, image: str, slots: int) -> float:
     work = prepare_docker_workdir()
 
     def one(i: int) -> None:
-        for argv in docker_job_commands(work, i, image):
+        for argv in docker_job_commands(work, i, image, ENV):
             subprocess.run(argv, check=True, capture_output=True)
 
     started = time.perf_counter()
