@@ -38,7 +38,10 @@ def start_daemon(environments: list[dict[str, Any]], **overrides: Any) -> Daemon
 
 
 def stop_daemon(daemon: Daemon) -> None:
+    """Stop it and delete its scratch folder. A bench that failed half-way may leave jobs running:
+    SIGTERM leaves their containers alone by design, so remove them before the folder goes."""
     daemon.stop()
+    daemon.purge()
     shutil.rmtree(daemon.root, ignore_errors=True)
 
 
