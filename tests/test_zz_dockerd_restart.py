@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import dataset, raw, wait_done
+from tests.helpers import dataset, docker_containers, raw, wait_done
 
 pytestmark = [
     pytest.mark.docker,
@@ -64,3 +64,7 @@ def test_dockerd_restart_mid_job(make_daemon):
         time.sleep(0.5)
     assert httpx.get(f"{daemon.url}/health").status_code == 200
     assert daemon.proc.poll() is None
+    # what could not be removed while Docker was away is removed once it is back
+    while docker_containers(f"runnerd.job={job_id}") and time.time() < deadline:
+        time.sleep(0.5)
+    assert docker_containers(f"runnerd.job={job_id}") == []

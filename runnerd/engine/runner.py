@@ -20,7 +20,7 @@ from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, read_report
 from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ContainerRefused, ImageMissing, WorkspaceError
+from runnerd.errors import ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -299,5 +299,6 @@ class JobRunner:
             if rec.container_id:
                 try:
                     await self.runtime.remove(rec.container_id)
-                except Exception as exc:  # noqa: BLE001 - the orphan sweep retries
+                except RuntimeUnavailable as exc:  # removed by the sweep that runs when Docker is back
+                    self.hooks.docker(False)
                     log.warning("job %s: cannot remove %s: %s", job_id, rec.kind.value, exc)

@@ -91,10 +91,14 @@ class Engine:
             self.hooks.docker(False)
 
     async def _watch_docker(self) -> None:
-        """Keep /health honest: ping Docker every few seconds, faster while it is down."""
+        """Keep /health honest: ping Docker every few seconds, faster while it is down. When it
+        comes back, remove at once what could not be removed while it was away."""
         while True:
             await asyncio.sleep(5 if self.docker_up else 1)
+            was_up = self.docker_up
             await self._check_docker()
+            if self.docker_up and not was_up:
+                await self.sweeper.remove_orphan_containers(time.time())
 
     # -- commands -----------------------------------------------------------------------------
 

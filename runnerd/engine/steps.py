@@ -225,6 +225,7 @@ class StepDriver:
             await self.runtime.ping()
             return True
         except RuntimeUnavailable:
+            self._docker_down()
             return False
 
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
@@ -244,8 +245,13 @@ class StepDriver:
     async def _remove(self, cid: str) -> None:
         try:
             await self.runtime.remove(cid)
-        except RuntimeUnavailable as exc:  # the orphan sweep removes it later
+        except RuntimeUnavailable as exc:  # removed by the sweep that runs when Docker is back
+            self._docker_down()
             log.warning("could not remove container %s: %s", cid[:12], exc)
+
+    def _docker_down(self) -> None:
+        if self.hooks:
+            self.hooks.docker(False)
 
     async def settle(self, job_id: str) -> None:
         """Wait for the job's background container removals (before it is declared finished)."""

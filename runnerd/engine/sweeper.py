@@ -69,9 +69,14 @@ class Sweeper:
         except RuntimeUnavailable:
             return 0
         active = self.live_ids() | {j.job_id for j in await self.store.active()}
+        known = await self.store.all_ids()
         removed = 0
         for c in owned:
-            if c.job_id in active or now - c.created < self.grace:
+            if c.job_id in active:
+                continue
+            # A finished job's container can go at once. One whose job is unknown may belong to a
+            # job being created right now (its row is written first, but listings race): wait.
+            if c.job_id not in known and now - c.created < self.grace:
                 continue
             try:
                 await self.runtime.remove(c.id)
