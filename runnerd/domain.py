@@ -180,6 +180,7 @@ class Job:
     queue_seq: int = 0
     slot: dict[str, Any] | None = None  # resources held while running: cpus, gpus
     ending: JobStatus | None = None  # decided once the algorithm ends, applied when publishing ends
+    history: list[tuple[int, float]] = field(default_factory=list)  # (status, when it was reached)
 
     @property
     def terminal(self) -> bool:

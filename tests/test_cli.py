@@ -69,8 +69,9 @@ def test_submit_wait_shows_stages_and_downloads_results(user):
     assert len(job_id) == 32
     stages = [line for line in proc.stderr.splitlines() if line.startswith("[")]
     texts = " | ".join(stages)
-    for text in ("Warming up", "Running algorithm", "Job completed"):
-        assert text in texts, proc.stderr
+    expected = ["Warming up", "Job started", "Configuring volumes", "Provisioning success", "Running algorithm",
+                "Filtering results", "Publishing results", "Job completed"]
+    assert [s.split(maxsplit=2)[2] for s in stages] == expected, proc.stderr  # every stage, in order
     seconds = [float(s[1:s.index("s]")]) for s in stages]
     assert seconds == sorted(seconds)  # each stage with the time it was reached
     assert json.loads((out / "result.json").read_text()) == {"rows": 3}

@@ -473,3 +473,15 @@ async def test_counts(store):
     await walk(store, a2.job_id, [S.STARTED, S.CONFIGURING])
     assert await store.counts() == {("a", 70): 1, ("a", 20): 1, ("a", 1): 1, ("b", 1): 1}
     assert all(status in TERMINAL or status in ALLOWED_TRANSITIONS for (_, status) in await store.counts())
+
+
+async def test_status_history_records_every_change_once(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    await walk(store, job.job_id, [S.STARTED, S.CONFIGURING])
+    await store.transition(job.job_id, S.CONFIGURING, slot={"image": "x"})  # same status: no new entry
+    await walk(store, job.job_id, [S.DATA_PROVISIONING_FAILED])
+    history = (await store.get(job.job_id)).history
+    assert [s for s, _ in history] == [1, 10, 20, 31]
+    times = [t for _, t in history]
+    assert times == sorted(times)

@@ -53,4 +53,7 @@ class StatusView:
             "results": results,
             "terminationDetails": job.termination,
             "error": job.error,
+            # runnerd's own addition: when each status was reached (`runnerd submit --wait`)
+            "statusHistory": [{"status": s, "statusText": JobStatus(s).text, "date": _date(t)}
+                              for s, t in job.history],
         }

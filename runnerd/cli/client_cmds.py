@@ -65,17 +65,22 @@ def _algorithm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _wait(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    """Follow a job through its stages, printing each with the time it was reached."""
-    started, last, delay = time.monotonic(), None, 0.2
+    """Follow a job through its stages, printing each with the time it was reached (the daemon
+    records them, so a stage shorter than the poll interval is still shown, with its real time)."""
+    shown, delay = 0, 0.1
+    created = float(job["dateCreated"])
     while True:
-        if job["status"] != last:
-            last = job["status"]
+        history = job.get("statusHistory") or [{"status": job["status"], "statusText": job["statusText"],
+                                                "date": job["dateCreated"]}]
+        for step in history[shown:]:
             if not quiet:
-                print(f"[{time.monotonic() - started:6.1f}s] {job['status']:>3} {job['statusText']}", file=sys.stderr)
+                print(f"[{float(step['date']) - created:6.2f}s] {step['status']:>3} {step['statusText']}",
+                      file=sys.stderr)
+        shown = len(history)
         if job["status"] in TERMINAL:
             return job
         time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+        delay = min(delay * 1.5, 1.0)
         job = client.job(job["jobId"])
 
 
@@ -95,8 +100,10 @@ def _download(client: Client, job: dict[str, Any], folder: Path, only: int | Non
             if response.status_code >= 400:
                 response.read()
                 raise ApiError(response.status_code, response.json())
+            # disable=None: no bar when stderr is not a terminal (logs, CI), one when it is
             with open(target, "wb") as out, tqdm(total=r["filesize"], unit="B", unit_scale=True, desc=name,
-                                                 disable=quiet, file=sys.stderr, leave=False) as bar:
+                                                 disable=True if quiet else None, file=sys.stderr,
+                                                 leave=False) as bar:
                 for chunk in response.iter_bytes(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         error=row["error"],
         slot=json.loads(row["slot"]) if row["slot"] else None,
         ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
+        history=[(s, t) for s, t in json.loads(row["history"])],
     )
 
 
@@ -129,9 +131,10 @@ class JobStore:
                 raise QueueFull(job.environment)
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
-                " input_dids, spec, status, date_created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " input_dids, spec, status, date_created, history) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
-                 job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created),
+                 job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created,
+                 json.dumps([[int(job.status), job.date_created]])),
             )
 
     async def import_jobs(self, jobs: list[Job]) -> None:
@@ -179,6 +182,9 @@ class JobStore:
                 check_transition(job_id, current, status)
             sets = ", ".join(["status = ?", *(f"{c} = ?" for c in fields)])
             values = [int(status), *(_encode(c, v) for c, v in fields.items())]
+            if current != status:
+                sets += ", history = json_insert(history, '$[#]', json_array(?, ?))"
+                values += [int(status), time.time()]
             await tx.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*values, job_id))
             async with tx.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cur:
                 return _job_from_row(await cur.fetchone())  # type: ignore[arg-type]

@@ -54,6 +54,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_status_history",
+        """
+        -- [[status, epoch seconds], ...]: when each status was reached (for `submit --wait`)
+        ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
