@@ -8,6 +8,7 @@ them; `run_checks(args)` runs them all, prints one line per check and returns th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -56,17 +57,20 @@ def check_config(path: Path) -> tuple[Result, Settings | None]:
     return Result("config", OK, f"{path}: {len(settings.environments)} environment(s): {envs}"), settings
 
 
-def check_docker() -> tuple[Result, Any, dict[str, Any] | None]:
-    """Reach Docker as the daemon does (docker.from_env, honouring DOCKER_HOST); returns the
-    result, the client and `docker info` (both None when unreachable)."""
-    import docker
+def check_docker(runtime: Any = None) -> tuple[Result, Any, dict[str, Any] | None]:
+    """Reach Docker as the daemon does (the same runtime, honouring DOCKER_HOST); returns the
+    result, the runtime and `docker info` (both None when unreachable)."""
+    from runnerd.containers.docker_runtime import DockerRuntime
 
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    runtime = runtime or DockerRuntime(timeout=5)
+
+    async def facts() -> tuple[str, dict[str, Any]]:
+        return await runtime.ping(), await runtime.info()
+
     try:
-        client = docker.from_env(timeout=5)
-        version = str(client.version().get("Version", "?"))
-        info = client.info()
-    except Exception as exc:  # DockerException, requests' ConnectionError, PermissionError, …
+        version, info = asyncio.run(facts())
+    except Exception as exc:  # RuntimeUnavailable, PermissionError, …
         text = str(exc)
         fix = ("install Docker (`apt-get install docker.io`) and start it (`systemctl start docker`, or `dockerd &`); "
                "check DOCKER_HOST")
@@ -78,8 +82,8 @@ def check_docker() -> tuple[Result, Any, dict[str, Any] | None]:
     if m is None or (int(m.group(1)), int(m.group(2))) < MIN_DOCKER:
         return (Result("docker", FAIL, f"Docker {version} at {host} is older than 20.10",
                        "upgrade Docker to 20.10 or later (`apt-get install docker.io` on Debian 12+ / Ubuntu 22.04+)"),
-                client, info)
-    return Result("docker", OK, f"Docker {version} at {host}"), client, info
+                runtime, info)
+    return Result("docker", OK, f"Docker {version} at {host}"), runtime, info
 
 
 # -- cgroups ----------------------------------------------------------------------------------
@@ -131,16 +135,12 @@ def check_cgroups(info: dict[str, Any] | None, root: Path = Path("/sys/fs/cgroup
 
 # -- images and GPUs --------------------------------------------------------------------------
 
-def check_helper_image(client: Any, settings: Settings) -> Result:
-    import docker
-
+def check_helper_image(runtime: Any, settings: Settings) -> Result:
     image = settings.helperImage
     try:
-        client.images.get(image)
-        return Result("helper image", OK, f"{image} is present")
-    except docker.errors.ImageNotFound:
-        pass
-    except Exception as exc:
+        if asyncio.run(runtime.has_image(image)):
+            return Result("helper image", OK, f"{image} is present")
+    except Exception as exc:  # noqa: BLE001 - Docker went away between checks
         return Result("helper image", FAIL, f"cannot inspect {image}: {exc}", "fix the docker check first")
     fix = f"`docker pull {image}` (offline: `bash scripts/images.sh python {image}`)"
     if settings.imagePull == "never":
@@ -304,15 +304,15 @@ def check_assets(assets: Path, settings: Settings | None = None) -> list[Result]
 
 def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
     config_result, settings = check_config(config)
-    docker_result, client, info = check_docker()
+    docker_result, runtime, info = check_docker()
     results = [config_result, docker_result, *check_cgroups(info)]
     no_config = ("the config did not load", "fix the config check first")
     if settings is None:
         results.append(_skipped("helper image", *no_config))
-    elif client is None:
+    elif runtime is None:
         results.append(_skipped("helper image", "Docker is unreachable", "fix the docker check first"))
     else:
-        results.append(check_helper_image(client, settings))
+        results.append(check_helper_image(runtime, settings))
     results += check_gpus(settings, info) if settings else [_skipped("gpus", *no_config)]
     data_result = check_data_dir(data_dir)
     results.append(data_result)
@@ -320,8 +320,8 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
     results += check_assets(assets, settings)
-    if client is not None:
-        client.close()
+    if runtime is not None:
+        asyncio.run(runtime.close())
     return results
 
 

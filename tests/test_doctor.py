@@ -155,16 +155,14 @@ def test_check_cgroups_v2_missing_controllers_and_docker_warnings(tmp_path):
 
 
 def test_check_helper_image_warns_when_it_can_be_pulled():
-    class Images:  # stands in for Docker's image store (the real one is used in the docker tests)
-        def get(self, name):
-            import docker
+    class Runtime:  # stands in for Docker (the real one is used in the docker tests)
+        async def has_image(self, ref):
+            return False
 
-            raise docker.errors.ImageNotFound(name)
-
-    client = type("Client", (), {"images": Images()})()
-    result = doctor.check_helper_image(client, settings(helperImage="runnerd-no-such-image:0", imagePull="if-missing"))
+    runtime = Runtime()
+    result = doctor.check_helper_image(runtime, settings(helperImage="runnerd-no-such-image:0", imagePull="if-missing"))
     assert result.status == "WARN" and "docker pull runnerd-no-such-image:0" in result.fix
-    result = doctor.check_helper_image(client, settings(helperImage="runnerd-no-such-image:0", imagePull="never"))
+    result = doctor.check_helper_image(runtime, settings(helperImage="runnerd-no-such-image:0", imagePull="never"))
     assert result.status == "FAIL"
 
 
