@@ -57,7 +57,7 @@ async def stop_jobs(request: web.Request) -> web.Response:
 
 async def delete_jobs(request: web.Request) -> web.Response:
     jobs, _ = await _callers_jobs(request)
-    engine, store = request.app[ENGINE], request.app[STORE]
+    engine = request.app[ENGINE]
     base = base_url(request)
     out = []
     for job in jobs:

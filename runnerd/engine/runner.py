@@ -237,8 +237,9 @@ class JobRunner:
             return Ending(S.OUTPUT_LIMITS_EXCEEDED, f"the algorithm filled its disk quota (diskGB {env.diskGB:g})",
                           {**details, "reason": "disk_quota"})
         if result.exit_code in (137, 143):
-            return Ending(S.ALGORITHM_FAILED, f"the algorithm was killed by {'SIGKILL' if result.exit_code == 137 else 'SIGTERM'}"
-                          f" (exit code {result.exit_code}), not by runnerd", {**details, "reason": "signal"})
+            signal = "SIGKILL" if result.exit_code == 137 else "SIGTERM"
+            return Ending(S.ALGORITHM_FAILED, f"the algorithm was killed by {signal} (exit code {result.exit_code}),"
+                          " not by runnerd", {**details, "reason": "signal"})
         if result.exit_code != 0:
             return Ending(S.ALGORITHM_FAILED, f"the algorithm exited with code {result.exit_code}",
                           {**details, "reason": "exit_code"})
@@ -256,8 +257,9 @@ class JobRunner:
             if outcome.exit is not None and outcome.exit.exit_code == 3 and report.get("reason") == "limits":
                 why, status = f"outputs rejected: {report.get('error', 'limits exceeded')}", S.OUTPUT_LIMITS_EXCEEDED
             else:
-                why = f"results filtering failed: {outcome.lost or report.get('error') or 'exit code %s' % (outcome.exit.exit_code if outcome.exit else '?')}"
-                status = S.FILTERING_FAILED
+                code = outcome.exit.exit_code if outcome.exit else "?"
+                cause = outcome.lost or outcome.refused or report.get("error") or f"exit code {code}"
+                why, status = f"results filtering failed: {cause}", S.FILTERING_FAILED
             if ending == S.COMPLETED:
                 ending, error = status, why
             else:

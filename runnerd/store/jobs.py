@@ -63,9 +63,8 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         date_finished=row["date_finished"],
         stopreq=row["stopreq"],
         removed=row["removed"],
-        results=[
-            ResultFile(r["filename"], r["filesize"], ResultType(r["type"]), r["path"]) for r in json.loads(row["results"])
-        ],
+        results=[ResultFile(r["filename"], r["filesize"], ResultType(r["type"]), r["path"])
+                 for r in json.loads(row["results"])],
         termination=json.loads(row["termination"]) if row["termination"] else None,
         error=row["error"],
         slot=json.loads(row["slot"]) if row["slot"] else None,
@@ -89,8 +88,9 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
     )
 
 
-_JOB_COLUMNS = {
-    "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot", "expires_at", "ending",
+_JOB_COLUMNS = {  # the columns transition()/update() may set
+    "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
+    "expires_at", "ending",
 }
 
 
