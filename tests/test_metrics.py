@@ -54,3 +54,15 @@ def test_metrics_move_as_jobs_run(make_daemon):
     httpx.post(f"{daemon.url}{route}", json={})
     again = scrape(daemon)
     assert value(again, "runnerd_api_request_seconds_count", method="POST", route=route, code="400") == 1
+
+
+def test_log_lines_are_one_event_each_with_the_job_id(make_daemon):
+    """Structured lines for journald: `message level=… logger=… job=…`, one per event."""
+    daemon = make_daemon()
+    client = daemon.client()
+    job = wait_done(client, client.start(dataset(daemon.assets), raw("print(1)"), "ocean-compute")["jobId"])
+    lines = [line for line in daemon.log().splitlines() if job["jobId"] in line]
+    assert len(lines) >= 8  # queued, admitted, and every status change
+    for line in lines:
+        assert f"job={job['jobId']}" in line and " level=" in line and " logger=runnerd." in line
+    assert any("70 Job completed" in line for line in lines)
