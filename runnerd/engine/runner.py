@@ -275,7 +275,7 @@ class JobRunner:
         await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
         # A container created early but never started (the filter after a quota overrun), or,
         # after a crash, one whose removal was lost.
-        await self._remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
+        await self.remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
         now = time.time()
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
                                 expires_at=now + env.storageExpiry)
@@ -286,7 +286,7 @@ class JobRunner:
         paths = self.workspace.paths(job.job_id)
         await self._early_creates_done(job.job_id)
         await self.steps.settle(job.job_id)
-        await self._remove_containers(job.job_id)
+        await self.remove_containers(job.job_id)
         results = collect_results(paths, with_outputs=False)
         await self.workspace.release_fs(job.job_id)
         now = time.time()
@@ -294,7 +294,8 @@ class JobRunner:
         return await self._move(job, status, error=error, date_finished=now, results=results,
                                 expires_at=now + expiry, **extra)
 
-    async def _remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
+    async def remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
+        """Remove the containers of a job's recorded steps (all, or only those never started)."""
         for rec in (await self.store.steps(job_id)).values():
             if only_unstarted and rec.state not in (StepState.CREATING, StepState.CREATED):
                 continue

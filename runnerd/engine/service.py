@@ -132,12 +132,7 @@ class Engine:
             live = self.scheduler.live.get(job_id)
             if live and live.task:
                 live.task.cancel()
-        for rec in (await self.store.steps(job_id)).values():
-            if rec.container_id:
-                try:
-                    await self.runtime.remove(rec.container_id)
-                except RuntimeUnavailable as exc:  # the orphan sweep removes it later
-                    log.warning("job %s: cannot remove container: %s", job_id, exc)
+        await self.runner.remove_containers(job_id)
         await self.workspace.remove(job_id)
         await self.store.delete(job_id)
         log.info("job %s: deleted", job_id)

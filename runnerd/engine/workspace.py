@@ -149,11 +149,6 @@ class Workspace:
         await asyncio.to_thread(self._release_fs, p)
         await asyncio.to_thread(shutil.rmtree, p.root, True)
 
-    async def remove_results(self, job_id: str) -> None:
-        p = self.paths(job_id)
-        await asyncio.to_thread(shutil.rmtree, p.results, True)
-        await asyncio.to_thread(shutil.rmtree, p.logs, True)
-
     def job_dirs(self) -> list[str]:
         root = self.data_dir / "jobs"
         return [d.name for d in root.iterdir()] if root.exists() else []
