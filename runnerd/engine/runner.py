@@ -143,7 +143,7 @@ class JobRunner:
                 return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
             job = await self._move(job, S.RUNNING)
         if job.status == S.RUNNING:
-            await self.workspace.prepare(job, env)  # remounts the volume after a host reboot
+            await self.workspace.ensure_mounted(job, env)  # after a host reboot
             ending = await self._algorithm(job, env, slot, paths, stop)
             fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra)
             if ending.status in (S.OUTPUT_LIMITS_EXCEEDED, S.INTERRUPTED):
@@ -155,7 +155,7 @@ class JobRunner:
             else:
                 job = await self._move(job, S.FILTERING, **fields)
         if job.status == S.FILTERING:
-            await self.workspace.prepare(job, env)
+            await self.workspace.ensure_mounted(job, env)
             job = await self._filter(job, env, paths)
         if job.status == S.PUBLISHING:
             return await self._publish(job, env, paths)

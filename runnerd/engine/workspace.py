@@ -94,6 +94,13 @@ class Workspace:
                 self._give(d)
         return p
 
+    async def ensure_mounted(self, job: Job, env: Environment) -> None:
+        """Mount the job's quota filesystem again if it is not (after a host reboot), touching
+        nothing inside it: once job code has run there, root only mounts and unmounts it."""
+        p = self.paths(job.job_id)
+        if p.fs.is_dir() and not p.fs.is_symlink():
+            await asyncio.to_thread(self._mount_quota, p, env)
+
     def _mount_quota(self, p: JobPaths, env: Environment) -> None:
         if os.path.ismount(p.fs) or env.diskQuota == "none":
             return
