@@ -57,8 +57,8 @@ def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list
     out = work / f"out{i}"
     (out / "outputs").mkdir(parents=True)
     (out / "results").mkdir()
-    subprocess.run(["chown", "-R", "1000:1000", str(out)], check=True)
-    common = ["docker", "run", "--rm", "--user", "1000:1000", "--read-only", "--tmpfs", "/tmp",
+    subprocess.run(["chown", "-R", "65532:65532", str(out)], check=True)
+    common = ["docker", "run", "--rm", "--user", "65532:65532", "--read-only", "--tmpfs", "/tmp",
               "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--init", "--network", "none"]
     plan_p = json.dumps({"downloads": [], "allow": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
                          "report": "/runnerd/out/report.json"})

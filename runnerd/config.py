@@ -45,7 +45,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("publicUrl", "", "str", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)"),
     Key("resultUrlTtl", 86400, "int", "lifetime of the capability tokens in result URLs", unit="s", minimum=60),
     Key("maxRequestBytes", 4 * 1024 * 1024, "int", "largest accepted request body", unit="bytes", minimum=1024),
-    Key("jobUser", "1000:1000", "str", "uid:gid every job container runs as (never root)"),
+    Key("jobUser", "65532:65532", "str",
+        "uid:gid every job container runs as: never root, and best a uid no host user has"),
     Key("stopGraceSeconds", 5, "number", "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s",
         minimum=0),
     Key("provisionTimeout", 60, "number", "connect/read timeout of each download in the provision step", unit="s",
@@ -63,6 +64,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("dockerOutageSeconds", 600, "number",
         "how long a job waits for an unreachable Docker before it ends at 76", unit="s", minimum=1),
     Key("helperStepTimeout", 3600, "number", "longest a provision or filter step may run", unit="s", minimum=1),
+    Key("imagePullTimeout", 1800, "number", "longest an image pull may take (a registry silent for 2 min also "
+        "ends it); the job then ends at 32", unit="s", minimum=10),
     Key("dockerTimeout", 60, "number", "timeout of one Docker API call (waits excluded)", unit="s", minimum=1),
 )
 
@@ -159,6 +162,7 @@ class Settings:
     sweepIntervalSeconds: float
     dockerOutageSeconds: float
     helperStepTimeout: float
+    imagePullTimeout: float
     dockerTimeout: float
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
@@ -246,7 +250,7 @@ def _check_global(values: dict[str, Any]) -> None:
     user = values["jobUser"]
     match = re.fullmatch(r"([0-9]{1,9}):([0-9]{1,9})", user)
     if match is None or int(match.group(1)) == 0 or int(match.group(2)) == 0:
-        raise _fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 1000:1000; got {user!r}")
+        raise _fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 65532:65532; got {user!r}")
     for i, entry in enumerate(values["provisionAllow"]):
         try:
             ipaddress.ip_network(entry, strict=False)

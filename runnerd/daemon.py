@@ -36,8 +36,11 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
                       runtime: ContainerRuntime | None = None) -> AsyncIterator[Daemon]:
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o711)
+    # Root only: Docker resolves bind-mount sources as root, so no job and no host user needs to
+    # traverse these folders (and local users can learn job ids from /proc/*/mountinfo).
+    os.chmod(data_dir, 0o700)
     (data_dir / "jobs").mkdir(exist_ok=True)
+    os.chmod(data_dir / "jobs", 0o700)
     assets_dir = Path(assets_dir).resolve()
     assets_dir.mkdir(parents=True, exist_ok=True)
     identity = NodeIdentity.load_or_create(data_dir)
@@ -46,7 +49,10 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     if runtime is None:
         from runnerd.containers.docker_runtime import DockerRuntime
 
-        runtime = DockerRuntime(timeout=settings.dockerTimeout, instance=identity.address.lower())
+        runtime = DockerRuntime(timeout=settings.dockerTimeout, instance=identity.address.lower(),
+                                pull_timeout=settings.imagePullTimeout,
+                                # a wait and a log follow per running job, with room to spare
+                                long_workers=max(64, 4 * sum(e.maxJobs for e in settings.environments) + 32))
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
     engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks())

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -285,6 +286,26 @@ def check_disk_quota(settings: Settings, euid: int | None = None,
 
 # -- assets -----------------------------------------------------------------------------------
 
+def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
+    """The job user must be nobody on the host; Docker must not remap users (runnerd's folders are
+    root-only, and Docker reads bind-mount sources as root)."""
+    uid = int(settings.jobUser.split(":")[0])
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        owner = None
+    results = [Result("job user", WARN, f"jobUser uid {uid} is the host user {owner!r}: that user can read running "
+                      "jobs' data through /proc and signal them", "set jobUser to a uid:gid no host user has "
+                      "(the default 65532:65532)") if owner else
+               Result("job user", OK, f"jobUser {settings.jobUser} is no host user")]
+    if info is not None and any("userns" in str(o) for o in info.get("SecurityOptions") or []):
+        results.append(Result("docker userns", WARN, "Docker runs with userns-remap, which runnerd does not support: "
+                              "remapped container roots cannot read runnerd's root-only job folders",
+                              "remove `userns-remap` from /etc/docker/daemon.json (runnerd's jobs run as a non-root "
+                              "uid with no capabilities anyway)"))
+    return results
+
+
 def check_assets(assets: Path, settings: Settings | None = None) -> list[Result]:
     from runnerd.catalog import Catalog
 
@@ -319,6 +340,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
     if settings is not None:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
+        results += check_isolation(settings, info)
     results += check_assets(assets, settings)
     if runtime is not None:
         asyncio.run(runtime.close())

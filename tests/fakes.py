@@ -122,6 +122,8 @@ class FakeRuntime:
                  default: Outcome | None = None, instance: str = ""):
         self.instance = instance  # like DockerRuntime: labels every container, scopes list_owned
         self.images: set[str] = set(images or ())
+        self.volumes: dict[str, list[str]] = {}  # image -> its VOLUME paths
+        self.networks: set[str] = set()
         self.pullable: set[str] = set(pullable or ())
         self.default = default or Outcome()
         self.containers: dict[str, FakeContainer] = {}
@@ -250,6 +252,16 @@ class FakeRuntime:
     async def has_image(self, ref: str) -> bool:
         self._enter("has_image")
         return self._image_present(ref)
+
+    async def ensure_network(self, name: str) -> None:
+        self._enter("ensure_network")
+        self.networks.add(name)
+
+    async def image_volumes(self, ref: str) -> list[str]:
+        self._enter("image_volumes")
+        if not self._image_present(ref):
+            raise ImageMissing(f"image {ref} is not present")
+        return sorted(self.volumes.get(ref, ()))
 
     async def pull(self, ref: str) -> None:
         self._enter("pull")

@@ -136,7 +136,7 @@ def test_inspect_data_shows_the_containment(make_daemon):
     assert host["NetworkMode"] == "none"
     assert host["Memory"] == host["MemorySwap"] == int(0.5 * 1024**3)
     assert host["PidsLimit"] == 512
-    assert config["User"] == "1000:1000"
+    assert config["User"] == "65532:65532"
     assert config["Labels"]["runnerd.job"] == job_id and config["Labels"]["runnerd.step"] == "algorithm"
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert mounts["/data/inputs"]["RW"] is False and mounts["/data/outputs"]["RW"] is True
@@ -170,3 +170,38 @@ def test_provision_fetches_from_an_allow_listed_bridge_address(make_daemon, http
     assert job["status"] == 70, job
     assert "5,6" in result_of(client, job, "algorithmLog").decode()
     assert http_server.paths == ["/data.csv"]
+
+
+@pytest.fixture(scope="module")
+def volume_image():
+    """An image declaring a VOLUME, built locally from the busybox test image (no registry)."""
+    from tests.helpers import BUSYBOX_IMAGE
+
+    name = "runnerd-test-volume:latest"
+    dockerfile = f"FROM {BUSYBOX_IMAGE}\nRUN mkdir /fill && chmod 777 /fill\nVOLUME /fill\n"
+    subprocess.run(["docker", "build", "-q", "-t", name, "-"], input=dockerfile, text=True, check=True,
+                   capture_output=True)
+    yield name
+    subprocess.run(["docker", "rmi", "-f", name], capture_output=True)
+
+
+def test_an_image_volume_does_not_escape_the_disk_quota(make_daemon, volume_image):
+    daemon = make_daemon(environments=[{"id": "ocean-compute", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05,
+                                        "tmpSizeMB": 16}])
+    volumes_before = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True).stdout.split()
+    client = daemon.client()
+    code = "dd if=/dev/zero of=/fill/big bs=1M count=100 2>&1; echo rc=$?; grep ' /fill ' /proc/mounts"
+    job = wait_done(client, client.start(dataset(daemon.assets), raw(code, image=volume_image,
+                                                                     entrypoint="sh $ALGO"), "ocean-compute")["jobId"])
+    log = result_of(client, job, "algorithmLog").decode()
+    assert "No space left" in log and "rc=1" in log and "tmpfs" in log, log  # a 16 MB tmpfs, not the host disk
+    after = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True).stdout.split()
+    assert set(after) <= set(volumes_before)  # no anonymous volume was created
+
+
+def test_jobs_that_may_reach_out_share_a_network_without_inter_container_traffic(make_daemon):
+    make_daemon()  # creates it on start
+    info = json.loads(subprocess.run(["docker", "network", "inspect", "runnerd"], capture_output=True, text=True,
+                                     check=True).stdout)[0]
+    assert info["Driver"] == "bridge"
+    assert info["Options"]["com.docker.network.bridge.enable_icc"] == "false"

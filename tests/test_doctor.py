@@ -226,3 +226,11 @@ def test_exit_status_and_text_format():
     assert doctor.exit_status(results[:2]) == 0 and doctor.exit_status(results) == 1
     assert doctor.format_results(results).splitlines() == [
         "OK    a: fine", "WARN  b: hmm", "      fix: do x", "FAIL  c: broken", "      fix: do y"]
+
+
+def test_a_job_user_that_is_a_host_user_is_warned_about():
+    results = doctor.check_isolation(settings(jobUser="1:1"), {"SecurityOptions": ["name=seccomp"]})
+    assert [(r.check, r.status) for r in results] == [("job user", "WARN")]  # uid 1 is `daemon` on Debian
+    assert "65532" in results[0].fix
+    results = doctor.check_isolation(settings(jobUser="65532:65532"), {"SecurityOptions": ["name=userns"]})
+    assert [(r.check, r.status) for r in results] == [("job user", "OK"), ("docker userns", "WARN")]

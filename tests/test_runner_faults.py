@@ -476,3 +476,63 @@ async def test_entrypoint_with_unbalanced_quote_is_refused_at_submit(rig):
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------ images
+
+
+async def test_image_volumes_are_masked_with_tmpfs_in_every_step(rig):
+    """An image VOLUME would be an anonymous Docker volume on the host disk, outside diskGB."""
+    rig.fake.volumes[ALGO] = ["/data", "/cache", "/tmp"]
+    rig.fake.volumes[HELPER] = ["/var/lib/helper"]
+    job = await rig.finished((await rig.submit()).job_id)
+    assert job.status == S.COMPLETED, job.error
+    specs = {c.spec.labels["runnerd.step"]: c.spec for c in rig.fake.of_job(job.job_id)}
+    algo = specs["algorithm"]
+    assert set(algo.tmpfs) == {"/tmp", "/data", "/cache"} and "size=" in algo.tmpfs["/cache"]
+    for helper in ("provision", "filter"):
+        assert "/var/lib/helper" in specs[helper].tmpfs
+
+
+async def test_stop_while_an_image_is_being_pulled_ends_at_7(rig, monkeypatch):
+    rig.settings = parse_config({**_settings_raw(rig.settings), "imagePull": "if-missing"})
+    pulling, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_pull(ref: str) -> None:  # a registry that never answers
+        pulling.set()
+        await release.wait()
+
+    monkeypatch.setattr(rig.fake, "pull", slow_pull)
+    await rig.restart()
+    job_id = (await rig.submit(raw("print(1)", image="fake/far-away:1"))).job_id
+    await asyncio.wait_for(pulling.wait(), WAIT_LIMIT)
+    await rig.engine.stop(job_id)
+    job = await rig.finished(job_id)
+    release.set()
+    assert job.status == S.STOPPED and job.stopreq == 1
+    assert rig.statuses.sequence(job_id) == [1, 10, 20, 7]
+
+
+def _settings_raw(settings: Settings) -> dict:
+    env = settings.environments[0]
+    return {"helperImage": settings.helperImage, "dockerOutageSeconds": 1, "stopGraceSeconds": 0,
+            "diskFloorGB": 0, "sweepIntervalSeconds": 3600, "orphanGraceSeconds": 0,
+            "environments": [{"id": env.id, "nCPU": env.nCPU, "ramGB": env.ramGB, "diskGB": env.diskGB,
+                              "diskQuota": "none", "maxJobs": env.maxJobs, "maxJobDuration": env.maxJobDuration}]}
+
+
+async def test_algorithm_killed_while_runnerd_was_down_ends_at_76(rig):
+    """Found stopped by SIGTERM on recovery: most likely a Docker or host restart took it (with
+    runnerd's unit Requiring docker.service, both restart together), not the algorithm failing."""
+    rig.fake.script(Outcome(duration=None), image=ALGO)
+    job_id = (await rig.submit()).job_id
+    await rig.wait_for(job_id, {40})
+    (algo,) = rig.fake.by_step("algorithm")
+    await asyncio.wait_for(_until(lambda: algo.status == "running"), WAIT_LIMIT)
+    await rig.engine.shutdown()
+    rig.fake.finish(algo.id, 143)
+    rig.engine = Engine(rig.settings, rig.store, rig.fake, Catalog(rig.assets), rig.data,
+                        Hooks(status=rig.statuses), cores=[0, 1])
+    await rig.engine.start()
+    job = await rig.finished(job_id)
+    assert job.status == S.INTERRUPTED and "while runnerd was down" in job.error, job.error

@@ -350,3 +350,24 @@ async def test_fake_outage_breaks_waits_in_progress_and_every_call():
     assert (await fake.inspect(cid)).status == "running"  # the container itself kept running
     fake.vanish(cid)
     assert await fake.inspect(cid) is None and fake.vanished == [cid] and fake.removed == []
+
+
+@pytest.mark.docker
+async def test_a_stalled_registry_ends_a_pull_within_its_timeout():
+    """docker-py pulls without any timeout; runnerd's pull gives up when the registry goes silent.
+    The 'registry' is a listener on this machine that accepts and never answers."""
+    import asyncio
+    import socket
+
+    from runnerd.containers.docker_runtime import DockerRuntime
+
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.1", 0))
+    tarpit.listen(16)
+    runtime = DockerRuntime(timeout=10, pull_timeout=3)
+    try:
+        with pytest.raises(ImageMissing, match="no progress for 3s"):
+            await asyncio.wait_for(runtime.pull(f"127.0.0.1:{tarpit.getsockname()[1]}/stuck:1"), 60)
+    finally:
+        tarpit.close()
+        await runtime.close()

@@ -210,7 +210,7 @@ def test_writable_rootfs_caps_gpus_and_runtime_when_the_environment_relaxes_them
     (False, False, "none"),
     (False, True, "none"),
     (True, False, "none"),
-    (True, True, "bridge"),
+    (True, True, "runnerd"),
 ])
 def test_algorithm_network_needs_environment_and_every_input(tmp_assets, paths, env_allows, dataset_allows,
                                                               expected):
@@ -235,7 +235,7 @@ def test_network_follows_the_job_spec_flag(tmp_assets, paths):
     job = build_job(tmp_assets, settings)
     env = settings.environments[0]
     job.spec["network"] = True
-    assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "bridge"
+    assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "runnerd"
     job.spec["network"] = False
     assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "none"
     del job.spec["network"]
@@ -299,7 +299,7 @@ def test_provision_spec_with_url_downloads_gets_the_bridge(tmp_assets, paths):
     url_did = dataset(tmp_assets, url="http://127.0.0.1:9/data.csv")
     job = build_job(tmp_assets, settings, datasets=[dataset(tmp_assets), url_did])
     spec = specs.build_provision(job, settings, paths)
-    assert spec.network == "bridge"
+    assert spec.network == "runnerd"
     plan = json.loads(spec.env["RUNNERD_PLAN"])
     assert plan["downloads"] == [{"kind": "dataset", "url": "http://127.0.0.1:9/data.csv", "sha256": None,
                                   "dest": f"/data/inputs/{url_did.removeprefix('did:op:')}/0"}]
@@ -314,7 +314,7 @@ def test_provision_downloads_an_algorithm_url(tmp_assets, paths):
                           "container": {"entrypoint": "python3 $ALGO", "image": "img", "tag": "1"}}}
     job = build_job(tmp_assets, settings, algorithm=algorithm)
     spec = specs.build_provision(job, settings, paths)
-    assert spec.network == "bridge"
+    assert spec.network == "runnerd"
     plan = json.loads(spec.env["RUNNERD_PLAN"])
     assert plan["downloads"][-1]["dest"] == layout.ALGORITHM and plan["downloads"][-1]["kind"] == "algorithm"
 

@@ -36,7 +36,7 @@ async def compute_logs(request: web.Request) -> web.StreamResponse:
         offset = await _send_new_bytes(response, path, offset)
         if not follow:
             break
-        current = await store.get(job_id)
+        current = store.status_of(job_id)
         if current is None or current.terminal:
             await _send_new_bytes(response, path, offset)  # what was written before the end
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +29,8 @@ class StatusView:
         """`urls=False` for unsigned status reads (unsignedStatus): the capability URLs would let
         anyone who knows an owner's address download that owner's results."""
         code = status if status is not None else job.status
+        if not job.terminal:  # SPEC: [] until publishing ends, then fixed
+            job = dataclasses.replace(job, results=[])
         results = [r.public(i) for i, r in enumerate(job.results)]
         log_index = next((i for i, r in enumerate(job.results) if r.type == ResultType.ALGORITHM_LOG), None)
         if not urls:

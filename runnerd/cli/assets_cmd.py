@@ -99,7 +99,7 @@ def _add(args: argparse.Namespace) -> int:
              "--entrypoint 'python3 $ALGO')")
         return 2
     if entry["type"] == "file" and not os.stat(entry["path"]).st_mode & 0o004:
-        _say(f"warning: {entry['path']} is not world-readable; jobs run as jobUser (default 1000:1000) and "
+        _say(f"warning: {entry['path']} is not world-readable; jobs run as jobUser (default 65532:65532) and "
              f"are refused unless it can read the file (chmod o+r {entry['path']})")
     ddo = _ddo(args, did, entry, name)
     out = assets / f"{did.removeprefix('did:op:')}.json"

@@ -94,6 +94,9 @@ def _download(client: Client, job: dict[str, Any], folder: Path, only: int | Non
         if only is not None and r["index"] != only:
             continue
         name = r["filename"] if r["type"] == "output" else f"{r['type']}-{r['filename']}"
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:  # the name comes from the server
+            raise SystemExit(f"runnerd: refusing result {r['index']}: unsafe file name {name!r}")
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with client.result_stream(job["jobId"], r["index"]) as response:

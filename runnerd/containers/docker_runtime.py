@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -68,16 +70,20 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 
 
 class DockerRuntime:
-    def __init__(self, timeout: float = 60, base_url: str | None = None, max_workers: int = 64,
-                 instance: str = ""):
+    def __init__(self, timeout: float = 60, base_url: str | None = None, instance: str = "",
+                 pull_timeout: float = 1800, long_workers: int = 512):
         """`instance` (the node address) is added as a label to every container and scopes
         list_owned, so two runnerd daemons sharing one Docker never reap each other's jobs."""
         self.instance = instance
         self._timeout = timeout
+        self._pull_timeout = pull_timeout
         self._base_url = base_url
         self._client: docker.DockerClient | None = None
-        # Waits and log follows hold a thread each for a container's whole life: size for that.
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="docker")
+        # Two pools: waits, log follows and pulls block a thread for as long as a container runs
+        # (or an image downloads); they must never starve the short calls that stop, create or
+        # inspect containers, or no deadline could be enforced once enough jobs run.
+        self._control = ThreadPoolExecutor(max_workers=32, thread_name_prefix="docker")
+        self._long = ThreadPoolExecutor(max_workers=long_workers, thread_name_prefix="docker-wait")
 
     @property
     def _api(self) -> docker.APIClient:
@@ -89,10 +95,11 @@ class DockerRuntime:
                 self._client = docker.from_env(**kwargs)
         return self._client.api
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, long: bool = False, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
+        pool = self._long if long else self._control
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+            return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
         except docker.errors.NotFound:
             raise
         except docker.errors.APIError as exc:
@@ -106,11 +113,26 @@ class DockerRuntime:
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._control, self._long):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def ping(self) -> str:
         info = await self._call(lambda: self._api.version())
         return str(info.get("Version", "?"))
+
+    async def ensure_network(self, name: str) -> None:
+        def ensure() -> None:
+            if self._api.networks(names=[name]):
+                return
+            try:
+                self._api.create_network(name, driver="bridge", check_duplicate=True,
+                                         options={"com.docker.network.bridge.enable_icc": "false"},
+                                         labels={"runnerd.network": "jobs"})
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # another runnerd made it meanwhile
+                    raise
+
+        await self._call(ensure)
 
     async def has_image(self, ref: str) -> bool:
         try:
@@ -121,10 +143,44 @@ class DockerRuntime:
         except docker.errors.APIError:
             return False  # malformed reference: certainly not present
 
-    async def pull(self, ref: str) -> None:
+    async def image_volumes(self, ref: str) -> list[str]:
         try:
-            await self._call(lambda: self._api.pull(ref))
-        except (docker.errors.APIError, RuntimeUnavailable) as exc:
+            data = await self._call(lambda: self._api.inspect_image(ref))
+        except docker.errors.NotFound as exc:
+            raise ImageMissing(f"image {ref} is not present") from exc
+        return sorted((data.get("Config") or {}).get("Volumes") or {})
+
+    async def pull(self, ref: str) -> None:
+        """Pull with a bound on the whole pull and on any silence of the registry. (docker-py's
+        own pull has no timeout at all, so a stalling registry would hold a thread forever.)"""
+        api, deadline, stall = self._api, self._pull_timeout, min(120.0, self._pull_timeout)
+
+        def pull() -> None:
+            repo, tag = docker.utils.parse_repository_tag(ref)
+            response = None
+            try:
+                response = api._post(api._url("/images/create"), params={"fromImage": repo, "tag": tag or "latest"},
+                                     stream=True, timeout=(10, stall))
+                api._raise_for_status(response)
+                started = time.monotonic()
+                for line in response.iter_lines():  # a silence longer than `stall` raises ReadTimeout
+                    message = json.loads(line) if line else {}
+                    if message.get("error"):
+                        raise ImageMissing(f"cannot pull {ref}: {message['error']}")
+                    if time.monotonic() - started > deadline:
+                        raise ImageMissing(f"cannot pull {ref}: it took longer than imagePullTimeout ({deadline:g}s)")
+            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+                if "timed out" not in str(exc):  # mid-stream, a read timeout arrives as ConnectionError
+                    raise
+                raise ImageMissing(f"cannot pull {ref}: no progress for {stall:g}s (registry unreachable or "
+                                   f"stalled; imagePullTimeout)") from exc
+            finally:
+                if response is not None:
+                    response.close()  # dockerd cancels the pull when its client goes away
+
+        try:
+            await self._call(pull, long=True)
+        except (docker.errors.APIError, RuntimeUnavailable, ValueError) as exc:
             raise ImageMissing(f"cannot pull {ref}: {getattr(exc, 'explanation', None) or exc}") from exc
 
     async def create(self, spec: ContainerSpec) -> str:
@@ -165,8 +221,8 @@ class DockerRuntime:
             await self._call(lambda: self._api.start(container_id))
         except docker.errors.NotFound as exc:
             raise ContainerGone(container_id) from exc
-        except docker.errors.APIError as exc:
-            raise RuntimeUnavailable(f"cannot start container: {exc.explanation or exc}") from exc
+        except docker.errors.APIError as exc:  # a 4xx (5xx are RuntimeUnavailable already)
+            raise ContainerRefused(f"Docker refused to start the container: {exc.explanation or exc}") from exc
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
         api = self._api
@@ -180,7 +236,7 @@ class DockerRuntime:
                 raise
 
         try:
-            answer = await self._call(wait)
+            answer = await self._call(wait, long=True)
         except docker.errors.NotFound as exc:
             raise ContainerGone(container_id) from exc
         if answer is None:
@@ -249,7 +305,7 @@ class DockerRuntime:
             return written
 
         try:
-            return await self._call(copy)
+            return await self._call(copy, long=follow)
         except docker.errors.NotFound as exc:
             raise ContainerGone(container_id) from exc
 

@@ -13,6 +13,9 @@ from runnerd.domain import ExitResult
 LABEL_JOB = "runnerd.job"
 LABEL_STEP = "runnerd.step"
 LABEL_INSTANCE = "runnerd.instance"  # which daemon (node address) created it; added by the runtime
+# The network of steps that may reach out (provision; algorithms where allowed): a bridge of its
+# own with inter-container traffic off, so a job cannot reach other containers on the host.
+JOB_NETWORK = "runnerd"
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,14 @@ class ContainerRuntime(Protocol):
     async def ping(self) -> str:
         """Return the runtime's version; raise RuntimeUnavailable if it does not answer."""
 
+    async def ensure_network(self, name: str) -> None:
+        """Create the jobs' bridge network (inter-container communication off) if it is missing."""
+
     async def has_image(self, ref: str) -> bool: ...
+
+    async def image_volumes(self, ref: str) -> list[str]:
+        """The paths an image declares as VOLUME (Docker would back each with an anonymous volume
+        on the host disk, outside any quota; runnerd masks them with a tmpfs)."""
 
     async def pull(self, ref: str) -> None:
         """Pull an image; raises errors.ImageMissing with the reason when it cannot."""

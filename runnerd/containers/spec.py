@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runnerd import layout
 from runnerd.config import Environment, Settings
-from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
+from runnerd.containers.runtime import JOB_NETWORK, LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
 from runnerd.domain import Job, StepKind
 from runnerd.layout import JobPaths, did_dir
 
@@ -29,6 +29,15 @@ class Slot:
 
     cpuset: str | None = None  # e.g. "0,1" when whole cores are pinned
     gpus: tuple[str, ...] = ()
+
+
+def volume_masks(volumes: tuple[str, ...] | list[str], mounts: tuple[Mount, ...], tmpfs: dict[str, str],
+                 size_mb: int) -> dict[str, str]:
+    """A tmpfs over every VOLUME the image declares: Docker would otherwise back each with an
+    anonymous volume on the host disk, writable even with a read-only root and outside diskGB.
+    (A path runnerd mounts something at already replaces the volume.)"""
+    taken = {m.target for m in mounts} | set(tmpfs)
+    return {v: f"rw,nosuid,nodev,size={size_mb}m,mode=1777" for v in volumes if v not in taken}
 
 
 def container_name(job_id: str, step: StepKind) -> str:
@@ -76,10 +85,12 @@ def provision_plan(job: Job, settings: Settings) -> dict:
 
 
 def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data: Mount, out: Path,
-                 network: str) -> ContainerSpec:
+                 network: str, volumes: tuple[str, ...]) -> ContainerSpec:
     """Provision and filter: runnerd's own stdlib script in helperImage, its plan in the env,
     its report and products in `out` (mounted at /runnerd/out), hardened like the algorithm."""
     script = f"{step.value}.py"
+    mounts = (data, Mount(str(out), layout.STEP_OUT, read_only=False),
+              Mount(str(STEPS_DIR / script), f"{layout.STEP_DIR}/{script}"))
     return ContainerSpec(
         name=container_name(job.job_id, step),
         image=settings.helperImage,
@@ -87,9 +98,8 @@ def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data:
         labels=_labels(job, step),
         user=settings.jobUser,
         env={"RUNNERD_PLAN": json.dumps(plan), "PYTHONDONTWRITEBYTECODE": "1", **NO_GPUS},
-        mounts=(data, Mount(str(out), layout.STEP_OUT, read_only=False),
-                Mount(str(STEPS_DIR / script), f"{layout.STEP_DIR}/{script}")),
-        tmpfs=dict(HELPER_TMPFS),
+        mounts=mounts,
+        tmpfs={**HELPER_TMPFS, **volume_masks(volumes, mounts, HELPER_TMPFS, 16)},
         network=network,
         memory_bytes=HELPER_MEMORY,
         nano_cpus=1_000_000_000,
@@ -98,11 +108,11 @@ def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data:
     )
 
 
-def build_provision(job: Job, settings: Settings, paths: JobPaths) -> ContainerSpec:
+def build_provision(job: Job, settings: Settings, paths: JobPaths, volumes: tuple[str, ...] = ()) -> ContainerSpec:
     plan = provision_plan(job, settings)
     # The only step that may reach the network, and only when there is something to fetch.
     return _helper_step(job, StepKind.PROVISION, settings, plan, Mount(str(paths.fs), layout.DATA, read_only=False),
-                        paths.provision_out, "bridge" if plan["downloads"] else "none")
+                        paths.provision_out, JOB_NETWORK if plan["downloads"] else "none", volumes)
 
 
 def algorithm_env(job: Job) -> dict[str, str]:
@@ -124,7 +134,7 @@ NO_GPUS = {"NVIDIA_VISIBLE_DEVICES": "void"}  # where nvidia is Docker's default
 
 
 def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPaths, image_ref: str,
-                    slot: Slot) -> ContainerSpec:
+                    slot: Slot, volumes: tuple[str, ...] = ()) -> ContainerSpec:
     algo = job.spec["algorithm"]
     argv = algorithm_command(algo["entrypoint"])
     mounts = [
@@ -141,6 +151,7 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
                 mounts.append(Mount(f["path"], f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"))
     if algo["code"]["type"] == "file":
         mounts.append(Mount(algo["code"]["path"], layout.ALGORITHM))
+    tmp = {"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"}
     return ContainerSpec(
         name=container_name(job.job_id, StepKind.ALGORITHM),
         image=image_ref,
@@ -152,8 +163,8 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
         env={**algorithm_env(job), **({} if slot.gpus else NO_GPUS)},
         working_dir=None,  # the image's own WORKDIR, as Ocean's operator leaves it
         mounts=tuple(mounts),
-        tmpfs={"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"},
-        network="bridge" if job.spec.get("network") else "none",
+        tmpfs={**tmp, **volume_masks(volumes, tuple(mounts), tmp, env.tmpSizeMB)},
+        network=JOB_NETWORK if job.spec.get("network") else "none",
         read_only_rootfs=env.readOnlyRootfs,
         cap_add=tuple(env.capAdd),
         memory_bytes=env.ram_bytes,
@@ -178,7 +189,8 @@ def filter_plan(env: Environment) -> dict:
     }
 
 
-def build_filter(job: Job, env: Environment, settings: Settings, paths: JobPaths) -> ContainerSpec:
+def build_filter(job: Job, env: Environment, settings: Settings, paths: JobPaths,
+                 volumes: tuple[str, ...] = ()) -> ContainerSpec:
     # Outputs read-only: the filter decides what leaves; it never changes what the algorithm wrote.
     return _helper_step(job, StepKind.FILTER, settings, filter_plan(env), Mount(str(paths.fs / "outputs"),
-                        layout.OUTPUTS), paths.results, "none")
+                        layout.OUTPUTS), paths.results, "none", volumes)

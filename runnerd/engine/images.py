@@ -24,6 +24,7 @@ class Images:
         self.policy = policy  # never | if-missing | always
         self._pulls: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, float] = {}  # ref -> monotonic time it was last found present
+        self._volumes: dict[str, list[str]] = {}
 
     async def _present(self, ref: str) -> bool:
         """has_image, remembered for a short while: an image found a moment ago is still there (if
@@ -60,6 +61,13 @@ class Images:
         if checksum and not await self.runtime.has_image(ref):
             raise ImageMissing(f"pulled {image} but no local image matches {checksum}")
         return ref
+
+    async def volumes(self, ref: str) -> list[str]:
+        """The VOLUME paths of a present image (remembered: an image reference that stays
+        present keeps its configuration for the life of the daemon, or is pinned by digest)."""
+        if ref not in self._volumes:
+            self._volumes[ref] = await self.runtime.image_volumes(ref)
+        return self._volumes[ref]
 
     async def resolve_ref(self, ref: str) -> str:
         """Like resolve, for a plain reference such as helperImage ("python:3.12-slim")."""

@@ -41,13 +41,41 @@ def _field(obj: dict[str, Any], key: str, path: str, required: bool = True, limi
     return value
 
 
+MAX_CUSTOM_BYTES = 256 * 1024  # algocustomdata / userdata, each, as JSON
+MAX_CUSTOM_DEPTH = 32
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted iteratively and only up to `limit + 1`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 def _userdata(value: Any, path: str) -> Any:
-    """userdata may be an object or a JSON string of one (ocean.py sends both)."""
+    """userdata may be an object or a JSON string of one (ocean.py sends both). Bounded in size
+    and depth: it is stored with the job and read back on every status request."""
     if isinstance(value, str) and value:
+        if len(value) > MAX_CUSTOM_BYTES:
+            raise BadRequest(f"{path} is larger than {MAX_CUSTOM_BYTES // 1024} KiB", "invalid", path)
         try:
-            return json.loads(value)
-        except ValueError:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
             raise BadRequest(f"{path} must be JSON", "invalid", path) from None
+    if value is None:
+        return None
+    if _depth(value, MAX_CUSTOM_DEPTH) > MAX_CUSTOM_DEPTH:
+        raise BadRequest(f"{path} is nested deeper than {MAX_CUSTOM_DEPTH} levels", "invalid", path)
+    if len(json.dumps(value)) > MAX_CUSTOM_BYTES:
+        raise BadRequest(f"{path} is larger than {MAX_CUSTOM_BYTES // 1024} KiB", "invalid", path)
     return value
 
 
@@ -112,6 +140,10 @@ class Intake:
             res = "dataset" if i == 0 else f"datasets[{i}]"
             inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
 
+        dids = [i["did"] for i in inputs]
+        if len(set(dids)) != len(dids):  # each input gets its own /data/inputs/<did> folder
+            raise BadRequest("the same dataset is given twice (dataset and additionalDatasets)", "invalid",
+                             "additionalDatasets")
         inputs_allow_network = [i.pop("allowNetworkAccess") for i in inputs]
         return Job(
             job_id=uuid.uuid4().hex,

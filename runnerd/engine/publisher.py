@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,14 @@ _REPORT_LIMIT = 4 * 1024 * 1024
 
 def read_report(path: Path) -> dict[str, Any] | None:
     """A step's JSON report, or None if it is missing, too big or not JSON."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_REPORT_LIMIT + 1)
+    try:  # written by a step container: never follow a link, never block on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = f.read(_REPORT_LIMIT + 1)
     if len(data) > _REPORT_LIMIT:
         return None
     try:

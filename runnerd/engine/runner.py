@@ -102,32 +102,27 @@ class JobRunner:
                         paths: JobPaths) -> Job:
         if job.status in (S.STARTED, S.CONFIGURING):
             job = await self._move(job, S.CONFIGURING)
-            algo = job.spec["algorithm"]
-            prepared, resolved, helper = await asyncio.gather(
-                self.workspace.prepare(job, env), self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
-                self.images.resolve_ref(self.settings.helperImage), return_exceptions=True)
-            if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
+            resolving = asyncio.ensure_future(self._images_of(job))
+            try:
+                await self.workspace.prepare(job, env)
+            except (WorkspaceError, OSError) as exc:
+                resolving.cancel()
                 return await self._finish_early(job, S.DATA_PROVISIONING_FAILED,
-                                                f"the helper image is not available: {helper} (run `runnerd doctor`)")
-            if isinstance(prepared, BaseException):
-                if not isinstance(prepared, (WorkspaceError, OSError)):
-                    raise prepared
-                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED,
-                                                f"cannot prepare the job's volume: {prepared}")
-            if isinstance(resolved, BaseException):
-                if not isinstance(resolved, ImageMissing):
-                    raise resolved
-                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(resolved))
-            image_ref = resolved
-            job = await self.store.transition(job.job_id, S.CONFIGURING, slot={
-                "image": image_ref, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
+                                                f"cannot prepare the job's volume: {exc}")
+            images = await self._unless_stopped(resolving, stop)  # a pull may take long: a stop wins
+            if images is None:
+                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+            if isinstance(images, Ending):
+                return await self._finish_early(job, images.status, images.error)
+            job = await self.store.transition(job.job_id, S.CONFIGURING,
+                                              slot={**images, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
             if stop.is_set():
                 return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
             # Create the algorithm and filter containers while provisioning runs.
             self._early[job.job_id] = asyncio.gather(
                 self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
                 self.steps.create(job.job_id, StepKind.FILTER, lambda: specs.build_filter(
-                    job, env, self.settings, paths)))
+                    job, env, self.settings, paths, self._helper_volumes(job))))
             ending = await self._provision(job, paths, stop)
             if ending is not None:
                 return await self._finish_early(job, ending.status, ending.error, **ending.extra)
@@ -166,7 +161,7 @@ class JobRunner:
     async def _provision(self, job: Job, paths: JobPaths, stop: asyncio.Event) -> Ending | None:
         capture = LogCapture(str(paths.log("configuration.log")), _CONFIG_LOG_LIMIT, follow=False)
         outcome = await self._helper_step(job, StepKind.PROVISION, lambda: specs.build_provision(
-            job, self.settings, paths), capture, stop)
+            job, self.settings, paths, self._helper_volumes(job)), capture, stop)
         if outcome.stopped:
             return Ending(S.STOPPED, "stopped by its owner", extra={"stopreq": STOPREQ_USER})
         if outcome.refused:
@@ -199,10 +194,47 @@ class JobRunner:
         self.hooks.step(kind, time.monotonic() - started)
         return outcome
 
+    async def _images_of(self, job: Job) -> dict | Ending:
+        """Resolve (pull if allowed) the algorithm's and the helper's images, and the VOLUMEs they
+        declare; an Ending if one is not available."""
+        algo = job.spec["algorithm"]
+        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
+                                             self.images.resolve_ref(self.settings.helperImage),
+                                             return_exceptions=True)
+        if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
+            return Ending(S.DATA_PROVISIONING_FAILED, f"the helper image is not available: {helper} "
+                          "(run `runnerd doctor`)")
+        if isinstance(image, ImageMissing):
+            return Ending(S.ALGORITHM_PROVISIONING_FAILED, str(image))
+        for result in (image, helper):
+            if isinstance(result, BaseException):
+                raise result
+        try:
+            volumes, helper_volumes = await asyncio.gather(self.images.volumes(image), self.images.volumes(helper))
+        except ImageMissing as exc:  # removed in between
+            return Ending(S.ALGORITHM_PROVISIONING_FAILED, str(exc))
+        return {"image": image, "volumes": volumes, "helperVolumes": helper_volumes}
+
+    @staticmethod
+    async def _unless_stopped(task: asyncio.Future, stop: asyncio.Event):
+        """The task's result, or None (and the task cancelled) if a stop comes first."""
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        return None
+
     def _algorithm_spec(self, job: Job, env: Environment, slot: Slot, paths: JobPaths):
-        image_ref = (job.slot or {}).get("image") or specs.image_reference(
+        held = job.slot or {}
+        image_ref = held.get("image") or specs.image_reference(
             job.spec["algorithm"]["image"], job.spec["algorithm"]["tag"], job.spec["algorithm"]["checksum"])
-        return lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot)
+        volumes = tuple(held.get("volumes") or ())
+        return lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot, volumes)
+
+    def _helper_volumes(self, job: Job) -> tuple[str, ...]:
+        return tuple((job.slot or {}).get("helperVolumes") or ())
 
     async def _early_creates_done(self, job_id: str) -> None:
         task = self._early.pop(job_id, None)
@@ -248,7 +280,7 @@ class JobRunner:
     async def _filter(self, job: Job, env: Environment, paths: JobPaths) -> Job:
         capture = LogCapture(str(paths.log("filtering.log")), _CONFIG_LOG_LIMIT, follow=False)
         outcome = await self._helper_step(job, StepKind.FILTER, lambda: specs.build_filter(
-            job, env, self.settings, paths), capture)
+            job, env, self.settings, paths, self._helper_volumes(job)), capture)
         ending, error = job.ending or S.COMPLETED, job.error
         publish_outputs = True
         if outcome.lost or outcome.exit is None or outcome.exit.exit_code != 0:

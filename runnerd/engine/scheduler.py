@@ -152,6 +152,9 @@ class Scheduler:
                 except (IllegalTransition, KeyError):  # stopped or deleted while we looked
                     self.allocator.release(slot)
                     continue
+                except BaseException:  # the store failed: never keep cores or GPUs for nothing
+                    self.allocator.release(slot)
+                    raise
                 log.info("job %s: admitted to %s (cpuset=%s gpus=%s)", job.job_id, env.id, slot.cpuset,
                          ",".join(slot.gpus) or "-")
                 self.runner.hooks.status(job, JobStatus.QUEUED)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
-from runnerd.containers.runtime import ContainerRuntime
+from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
@@ -85,6 +85,8 @@ class Engine:
     async def _check_docker(self) -> None:
         try:
             await self.runtime.ping()
+            if not self.docker_up:  # first contact, or back after an outage (maybe a new dockerd)
+                await self.runtime.ensure_network(JOB_NETWORK)
             self.hooks.docker(True)
         except RuntimeUnavailable as exc:
             log.error("Docker is not reachable: %s", exc)

@@ -188,6 +188,9 @@ class StepDriver:
             # (dockerd stopping without live-restore stops its containers first, then exits), the
             # container was lost with it: 76. Otherwise it is the step's own ending (e.g. the
             # algorithm killed itself, or someone ran `docker stop`): a non-zero exit like any other.
+            if reattach:  # it ended while runnerd was down: with Docker or the host, most likely
+                return await self._abandon(rec, f"its container was stopped while runnerd was down, most likely by "
+                                                f"a Docker or host restart (exit code {result.exit_code})")
             if outage.seen or not await self._docker_answers_after(1.0):
                 return await self._abandon(rec, f"Docker restarted while the step ran (exit code {result.exit_code})")
         rec.state, rec.finished_at = StepState.EXITED, time.time()

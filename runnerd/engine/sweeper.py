@@ -59,7 +59,8 @@ class Sweeper:
         jobs = await self.store.expired(now)
         for job in jobs:
             await self.workspace.remove(job.job_id)
-            await self.store.update(job.job_id, removed=1, results=[])
+            # The row stays so its owner sees `removed: 1`; what it carried (code, custom data) goes.
+            await self.store.update(job.job_id, removed=1, results=[], spec={})
             log.info("job %s: results expired and removed", job.job_id)
         return len(jobs)
 

@@ -61,7 +61,7 @@ class Workspace:
         p = self.paths(job.job_id)
         for d in (p.root, p.logs, p.provision_out, p.results, p.fs):
             d.mkdir(parents=True, exist_ok=True)
-        os.chmod(p.root, 0o711)  # containers need to traverse it; nobody needs to list it
+        os.chmod(p.root, 0o700)  # root only (bind sources are resolved by Docker, as root)
         os.chmod(p.logs, 0o700)  # written and read by runnerd only
         self._mount_quota(p, env)
         for sub in (".", *layout.FS_SUBDIRS):
@@ -88,9 +88,11 @@ class Workspace:
         elif algo["code"]["type"] == "file":
             code_path.touch(mode=0o644)
         # The job's uid writes inputs (provision), outputs and logs (algorithm), results (filter).
-        for d in (p.fs, p.fs / "inputs", p.fs / "transformations", p.fs / "outputs", p.fs / "logs",
+        # The root of the job's filesystem stays root's: the job's uid gets only the folders it
+        # writes in, so nothing it does can rename or replace what runnerd manages.
+        for d in (p.fs / "inputs", p.fs / "transformations", p.fs / "outputs", p.fs / "logs",
                   p.provision_out, p.results, *(p.fs / "inputs").iterdir()):
-            if d.is_dir():
+            if d.is_dir() and not d.is_symlink():
                 self._give(d)
         return p
 

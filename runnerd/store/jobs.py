@@ -56,7 +56,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         agreement_id=row["agreement_id"],
         algo_did=row["algo_did"],
         input_dids=json.loads(row["input_dids"]),
-        spec=json.loads(row["spec"]),
+        spec=json.loads(row["spec"]) if row["spec"] else {},
         status=JobStatus(row["status"]),
         date_created=row["date_created"],
         date_started=row["date_started"],
@@ -88,9 +88,14 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
     )
 
 
+# Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
+_STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids, NULL AS spec,"
+           " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
+           " expires_at, ending, history")
+
 _JOB_COLUMNS = {  # the columns transition()/update() may set
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
-    "expires_at", "ending",
+    "expires_at", "ending", "spec",
 }
 
 
@@ -102,6 +107,8 @@ def _encode(column: str, value: Any) -> Any:
         return None if value is None else json.dumps(value)
     if column == "ending":
         return None if value is None else int(value)
+    if column == "spec":
+        return json.dumps(value)
     return value
 
 
@@ -116,9 +123,11 @@ class JobStore:
         """Insert a queued job, atomically checking the agreementId rule and the bound on jobs in
         flight (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free"."""
         async with self.db.transaction() as tx:
+            # Per owner: a transferTxId is public on chain, and nothing here proves whose it is, so a
+            # global rule would let anyone block someone else's order by reusing it first.
             async with tx.execute(
-                f"SELECT 1 FROM jobs WHERE agreement_id = ? AND status NOT IN ({_TERMINAL_SQL}) LIMIT 1",
-                (job.agreement_id,),
+                f"SELECT 1 FROM jobs WHERE agreement_id = ? AND owner_lc = ? AND status NOT IN ({_TERMINAL_SQL})"
+                " LIMIT 1", (job.agreement_id, job.owner.lower()),
             ) as cur:
                 if await cur.fetchone():
                     raise AgreementInUse(job.agreement_id)
@@ -148,15 +157,21 @@ class JobStore:
                   _encode("results", j.results)) for j in jobs])
 
     async def get(self, job_id: str) -> Job | None:
-        rows = self.db.lookup("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        """A job without its spec (status reads); the runner gets specs from transition()/active()."""
+        rows = self.db.lookup(f"SELECT {_STATUS} FROM jobs WHERE job_id = ?", (job_id,))
         return _job_from_row(rows[0]) if rows else None
+
+    def status_of(self, job_id: str) -> JobStatus | None:
+        rows = self.db.lookup("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
+        return JobStatus(rows[0][0]) if rows else None
 
     async def list_for_owner(self, owner: str, job_id: str = "", document_id: str = "") -> list[Job]:
         if job_id:  # by primary key: at most one row
-            rows = self.db.lookup("SELECT * FROM jobs WHERE job_id = ? AND owner_lc = ?", (job_id, owner.lower()))
+            rows = self.db.lookup(f"SELECT {_STATUS} FROM jobs WHERE job_id = ? AND owner_lc = ?",
+                                  (job_id, owner.lower()))
             jobs = [_job_from_row(r) for r in rows]
             return [j for j in jobs if not document_id or j.document_id == document_id]
-        sql, params = "SELECT * FROM jobs WHERE owner_lc = ?", [owner.lower()]
+        sql, params = f"SELECT {_STATUS} FROM jobs WHERE owner_lc = ?", [owner.lower()]
         if document_id:
             sql, params = sql + " AND document_id = ?", [*params, document_id]
         rows = await self.db.fetchall(sql + " ORDER BY date_created", params)
@@ -210,7 +225,7 @@ class JobStore:
 
     async def queued(self, environment: str | None = None, limit: int = -1) -> list[Job]:
         """Queued jobs in FIFO order (insertion order)."""
-        sql, params = "SELECT * FROM jobs WHERE status = ?", [int(JobStatus.QUEUED)]
+        sql, params = f"SELECT {_STATUS} FROM jobs WHERE status = ?", [int(JobStatus.QUEUED)]
         if environment is not None:
             sql, params = sql + " AND environment = ?", [*params, environment]
         rows = await self.db.fetchall(sql + " ORDER BY rowid LIMIT ?", [*params, limit])
@@ -231,7 +246,7 @@ class JobStore:
 
     async def expired(self, now: float) -> list[Job]:
         rows = await self.db.fetchall(
-            "SELECT * FROM jobs WHERE removed = 0 AND expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            f"SELECT {_STATUS} FROM jobs WHERE removed = 0 AND expires_at IS NOT NULL AND expires_at <= ?", (now,)
         )
         return [_job_from_row(r) for r in rows]
 
