@@ -73,10 +73,13 @@ class Rig:
     dataset_did: str
     settings: Settings | None = None
 
-    async def restart(self) -> None:
+    async def restart(self, while_down: Callable[[], None] | None = None) -> None:
         """What a daemon restart does to the engine: shut it down (containers keep running), then
-        start a new one on the same database, Docker and data dir; recovery adopts in-flight jobs."""
+        start a new one on the same database, Docker and data dir; recovery adopts in-flight jobs.
+        `while_down` happens between the two (to Docker, while runnerd is not watching)."""
         await self.engine.shutdown()
+        if while_down is not None:
+            while_down()
         self.engine = Engine(self.settings, self.store, self.fake, Catalog(self.assets), self.data,
                              Hooks(status=self.statuses), cores=[0, 1])
         await self.engine.start()
@@ -529,10 +532,6 @@ async def test_algorithm_killed_while_runnerd_was_down_ends_at_76(rig):
     await rig.wait_for(job_id, {40})
     (algo,) = rig.fake.by_step("algorithm")
     await asyncio.wait_for(_until(lambda: algo.status == "running"), WAIT_LIMIT)
-    await rig.engine.shutdown()
-    rig.fake.finish(algo.id, 143)
-    rig.engine = Engine(rig.settings, rig.store, rig.fake, Catalog(rig.assets), rig.data,
-                        Hooks(status=rig.statuses), cores=[0, 1])
-    await rig.engine.start()
+    await rig.restart(while_down=lambda: rig.fake.finish(algo.id, 143))
     job = await rig.finished(job_id)
     assert job.status == S.INTERRUPTED and "while runnerd was down" in job.error, job.error
