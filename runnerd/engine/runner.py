@@ -20,7 +20,7 @@ from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, read_report
 from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
+from runnerd.errors import ContainerRefused, ImageMissing, WorkspaceError
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -28,6 +28,7 @@ log = logging.getLogger("runnerd.runner")
 
 S = JobStatus
 _CONFIG_LOG_LIMIT = 1024 * 1024
+STOPPED_BY_OWNER = "stopped by its owner"
 
 
 @dataclass
@@ -111,13 +112,13 @@ class JobRunner:
                                                 f"cannot prepare the job's volume: {exc}")
             images = await self._unless_stopped(resolving, stop)  # a pull may take long: a stop wins
             if images is None:
-                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+                return await self._finish_stopped(job)
             if isinstance(images, Ending):
                 return await self._finish_early(job, images.status, images.error)
             job = await self.store.transition(job.job_id, S.CONFIGURING,
                                               slot={**images, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
             if stop.is_set():
-                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+                return await self._finish_stopped(job)
             # Create the algorithm and filter containers while provisioning runs.
             self._early[job.job_id] = asyncio.gather(
                 self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
@@ -135,7 +136,7 @@ class JobRunner:
             except (ImageMissing, ContainerRefused) as exc:  # image removed since, or a spec Docker refuses
                 return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
             if stop.is_set():
-                return await self._finish_early(job, S.STOPPED, "stopped by its owner", stopreq=STOPREQ_USER)
+                return await self._finish_stopped(job)
             job = await self._move(job, S.RUNNING)
         if job.status == S.RUNNING:
             await self.workspace.ensure_mounted(job, env)  # after a host reboot
@@ -163,7 +164,7 @@ class JobRunner:
         outcome = await self._helper_step(job, StepKind.PROVISION, lambda: specs.build_provision(
             job, self.settings, paths, self._helper_volumes(job)), capture, stop)
         if outcome.stopped:
-            return Ending(S.STOPPED, "stopped by its owner", extra={"stopreq": STOPREQ_USER})
+            return Ending(S.STOPPED, STOPPED_BY_OWNER, extra={"stopreq": STOPREQ_USER})
         if outcome.refused:
             return Ending(S.DATA_PROVISIONING_FAILED, f"the provision step could not start: {outcome.refused}")
         if outcome.lost:
@@ -253,11 +254,11 @@ class JobRunner:
                           {"exitCode": None, "oomKilled": False, "reason": "lost"})
         result = outcome.exit
         if result is None:  # stopped before its container started
-            return Ending(S.STOPPED, "stopped by its owner", {"exitCode": None, "oomKilled": False,
+            return Ending(S.STOPPED, STOPPED_BY_OWNER, {"exitCode": None, "oomKilled": False,
                                                               "reason": "stopped"}, {"stopreq": STOPREQ_USER})
         details = {"exitCode": result.exit_code, "oomKilled": result.oom_killed, "reason": "exited"}
         if outcome.stopped:
-            return Ending(S.STOPPED, "stopped by its owner", {**details, "reason": "stopped"},
+            return Ending(S.STOPPED, STOPPED_BY_OWNER, {**details, "reason": "stopped"},
                           {"stopreq": STOPREQ_USER})
         if outcome.timed_out:
             return Ending(S.TIMED_OUT, f"the algorithm ran longer than maxJobDuration ({env.maxJobDuration:g}s)",
@@ -312,6 +313,10 @@ class JobRunner:
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
                                 expires_at=now + env.storageExpiry)
 
+    async def _finish_stopped(self, job: Job) -> Job:
+        """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
+        return await self._finish_early(job, S.STOPPED, STOPPED_BY_OWNER, stopreq=STOPREQ_USER)
+
     async def _finish_early(self, job: Job, status: JobStatus, error: str | None, **extra) -> Job:
         """End a job that never reached (or lost) its algorithm: publish only its logs."""
         env = self.settings.environment(job.environment)
@@ -332,8 +337,4 @@ class JobRunner:
             if only_unstarted and rec.state not in (StepState.CREATING, StepState.CREATED):
                 continue
             if rec.container_id:
-                try:
-                    await self.runtime.remove(rec.container_id)
-                except RuntimeUnavailable as exc:  # removed by the sweep that runs when Docker is back
-                    self.hooks.docker(False)
-                    log.warning("job %s: cannot remove %s: %s", job_id, rec.kind.value, exc)
+                await self.steps.remove(rec.container_id)

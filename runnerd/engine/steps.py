@@ -127,7 +127,7 @@ class StepDriver:
             reattach = rec.state == StepState.RUNNING
             if rec.state == StepState.CREATED:
                 if stop is not None and stop.is_set():
-                    await self._remove(cid)
+                    await self.remove(cid)
                     return StepOutcome(stopped=True)
                 rec.state, rec.started_at = StepState.RUNNING, time.time()
                 await self.store.save_step(rec)
@@ -197,7 +197,7 @@ class StepDriver:
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
         # Off the critical path: the next step starts while this container is removed.
-        self._removals.setdefault(rec.job_id, []).append(asyncio.create_task(self._remove(cid)))
+        self._removals.setdefault(rec.job_id, []).append(asyncio.create_task(self.remove(cid)))
         return StepOutcome(result, timed_out=timed_out, stopped=stopped, started_at=rec.started_at)
 
     async def _wait_exit(self, cid: str, deadline: float | None, stop: asyncio.Event | None,
@@ -242,10 +242,11 @@ class StepDriver:
             rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, time.time()
             await self.store.save_step(rec)
             if rec.container_id:
-                await self._remove(rec.container_id)
+                await self.remove(rec.container_id)
         return StepOutcome(lost=why, started_at=rec.started_at if rec else None)
 
-    async def _remove(self, cid: str) -> None:
+    async def remove(self, cid: str) -> None:
+        """Remove a container; if Docker is away, leave it to the sweep that runs when it is back."""
         try:
             await self.runtime.remove(cid)
         except RuntimeUnavailable as exc:  # removed by the sweep that runs when Docker is back
