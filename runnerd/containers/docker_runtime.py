@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -14,6 +15,7 @@ from typing import Any, Callable, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
@@ -31,8 +33,13 @@ from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, Runtim
 log = logging.getLogger("runnerd.docker")
 T = TypeVar("T")
 
-# Transient failures worth a retry by the caller: the daemon is down, restarting or overloaded.
-_TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, docker.errors.DockerException)
+# Every way of not reaching Docker is an outage (RuntimeUnavailable), which the engine waits out:
+# no socket, connection refused, reset mid-call or mid-stream (requests and urllib3 errors, or a
+# bare socket error from a hijacked stream), timeouts, and docker-py's DockerException, which is
+# what building a client raises while the daemon is away ("Error while fetching server API
+# version"). APIError (Docker answered) is sorted out before: 4xx are the caller's, 5xx outages.
+_TRANSIENT = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError,
+              docker.errors.DockerException)
 
 
 def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -79,6 +86,7 @@ class DockerRuntime:
         self._pull_timeout = pull_timeout
         self._base_url = base_url
         self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
         # Two pools: waits, log follows and pulls block a thread for as long as a container runs
         # (or an image downloads); they must never starve the short calls that stop, create or
         # inspect containers, or no deadline could be enforced once enough jobs run.
@@ -87,13 +95,24 @@ class DockerRuntime:
 
     @property
     def _api(self) -> docker.APIClient:
-        if self._client is None:
-            kwargs: dict[str, Any] = {"timeout": int(self._timeout), "max_pool_size": 32}
-            if self._base_url:
-                self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
-            else:
-                self._client = docker.from_env(**kwargs)
-        return self._client.api
+        """The client, built on first use (and again after an outage). Building one asks Docker
+        for its API version, so it blocks and may fail: only ever read it on the pool threads,
+        inside `_call`; a failure is RuntimeUnavailable like any other unreachable Docker."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    kwargs: dict[str, Any] = {"timeout": int(self._timeout), "max_pool_size": 32}
+                    try:
+                        if self._base_url:
+                            client = docker.DockerClient(base_url=self._base_url, **kwargs)
+                        else:
+                            client = docker.from_env(**kwargs)
+                    except _TRANSIENT as exc:
+                        raise RuntimeUnavailable(f"Docker is not reachable: {exc}") from exc
+                    self._client = client
+        return client.api
 
     async def _call(self, fn: Callable[..., T], *args: Any, long: bool = False, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -153,9 +172,10 @@ class DockerRuntime:
     async def pull(self, ref: str) -> None:
         """Pull with a bound on the whole pull and on any silence of the registry. (docker-py's
         own pull has no timeout at all, so a stalling registry would hold a thread forever.)"""
-        api, deadline, stall = self._api, self._pull_timeout, min(120.0, self._pull_timeout)
+        deadline, stall = self._pull_timeout, min(120.0, self._pull_timeout)
 
         def pull() -> None:
+            api = self._api
             repo, tag = docker.utils.parse_repository_tag(ref)
             response = None
             try:
@@ -180,13 +200,16 @@ class DockerRuntime:
 
         try:
             await self._call(pull, long=True)
-        except (docker.errors.APIError, RuntimeUnavailable, ValueError) as exc:
+        except RuntimeUnavailable as exc:
+            if not isinstance(exc.__cause__, docker.errors.APIError):
+                raise  # Docker itself is away: an outage to wait out, not a missing image
+            raise ImageMissing(f"cannot pull {ref}: {getattr(exc.__cause__, 'explanation', None) or exc}") from exc
+        except (docker.errors.APIError, ValueError) as exc:
             raise ImageMissing(f"cannot pull {ref}: {getattr(exc, 'explanation', None) or exc}") from exc
 
     async def create(self, spec: ContainerSpec) -> str:
-        api = self._api
-
         def create() -> str:
+            api = self._api
             kwargs = dict(
                 image=spec.image,
                 command=spec.command,
@@ -225,9 +248,8 @@ class DockerRuntime:
             raise ContainerRefused(f"Docker refused to start the container: {exc.explanation or exc}") from exc
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
-        api = self._api
-
         def wait() -> dict[str, Any] | None:
+            api = self._api
             try:
                 return api.wait(container_id, timeout=timeout)
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
@@ -281,9 +303,8 @@ class DockerRuntime:
                 raise RuntimeUnavailable(f"cannot remove container: {exc.explanation or exc}") from exc
 
     async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
-        api = self._api
-
         def copy() -> int:
+            api = self._api
             written = 0
             stream = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
             try:

@@ -16,11 +16,12 @@ from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.containers.spec import Slot
 from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind, StepState
+from runnerd.engine import reasons
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, read_report
-from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
+from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ContainerRefused, ImageMissing, WorkspaceError
+from runnerd.errors import ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -92,24 +93,44 @@ class JobRunner:
             return await self._pipeline(job, env, slot, stop, paths)
         except asyncio.CancelledError:
             raise  # shutdown: leave containers alone, recovery picks the job up
+        except RuntimeUnavailable as exc:  # an outage outlasted dockerOutageSeconds outside a step
+            log.warning("job %s: Docker unreachable for more than %.0fs: %s", job.job_id,
+                        self.settings.dockerOutageSeconds, exc)
+            why = f"Docker was unreachable for more than {self.settings.dockerOutageSeconds:.0f}s"
         except Exception as exc:  # noqa: BLE001 - a bug must end the job, never leave it hanging
-            log.exception("job %s: unexpected error", job.job_id)
-            current = await self.store.get(job.job_id)
-            if current is None or current.terminal:
-                return current or job
-            return await self._finish_early(current, S.INTERRUPTED, f"internal error: {exc}")
+            why = reasons.internal("the job was interrupted by an internal error", exc, job.job_id, traceback=True)
+        return await self._end_anyway(job, why)
+
+    async def _end_anyway(self, job: Job, why: str) -> Job:
+        """End a job at 76 whatever state it was left in: ending a job must not be able to fail
+        (a job left at 60 would hold its slot, and its queue place, forever)."""
+        current = await self.store.get(job.job_id)
+        if current is None or current.terminal:
+            return current or job
+        try:
+            return await self._finish_early(current, S.INTERRUPTED, why)
+        except Exception as exc:  # noqa: BLE001 - the bare transition below is the last resort
+            log.error("job %s: ending it failed (%s: %s); ending it without its logs", job.job_id,
+                      type(exc).__name__, exc)
+        now = time.time()
+        env = self.settings.environment(current.environment)
+        return await self._move(current, S.INTERRUPTED, error=why, date_finished=now, results=[],
+                                expires_at=now + (env.storageExpiry if env else 0))
+
+    def _outage(self) -> Outage:
+        return Outage(self.settings.dockerOutageSeconds, self.hooks.docker)
 
     async def _pipeline(self, job: Job, env: Environment, slot: Slot, stop: asyncio.Event,
                         paths: JobPaths) -> Job:
         if job.status in (S.STARTED, S.CONFIGURING):
             job = await self._move(job, S.CONFIGURING)
-            resolving = asyncio.ensure_future(self._images_of(job))
+            resolving = asyncio.ensure_future(self._outage().retry(lambda: self._images_of(job)))
             try:
                 await self.workspace.prepare(job, env)
             except (WorkspaceError, OSError) as exc:
                 resolving.cancel()
-                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED,
-                                                f"cannot prepare the job's volume: {exc}")
+                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, reasons.internal(
+                    "the job's volume could not be prepared", exc, job.job_id))
             images = await self._unless_stopped(resolving, stop)  # a pull may take long: a stop wins
             if images is None:
                 return await self._finish_stopped(job)
@@ -133,8 +154,11 @@ class JobRunner:
             try:
                 await self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
                                         strict=True)
-            except (ImageMissing, ContainerRefused) as exc:  # image removed since, or a spec Docker refuses
+            except ImageMissing as exc:  # image removed since
                 return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
+            except ContainerRefused as exc:  # a spec Docker refuses (its explanation names host paths)
+                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, reasons.internal(
+                    "Docker refused the algorithm's container", exc, job.job_id))
             if stop.is_set():
                 return await self._finish_stopped(job)
             job = await self._move(job, S.RUNNING)
@@ -304,7 +328,7 @@ class JobRunner:
 
     async def _publish(self, job: Job, env: Environment, paths: JobPaths) -> Job:
         if not job.results:
-            job.results = collect_results(paths, with_outputs=False)
+            job.results = _logs_only(paths)
         await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
         # A container created early but never started (the filter after a quota overrun), or,
         # after a crash, one whose removal was lost.
@@ -324,8 +348,8 @@ class JobRunner:
         await self._early_creates_done(job.job_id)
         await self.steps.settle(job.job_id)
         await self.remove_containers(job.job_id)
-        results = collect_results(paths, with_outputs=False)
-        await self.workspace.release_fs(job.job_id)
+        results = _logs_only(paths)
+        await self.workspace.release_fs(job.job_id)  # never fails: a failed cleanup is retried later
         now = time.time()
         expiry = env.storageExpiry if env else 0
         return await self._move(job, status, error=error, date_finished=now, results=results,
@@ -338,3 +362,12 @@ class JobRunner:
                 continue
             if rec.container_id:
                 await self.steps.remove(rec.container_id)
+
+
+def _logs_only(paths: JobPaths) -> list:
+    """The logs a job publishes when it has nothing else; none rather than a job that cannot end."""
+    try:
+        return collect_results(paths, with_outputs=False)
+    except OSError as exc:
+        log.error("cannot list the logs of %s: %s", paths.root.name, exc)
+        return []

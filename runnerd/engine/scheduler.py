@@ -87,6 +87,9 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self.admitting = True
         self.disk_low = False
+        # Set by the engine as Docker comes and goes: a job admitted into an outage could only
+        # wait in a slot (or, past dockerOutageSeconds, die); in the queue it waits for free.
+        self.docker_up = True
 
     # -- control ------------------------------------------------------------------------------
 
@@ -133,8 +136,8 @@ class Scheduler:
         return not low
 
     async def _admit(self) -> None:
-        if not self.admitting:
-            return
+        if not self.admitting or not self.docker_up:
+            return  # woken again when Docker is back
         for env in self.settings.environments:
             while self.running_count(env.id) < env.maxJobs:
                 queued = await self.store.queued(env.id, limit=1)

@@ -49,6 +49,11 @@ class Engine:
     def _docker_changed(self, downstream):
         def changed(up: bool) -> None:
             self.docker_up = up
+            scheduler = getattr(self, "scheduler", None)
+            if scheduler is not None and scheduler.docker_up != up:
+                scheduler.docker_up = up  # admission pauses while Docker is away
+                if up:
+                    scheduler.wake()
             downstream(up)
         return changed
 

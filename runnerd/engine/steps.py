@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
+from runnerd.engine import reasons
 from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
 from runnerd.store import JobStore, StepRecord
 
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 # Exit codes of a container killed by SIGTERM/SIGKILL (128 + signal, as tini reports them).
 _KILLED = (137, 143)
+LOST_WITH_DOCKER = "its container was lost when Docker restarted"
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,8 @@ class StepDriver:
                 if stop is not None and stop.is_set():
                     await self.remove(cid)
                     return StepOutcome(stopped=True)
-                rec.state, rec.started_at = StepState.RUNNING, time.time()
-                await self.store.save_step(rec)
-                await outage.retry(lambda: self.runtime.start(cid))
+                rec = await self._start(rec, job_id, kind, build, outage)
+                cid = rec.container_id
                 outage.seen = False  # only an outage while it runs can explain how it ends
                 if self.hooks:
                     self.hooks.container_start(time.monotonic() - asked)
@@ -146,10 +147,36 @@ class StepDriver:
             return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
         except ContainerGone:
             return await self._abandon(rec, "its container was removed outside runnerd")
-        except (ContainerRefused, ImageMissing) as exc:
+        except ContainerRefused as exc:  # Docker's explanation names host paths: the log keeps it
+            return StepOutcome(refused=reasons.internal(f"Docker refused the {kind.value} step's container", exc,
+                                                        job_id))
+        except ImageMissing as exc:
             return StepOutcome(refused=str(exc))
         except RuntimeUnavailable as exc:
-            return await self._abandon(rec, f"Docker was unreachable for more than {self.outage_limit:.0f}s ({exc})")
+            log.warning("job %s: %s step: Docker unreachable for more than %.0fs: %s", job_id, kind.value,
+                        self.outage_limit, exc)
+            return await self._abandon(rec, f"Docker was unreachable for more than {self.outage_limit:.0f}s")
+
+    async def _start(self, rec: StepRecord, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec],
+                     outage: Outage) -> StepRecord:
+        """Start a created container. One that is gone before it ever started (it vanished with a
+        dockerd restart, or its Docker lost its data) never ran: it is created again, once."""
+        for attempt in range(2):
+            cid = rec.container_id
+            assert cid is not None
+            rec.state, rec.started_at = StepState.RUNNING, time.time()
+            await self.store.save_step(rec)
+            try:
+                await outage.retry(lambda: self.runtime.start(cid))
+                return rec
+            except ContainerGone:
+                if attempt == 1:
+                    raise
+                log.warning("job %s: the %s container vanished before it started; creating it again", job_id,
+                            kind.value)
+                fresh = await self._create(rec, job_id, kind, build, outage)
+                rec.container_id, rec.state, rec.started_at = fresh.container_id, fresh.state, None
+        raise AssertionError("unreachable")
 
     async def _wait(self, rec: StepRecord, max_seconds: float | None, stop: asyncio.Event | None,
                     logs: LogCapture | None, outage: Outage, reattach: bool) -> StepOutcome:
@@ -192,7 +219,9 @@ class StepDriver:
                 return await self._abandon(rec, f"its container was stopped while runnerd was down, most likely by "
                                                 f"a Docker or host restart (exit code {result.exit_code})")
             if outage.seen or not await self._docker_answers_after(1.0):
-                return await self._abandon(rec, f"Docker restarted while the step ran (exit code {result.exit_code})")
+                log.warning("job %s: %s step ended with exit code %d while Docker went away", rec.job_id,
+                            rec.kind.value, result.exit_code)
+                return await self._abandon(rec, LOST_WITH_DOCKER)
         rec.state, rec.finished_at = StepState.EXITED, time.time()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
@@ -234,7 +263,7 @@ class StepDriver:
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
         try:
             await self.runtime.copy_logs(cid, logs.path, logs.limit, logs.follow)
-        except (ContainerGone, RuntimeUnavailable) as exc:
+        except (ContainerGone, RuntimeUnavailable, OSError) as exc:  # logs are best effort
             log.warning("could not copy logs of %s: %s", cid[:12], exc)
 
     async def _abandon(self, rec: StepRecord | None, why: str) -> StepOutcome:

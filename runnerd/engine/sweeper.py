@@ -52,7 +52,8 @@ class Sweeper:
         expired = await self.expire(now)
         containers = await self.remove_orphan_containers(now)
         folders = await self.remove_orphan_folders()
-        return {"expired": expired, "containers": containers, "folders": folders}
+        cleanups = await self.retry_cleanups()
+        return {"expired": expired, "containers": containers, "folders": folders, "cleanups": cleanups}
 
     async def expire(self, now: float) -> int:
         """Delete the results of jobs whose storageExpiry has passed; their status says removed: 1."""
@@ -86,6 +87,12 @@ class Sweeper:
             except RuntimeUnavailable as exc:
                 log.warning("cannot remove orphan container %s: %s", c.name, exc)
         return removed
+
+    async def retry_cleanups(self) -> int:
+        """Cleanups that failed when a job ended (or was deleted or expired): the job's status was
+        final regardless; its files are removed here once that works."""
+        busy = self.live_ids() | {j.job_id for j in await self.store.active()}
+        return await self.workspace.retry_cleanups(busy)
 
     async def remove_orphan_folders(self) -> int:
         folders = self.workspace.job_dirs()  # listed before the ids: a job's row exists before its folder

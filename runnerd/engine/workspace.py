@@ -15,17 +15,18 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from runnerd import layout
 from runnerd.config import Environment
 from runnerd.domain import Job
+from runnerd.engine.trees import remove_tree
 from runnerd.errors import WorkspaceError
 from runnerd.layout import JobPaths, did_dir
 
 log = logging.getLogger("runnerd.workspace")
+_FS, _ALL = "fs", "all"  # what a pending cleanup still has to remove
 
 
 def _run(argv: list[str]) -> None:
@@ -44,6 +45,7 @@ class Workspace:
         self.data_dir = Path(data_dir)
         self.uid, self.gid = _ids(job_user)
         self._can_chown = os.geteuid() == 0
+        self._pending_dir = self.data_dir / "cleanup-pending"  # one file per job whose cleanup failed
 
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths.for_job(self.data_dir, job_id)
@@ -117,7 +119,7 @@ class Workspace:
         _run(["mount", "-o", "loop,nosuid,nodev", str(p.disk_image), str(p.fs)])
         lost = p.fs / "lost+found"
         if lost.exists():
-            shutil.rmtree(lost, ignore_errors=True)
+            remove_tree(lost)
 
     def _give(self, path: Path) -> None:
         if self._can_chown:
@@ -137,9 +139,71 @@ class Workspace:
 
     # -- teardown -----------------------------------------------------------------------------
 
-    async def release_fs(self, job_id: str) -> None:
-        """Unmount and delete the quota filesystem once results are out of it."""
-        await asyncio.to_thread(self._release_fs, self.paths(job_id))
+    async def release_fs(self, job_id: str) -> bool:
+        """Unmount and delete the quota filesystem once results are out of it. Never raises:
+        ending a job must not fail on its cleanup; what is left is recorded and retried by the
+        sweeper (`retry_cleanups`). True when nothing is left."""
+        return await asyncio.to_thread(self._cleanup, job_id, _FS)
+
+    async def remove(self, job_id: str) -> bool:
+        """Delete everything the job has on disk (DELETE, expiry). Never raises, like release_fs."""
+        return await asyncio.to_thread(self._cleanup, job_id, _ALL)
+
+    def pending_cleanups(self) -> dict[str, str]:
+        """job id -> what is left to remove (fs | all), for cleanups that failed."""
+        try:
+            entries = list(os.scandir(self._pending_dir))
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for entry in entries:
+            try:
+                with open(entry.path, encoding="utf-8") as f:
+                    out[entry.name] = f.read().strip() or _ALL
+            except OSError:
+                continue
+        return out
+
+    async def retry_cleanups(self, busy: set[str]) -> int:
+        """Retry the cleanups that failed (the sweeper's job); returns how many now succeeded."""
+        done = 0
+        for job_id, what in self.pending_cleanups().items():
+            if job_id not in busy and await asyncio.to_thread(self._cleanup, job_id, what):
+                log.info("job %s: pending cleanup done", job_id)
+                done += 1
+        return done
+
+    def _cleanup(self, job_id: str, what: str) -> bool:
+        p = self.paths(job_id)
+        try:
+            self._release_fs(p)
+            if what == _ALL:
+                _must_be_gone(p.root, remove_tree(p.root))
+        except Exception as exc:  # noqa: BLE001 - RecursionError, a mount, a TreeChanged: all the same here
+            self._record_pending(job_id, what)
+            log.error("job %s: cleanup of its %s failed (%s: %s); the sweeper retries it", job_id,
+                      "quota filesystem" if what == _FS else "folder", type(exc).__name__, exc)
+            return False
+        self._clear_pending(job_id, what)
+        return True
+
+    def _record_pending(self, job_id: str, what: str) -> None:
+        try:
+            self._pending_dir.mkdir(mode=0o700, exist_ok=True)
+            record = self._pending_dir / job_id
+            if what == _FS and record.exists():
+                return  # an `all` already pending covers the filesystem too
+            record.write_text(what, encoding="utf-8")
+        except OSError as exc:  # the data dir itself failing: the orphan sweeps still see the folder
+            log.error("job %s: cannot record the pending cleanup: %s", job_id, exc)
+
+    def _clear_pending(self, job_id: str, what: str) -> None:
+        record = self._pending_dir / job_id
+        try:
+            if what == _ALL or record.read_text(encoding="utf-8").strip() == _FS:
+                record.unlink()
+        except OSError:
+            pass
 
     def _release_fs(self, p: JobPaths) -> None:
         if os.path.ismount(p.fs):
@@ -147,20 +211,20 @@ class Workspace:
                 _run(["umount", str(p.fs)])
             except WorkspaceError:
                 _run(["umount", "-l", str(p.fs)])  # a lingering reader: detach now, free when it lets go
-        if p.fs.exists():
-            shutil.rmtree(p.fs, ignore_errors=True)
+        # The algorithm made this tree (with diskQuota none, directly on the host's disk): never
+        # shutil.rmtree it (recursion, links, mounts; see trees.py).
+        _must_be_gone(p.fs, remove_tree(p.fs))
         p.disk_image.unlink(missing_ok=True)
-        shutil.rmtree(p.provision_out, ignore_errors=True)
-
-    async def remove(self, job_id: str) -> None:
-        """Delete everything the job has on disk (DELETE, expiry)."""
-        p = self.paths(job_id)
-        await asyncio.to_thread(self._release_fs, p)
-        await asyncio.to_thread(shutil.rmtree, p.root, True)
+        _must_be_gone(p.provision_out, remove_tree(p.provision_out))
 
     def job_dirs(self) -> list[str]:
         root = self.data_dir / "jobs"
         return [d.name for d in root.iterdir()] if root.exists() else []
+
+
+def _must_be_gone(path: Path, problems: list[str]) -> None:
+    if problems:
+        raise WorkspaceError(f"{path.name}: {'; '.join(sorted(set(problems)))}")
 
 
 def _write_json(path: Path, value: object) -> None:
