@@ -29,12 +29,13 @@ class DockerProxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def down(self) -> None:
-        """Refuse new connections and cut every open one (waits included), like a dying dockerd."""
+    def down(self, refuse: bool = False) -> None:
+        """Cut every open connection (waits included), like a dying dockerd; then the socket is
+        gone (FileNotFoundError), or with `refuse` it stays but nobody listens (ECONNREFUSED)."""
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if os.path.exists(self.path):
+        if not refuse and os.path.exists(self.path):
             os.unlink(self.path)
         with self._lock:
             for conn in self._conns:
