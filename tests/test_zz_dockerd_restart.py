@@ -1,5 +1,10 @@
-"""dockerd itself restarted mid-job (issue #4). Disruptive for everything else on the host, so it
-runs only where RUNNERD_TEST_DOCKERD_RESTART=1 (CI sets it; this file sorts last in the suite)."""
+"""dockerd itself restarted mid-job (issues #4, #10). Disruptive for everything else on the host, so
+it runs only where RUNNERD_TEST_DOCKERD_RESTART=1 (CI sets it; this file sorts last in the suite).
+
+By default the system dockerd is stopped with SIGTERM and started again with its own command line.
+To aim at another dockerd (a private one on its own socket), set DOCKER_HOST to its socket and
+RUNNERD_TEST_DOCKERD_RESTART_CMD to a shell command that restarts it and returns once it answers
+(the daemons under test and the `docker` CLI of the helpers both follow DOCKER_HOST)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import httpx
 import pytest
 
 from tests.helpers import dataset, docker_containers, raw, wait_done
+
+LOST = "the algorithm was interrupted: its container was lost when Docker restarted"
 
 pytestmark = [
     pytest.mark.docker,
@@ -24,6 +31,10 @@ def _dockerd_pid() -> int:
 
 
 def _restart_dockerd() -> None:
+    command = os.environ.get("RUNNERD_TEST_DOCKERD_RESTART_CMD")
+    if command:
+        subprocess.run(command, shell=True, check=True, timeout=120)
+        return
     pid = _dockerd_pid()
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = [a.decode() for a in f.read().split(b"\0") if a]
@@ -68,3 +79,37 @@ def test_dockerd_restart_mid_job(make_daemon):
     while docker_containers(f"runnerd.job={job_id}") and time.time() < deadline:
         time.sleep(0.5)
     assert docker_containers(f"runnerd.job={job_id}") == []
+
+
+def test_dockerd_restart_with_jobs_running_and_queued(make_daemon):
+    """Measured on the code before #10: all three ended at 76 within a second, each with
+    `internal error: Error while fetching server API version`. Now the queued job waits in the
+    queue and completes; a running algorithm whose container dockerd stopped on its way down ends
+    at 76 with a plain reason (it cannot be run twice silently); with live-restore it finishes."""
+    daemon = make_daemon(dockerOutageSeconds=180, environments=[
+        {"id": "two", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 300}])
+    client = daemon.client()
+    did = dataset(daemon.assets)
+    code = "import time\nprint('start', flush=True)\ntime.sleep(25)\nopen('/data/outputs/o', 'w').write('o')"
+    running = [client.start(did, raw(code), "two")["jobId"] for _ in range(2)]
+    for job_id in running:
+        wait_done(client, job_id, statuses={40})
+    queued = client.start(did, raw("print('queued')"), "two")["jobId"]
+    assert client.job(queued)["status"] == 1
+    time.sleep(1)
+    live_restore = _live_restore()
+    _restart_dockerd()
+    for job_id in running:
+        job = wait_done(client, job_id, timeout=240)
+        if live_restore:
+            assert job["status"] == 70, job
+        else:
+            assert job["status"] == 76 and job["error"] == LOST, job
+    job = wait_done(client, queued, timeout=240)
+    assert job["status"] == 70, (job, daemon.log()[-3000:])
+    assert "internal error" not in daemon.log()
+    assert daemon.proc.poll() is None
+    deadline = time.time() + 60
+    while any(docker_containers(f"runnerd.job={j}") for j in running + [queued]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert all(docker_containers(f"runnerd.job={j}") == [] for j in running + [queued])
