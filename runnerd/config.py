@@ -67,6 +67,13 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("imagePullTimeout", 1800, "number", "longest an image pull may take (a registry silent for 2 min also "
         "ends it); the job then ends at 32", unit="s", minimum=10),
     Key("dockerTimeout", 60, "number", "timeout of one Docker API call (waits excluded)", unit="s", minimum=1),
+    Key("stopWaitSeconds", 5, "number", "how long a stop (PUT) waits for its jobs to end before it answers",
+        unit="s", minimum=0),
+    Key("logFollowersPerJob", 4, "int", "live-log followers (`computeLogs?follow`) one job may have at once",
+        minimum=1),
+    Key("logFollowersPerOwner", 8, "int", "live-log followers one address may have at once, over all its jobs",
+        minimum=1),
+    Key("logFollowersTotal", 256, "int", "live-log followers the daemon serves at once", minimum=1),
 )
 
 ENV_KEYS: tuple[Key, ...] = (
@@ -164,6 +171,10 @@ class Settings:
     helperStepTimeout: float
     imagePullTimeout: float
     dockerTimeout: float
+    stopWaitSeconds: float
+    logFollowersPerJob: int
+    logFollowersPerOwner: int
+    logFollowersTotal: int
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
 

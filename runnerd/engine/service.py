@@ -26,6 +26,15 @@ from runnerd.store import AgreementInUse, JobStore, QueueFull
 
 log = logging.getLogger("runnerd.engine")
 
+# Statuses a job can be restarted from: stopped, or failed (never a completed or running one).
+RESTARTABLE = frozenset({JobStatus(7), JobStatus(31), JobStatus(32), *(JobStatus(c) for c in range(71, 77))})
+_REQUEST_KEYS = ("environment", "dataset", "additionalDatasets", "datasets", "algorithm")
+
+
+def restart_record(params: dict) -> dict:
+    """The part of a start request a restart needs (intake validated it before this is kept)."""
+    return {k: params[k] for k in _REQUEST_KEYS if params.get(k) is not None}
+
 
 class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
@@ -108,6 +117,31 @@ class Engine:
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
         job = self.intake.build(params, owner)
+        job.request = restart_record(params)
+        return await self._enqueue(job, owner)
+
+    async def restart(self, old: Job, params: dict, owner: str) -> Job:
+        """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
+        policy and limits) on the inputs, algorithm and environment the original was started
+        with; the original is never rewritten. `dataset.transferTxId` of this request, if any,
+        is the new job's agreementId, else the original's (the same per-owner rule applies)."""
+        if old.status not in RESTARTABLE:
+            raise BadRequest(f"job {old.job_id} is at status {int(old.status)} ({old.status.text}); only a stopped "
+                             "(7) or failed (31, 32, 71-76) job can be restarted", "not_restartable", "jobId")
+        record = await self.store.request_of(old.job_id)
+        if not record:
+            raise BadRequest(f"job {old.job_id} cannot be restarted: what it was started with is no longer kept; "
+                             "start a new job instead", "restart_unavailable", "jobId")
+        if not self.docker_up:
+            raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
+        dataset = params.get("dataset") if isinstance(params.get("dataset"), dict) else {}
+        tx = dataset.get("transferTxId") or old.agreement_id
+        again = {**record, "dataset": {**record["dataset"], "transferTxId": tx}}
+        job = self.intake.build(again, owner)
+        job.request, job.restarted_from = record, old.job_id
+        return await self._enqueue(job, owner)
+
+    async def _enqueue(self, job: Job, owner: str) -> Job:
         env = self.settings.environment(job.environment)
         assert env is not None
         try:
@@ -118,13 +152,23 @@ class Engine:
         except AgreementInUse:
             raise BadRequest("`agreementId` already in use for another job that is still running",
                              "agreement_in_use", "dataset.transferTxId") from None
-        log.info("job %s: queued in %s for %s", job.job_id, env.id, owner)
+        log.info("job %s: queued in %s for %s%s", job.job_id, env.id, owner,
+                 f" (restart of {job.restarted_from})" if job.restarted_from else "")
         self.hooks.status(job, job.status)
         self.scheduler.wake()
         return job
 
     async def stop(self, job_id: str) -> None:
         await self.scheduler.stop(job_id)
+
+    async def stop_and_wait(self, job_ids: list[str], timeout: float) -> None:
+        """Stop each job, then wait (up to `timeout` seconds in all) until each has ended, so the
+        answer can show 7 rather than a job still being stopped."""
+        for job_id in job_ids:
+            await self.scheduler.stop(job_id)
+        tasks = {live.task for j in job_ids if (live := self.scheduler.live.get(j)) and live.task}
+        if tasks and timeout > 0:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def delete(self, job_id: str) -> None:
         """Stop if running, then remove its containers, files and row."""

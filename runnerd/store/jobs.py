@@ -70,6 +70,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         slot=json.loads(row["slot"]) if row["slot"] else None,
         ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
         history=[(s, t) for s, t in json.loads(row["history"])],
+        restarted_from=row["restarted_from"],
     )
 
 
@@ -91,7 +92,7 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
 # Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
 _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids, NULL AS spec,"
            " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
-           " expires_at, ending, history")
+           " expires_at, ending, history, restarted_from")
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
@@ -140,10 +141,12 @@ class JobStore:
                 raise QueueFull(job.environment)
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
-                " input_dids, spec, status, date_created, history) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " input_dids, spec, status, date_created, history, restarted_from, request)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
                  job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created,
-                 json.dumps([[int(job.status), job.date_created]])),
+                 json.dumps([[int(job.status), job.date_created]]), job.restarted_from,
+                 None if job.request is None else json.dumps(job.request)),
             )
 
     async def import_jobs(self, jobs: list[Job]) -> None:
@@ -160,6 +163,11 @@ class JobStore:
         """A job without its spec (status reads); the runner gets specs from transition()/active()."""
         rows = self.db.lookup(f"SELECT {_STATUS} FROM jobs WHERE job_id = ?", (job_id,))
         return _job_from_row(rows[0]) if rows else None
+
+    async def request_of(self, job_id: str) -> dict[str, Any] | None:
+        """What a restart of this job re-runs intake from (None if it was never kept or is gone)."""
+        row = await self.db.fetchone("SELECT request FROM jobs WHERE job_id = ?", (job_id,))
+        return json.loads(row[0]) if row and row[0] else None
 
     def status_of(self, job_id: str) -> JobStatus | None:
         rows = self.db.lookup("SELECT status FROM jobs WHERE job_id = ?", (job_id,))

@@ -61,6 +61,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        "0003_restart",
+        """
+        -- the job this one re-runs (POST compute with the jobId of a stopped or failed job)
+        ALTER TABLE jobs ADD COLUMN restarted_from TEXT;
+        -- JSON: the start request's inputs, algorithm and environment, what a restart re-runs
+        -- intake from (kept when the spec is dropped; small: no files, no DDOs)
+        ALTER TABLE jobs ADD COLUMN request TEXT;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
