@@ -59,10 +59,16 @@ class Js:
         assert r.status_code == 200, r.text
         return r.json()[0]
 
+    def signed_status(self, job_id: str) -> dict:
+        """ocean.py style: signed, so that the tests below do not depend on unsigned reads."""
+        r = self.http.get(COMPUTE, params={**self.signed_params(self.address + job_id), "jobId": job_id})
+        assert r.status_code == 200, r.text
+        return r.json()[0]
+
     def wait(self, job_id: str, statuses=None) -> dict:
         deadline = time.time() + 180
         while time.time() < deadline:
-            job = self.status(job_id)
+            job = self.signed_status(job_id)
             if job["status"] in (statuses or {7, *range(31, 33), *range(70, 77)}):
                 return job
             time.sleep(0.2)
@@ -168,26 +174,28 @@ def test_stop_signed_without_a_nonce_like_oceanjs_3_3_3_answers_once_the_job_sto
 
 def test_stop_or_delete_of_every_job_needs_runnerds_own_text(d):
     js = Js(d.url)
+    c = d.client(js.key)
     did = dataset(d.assets)
     job_id = js.start(did, LOOP)["jobId"]
-    # a signed status read of all jobs (addr + "" + "" + nonce), caught before runnerd saw it
-    listing = js.signed_params(js.address)
-    assert _error(js.http.put(COMPUTE, json=listing)) == (401, "invalid_signature")
-    assert _error(js.http.request("DELETE", COMPUTE, json=listing)) == (401, "invalid_signature")
-    # a start signature (addr + did + nonce) is no delete of every job on that dataset
-    start_sig = {**js.signed_params(js.address + did), "documentId": did}
-    assert _error(js.http.request("DELETE", COMPUTE, json=start_sig)) == (401, "invalid_signature")
-    assert js.status(job_id)["status"] not in (7, 8)
-    # the listing signature is still a good status read
-    listed = js.http.get(COMPUTE, params=listing)
-    assert listed.status_code == 200, listed.text
-    assert [j["jobId"] for j in listed.json()] == [job_id]
-    # runnerd's own action text stops and deletes them all
-    c = d.client(js.key)
-    stopped = c.stop()
-    assert [(j["jobId"], j["status"]) for j in stopped] == [(job_id, 7)]
-    assert [(j["jobId"], j["status"]) for j in c.delete()] == [(job_id, 8)]
-    assert c.status() == []
+    try:
+        # a signed status read of all jobs (addr + "" + "" + nonce), caught before runnerd saw it
+        listing = js.signed_params(js.address)
+        assert _error(js.http.put(COMPUTE, json=listing)) == (401, "invalid_signature")
+        assert _error(js.http.request("DELETE", COMPUTE, json=listing)) == (401, "invalid_signature")
+        # a start signature (addr + did + nonce) is no delete of every job on that dataset
+        start_sig = {**js.signed_params(js.address + did), "documentId": did}
+        assert _error(js.http.request("DELETE", COMPUTE, json=start_sig)) == (401, "invalid_signature")
+        # the listing signature is still a good status read
+        listed = js.http.get(COMPUTE, params=listing)
+        assert listed.status_code == 200, listed.text
+        assert [j["jobId"] for j in listed.json()] == [job_id]
+        assert js.signed_status(job_id)["status"] not in (7, 8)
+        # runnerd's own action text stops and deletes them all
+        assert [(j["jobId"], j["status"]) for j in c.stop()] == [(job_id, 7)]
+        assert [(j["jobId"], j["status"]) for j in c.delete()] == [(job_id, 8)]
+        assert c.status() == []
+    finally:
+        c.delete(job_id) if c.status() else None
 
 
 def test_runnerds_log_signature_is_no_stop_or_delete(d, finished):
@@ -198,7 +206,7 @@ def test_runnerds_log_signature_is_no_stop_or_delete(d, finished):
     assert _error(js.http.put(COMPUTE, params=log_read)) == (401, "invalid_signature")
     assert js.status(job["jobId"])["status"] == 70
     r = js.http.get(f"{API}/computeLogs", params=log_read)  # and it is still a good log read
-    assert r.status_code == 200 and "hello from the job" in r.text
+    assert r.status_code == 200 and "hello from the job" in r.text, r.text
     # the status signature runnerd's client makes is no delete either
     status_read = {**c.own("computeStatus", job["jobId"], ""), "jobId": job["jobId"]}
     assert _error(js.http.request("DELETE", COMPUTE, params=status_read)) == (401, "invalid_signature")
@@ -238,7 +246,7 @@ def test_restart_of_a_failed_job_runs_it_again_as_a_new_job(d, finished):
     log = js.http.get(f"{API}/computeLogs", params={**js.signed_params(js.address + new["jobId"]),
                                                    "jobId": new["jobId"]})
     assert "attempt" in log.text
-    unchanged = js.status(old["jobId"])  # the original is never rewritten
+    unchanged = js.signed_status(old["jobId"])  # the original is never rewritten
     assert (unchanged["status"], unchanged["dateFinished"], unchanged["restartedFrom"]) == \
         (71, old["dateFinished"], None)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, discovery, docs, followers, live, results
-from runnerd.api.keys import SETTINGS, STORE
+from runnerd.api import compute, discovery, docs, live, results
 
 COMPUTE = "/api/services/compute"
 
@@ -22,6 +21,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete(COMPUTE, compute.delete_jobs)
     app.router.add_get("/api/services/computeResult", results.compute_result, allow_head=False)
     app.router.add_get("/api/services/computeLogs", live.compute_logs, allow_head=False)
-    followers.install(app, app[SETTINGS], app[STORE].status_of)
     app.router.add_get("/metrics", live.metrics)
     app.router.add_get("/openapi.json", docs.openapi_json)
