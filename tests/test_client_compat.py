@@ -169,6 +169,20 @@ def test_stop_signed_without_a_nonce_like_oceanjs_3_3_3_answers_once_the_job_sto
         (400, "missing")
 
 
+def test_a_stop_of_a_running_job_answers_7_once_it_stopped(d):
+    c = d.client()
+    did = dataset(d.assets)
+    job_id = c.start(did, raw(LOOP), "ocean-compute")["jobId"]
+    try:
+        wait_done(c, job_id, statuses={40})
+        stopped = c.stop(job_id)  # the daemon waits (stopWaitSeconds) until the stop took effect
+        assert [(j["jobId"], j["status"], j["stopreq"]) for j in stopped] == [(job_id, 7, 1)]
+        assert stopped[0]["dateFinished"] is not None and stopped[0]["results"]
+    finally:
+        if c.job(job_id, signed=False)["status"] != 7:
+            c.stop(job_id)
+
+
 # -- runnerd's own texts: a signature for one action is never another ------------------------------
 
 
