@@ -227,6 +227,42 @@ def test_connects_to_the_checked_ip_without_a_second_lookup(server, tmp_path, mo
     assert server.requests[0]["headers"]["Host"] == "rebind.test:%d" % server.port
 
 
+@pytest.mark.parametrize("allow, followed", [([], False), (["127.0.0.1"], True)], ids=["consumer", "operator"])
+def test_each_redirect_hop_gets_the_downloads_own_allow_list(server, tmp_path, monkeypatch, allow, followed):
+    """A consumer's URL (empty allow) on a public host that redirects to a LAN address is refused at
+    that hop, though the operator allow-listed the address for its own downloads (#10 item 4).
+    No packet leaves loopback: the public name is faked, and so is the connection to its address."""
+    other = Server()
+    other.route("/lan", ok(b"lan secret"))
+    server.route("/r", (302, {"Location": other.base + "/lan"}, b""))
+    public, real_getaddrinfo, real_pinned = "93.184.216.34", socket.getaddrinfo, prov._pinned_socket
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        if host == "public.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (public, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def pinned(ips, port, timeout):  # "the public host" is the first loopback server
+        assert ips in ([public], ["127.0.0.1"]), ips
+        return real_pinned(["127.0.0.1"], server.port if ips == [public] else port, timeout)
+    monkeypatch.setattr(prov.socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(prov, "_pinned_socket", pinned)
+    item = {"kind": "algorithm", "url": "http://public.example/r", "dest": str(tmp_path / "a"), "allow": allow}
+    record = {}
+    try:
+        if followed:
+            assert prov.fetch(item, {"timeout": 10, "retries": 0, "maxBytes": 100}, None, record)["bytes"] == 10
+            assert other.requests and (tmp_path / "a").read_bytes() == b"lan secret"
+        else:
+            with pytest.raises(prov.FetchError, match="^redirect refused: address not allowed$"):
+                prov.fetch(item, {"timeout": 10, "retries": 0, "maxBytes": 100}, None, record)
+            assert other.requests == [] and not (tmp_path / "a").exists()
+            assert "127.0.0.1 is a loopback address" in record["error"]
+        assert len(server.requests) == 1 and record["redirects"] == [other.base + "/lan"]
+    finally:
+        other.close()
+
+
 def test_redact_hides_credentials_and_query():
     assert prov.redact("https://user:pw@Host.example:8443/p/a?token=s#f") == "https://host.example:8443/p/a?…"
     assert prov.redact("http://[::1]:80/x") == "http://[::1]:80/x"

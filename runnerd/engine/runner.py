@@ -191,7 +191,7 @@ class JobRunner:
                 continue
             hops = entry.get("redirects") or []
             via = f" redirected to {' -> '.join(map(str, hops))}" if isinstance(hops, list) and hops else ""
-            what = f"{entry.get('label', '?')} {entry.get('url') or ''}{via}".strip()
+            what = f"{entry.get('label', '?')} {entry.get('url') or ''}{via}".strip()[:4000]  # servers chose the hops
             if entry.get("error"):
                 log.warning("job %s: provision: %s: %s", job_id, what, str(entry["error"])[:4000])
             else:
