@@ -129,7 +129,8 @@ def test_provision_allow_does_not_cover_the_consumers_url(make_daemon, servers):
     assert job["error"] == "algorithm: address not allowed"
     assert a.paths == ["/zq-ddo/data.csv"]  # the operator's dataset was fetched, the consumer's URL never
     assert "zq" not in _visible(client, job)
-    assert a.url("/zq-lan-secret/algo.py") in _daemon_lines(daemon, job["jobId"], "warning")
+    warned = _daemon_lines(daemon, job["jobId"], "warning")
+    assert a.url("/zq-lan-secret/algo.py") in warned and "provisionAllow does not apply" in warned
 
     # The same DDO dataset with a raw algorithm runs: the allow-list itself still works.
     job = wait_done(client, client.start(did, raw("import json, os\nd = json.loads(os.environ['DIDS'])[0]\n"

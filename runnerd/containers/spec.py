@@ -82,7 +82,7 @@ def provision_plan(job: Job, settings: Settings) -> dict:
         consumer = code.get("origin") == "consumer" or not algo.get("did")
         downloads.append({"kind": "algorithm", "label": "algorithm" if consumer else f"algorithm {algo['did']}",
                           "url": code["url"], "sha256": code.get("sha256"), "dest": layout.ALGORITHM,
-                          "allow": [] if consumer else operator_allow})
+                          "allow": [] if consumer else operator_allow, "consumer": consumer})
     return {
         "downloads": downloads,
         "timeout": settings.provisionTimeout,

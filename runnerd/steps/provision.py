@@ -3,7 +3,7 @@
 Runs as `python3 /runnerd/provision.py` in a throwaway helper container (stdlib only, Python 3.9+);
 plan JSON in $RUNNERD_PLAN (or the file named by argv[1], for tests):
     {"downloads": [{"kind": "dataset"|"algorithm", "label", "url", "sha256": hex|"sha256:hex"|null, "dest",
-                    "allow": [host|IP|CIDR]}], "timeout": s, "retries": n, "maxBytes": n, "report": path}
+                    "allow": [host|IP|CIDR], "consumer": bool}], "timeout", "retries", "maxBytes", "report"}
 
 Some URLs come from whoever submitted the job: here runnerd makes requests for an untrusted party.
 So, before connecting, it refuses hosts resolving to loopback, private, link-local, CGNAT or other
@@ -33,7 +33,7 @@ import traceback
 from urllib.parse import quote, urljoin, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # netpolicy.py beside it, however it is run
-from netpolicy import check_address  # noqa: E402
+from netpolicy import HINT, check_address  # noqa: E402
 
 EXIT = {"dataset": 31, "algorithm": 32}
 MAX_REDIRECTS = 5
@@ -248,7 +248,9 @@ def fetch(item: dict, plan: dict, tls, record: dict | None = None) -> dict:
         try:
             return _attempt(item, plan, tls, hops)
         except FetchError as e:
-            record["error"] = "%s: %s" % ("refused" if e.refused else "failed", e.detail)
+            detail = e.detail.replace(HINT, " (provisionAllow does not apply to a consumer's URL)") \
+                if item.get("consumer") else e.detail
+            record["error"] = "%s: %s" % ("refused" if e.refused else "failed", detail)
             if e.url and e.url != item["url"]:
                 record["error"] += " (at %s)" % redact(e.url)
             if not e.transient or attempt >= plan["retries"]:
