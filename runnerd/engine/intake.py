@@ -177,7 +177,9 @@ class Intake:
             if isinstance(rawcode, str) and rawcode:
                 code: dict[str, Any] = {"type": "raw", "rawcode": rawcode}
             elif isinstance(url, str) and url.startswith(("http://", "https://")):
-                code = {"type": "url", "url": url, "sha256": None}
+                # The consumer's URL: the provision step fetches it under the strict public-only
+                # rule, never with the operator's provisionAllow.
+                code = {"type": "url", "url": url, "sha256": None, "origin": "consumer"}
             else:
                 raise BadRequest("algorithm.meta needs rawcode or an http(s) url", "meta_oneof_url_rawcode_remote",
                                  "algorithm")

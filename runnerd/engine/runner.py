@@ -170,15 +170,32 @@ class JobRunner:
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
         assert outcome.exit is not None
+        report = read_report(paths.provision_out / "report.json") or {}
+        self._log_provision_detail(job.job_id, report.get("detail"))
         if outcome.exit.exit_code == 0:
             return None
-        report = read_report(paths.provision_out / "report.json") or {}
         status = S.ALGORITHM_PROVISIONING_FAILED if report.get("failed") == "algorithm" \
             else S.DATA_PROVISIONING_FAILED
+        # The report's `error` is the step's consumer-safe text (a label and a fixed reason, no URL).
         reason = report.get("error") or f"the provision step exited with {outcome.exit.exit_code}"
         if outcome.exit.oom_killed:
             reason = "the provision step ran out of memory"
         return Ending(status, str(reason)[:2000])
+
+    @staticmethod
+    def _log_provision_detail(job_id: str, detail) -> None:
+        """The operator's side of the provision step: which URL each download was, where it was
+        redirected and the raw error. Only ever the daemon's log: consumers see labels, never URLs."""
+        for entry in detail if isinstance(detail, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            hops = entry.get("redirects") or []
+            via = f" redirected to {' -> '.join(map(str, hops))}" if isinstance(hops, list) and hops else ""
+            what = f"{entry.get('label', '?')} {entry.get('url') or ''}{via}".strip()[:4000]  # servers chose the hops
+            if entry.get("error"):
+                log.warning("job %s: provision: %s: %s", job_id, what, str(entry["error"])[:4000])
+            else:
+                log.info("job %s: provision: %s: fetched", job_id, what)
 
     async def _helper_step(self, job: Job, kind: StepKind, build, capture: LogCapture,
                            stop: asyncio.Event | None = None) -> StepOutcome:
