@@ -83,7 +83,7 @@ def _folder_files(folder: Path) -> list[Path]:
 def _url_warning(url: str, allow: list[str]) -> str | None:
     """Why the provision step will refuse this URL, when that is certain without a DNS lookup
     (runnerd never resolves names here: only the provision step does, inside its container)."""
-    from runnerd.steps.provision import check_address
+    from runnerd.steps.netpolicy import check_address
 
     host = (urlsplit(url).hostname or "").lower()
     ip = "127.0.0.1" if host in ("localhost", "localhost.") else host
