@@ -119,7 +119,7 @@ def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: i
         except FileNotFoundError:
             pass
         try:
-            os.link(f"/proc/self/fd/{fd}", pin, follow_symlinks=True)
+            _link_open_file(fd, pin)
             return
         except OSError as exc:
             if exc.errno != errno.EXDEV:
@@ -131,6 +131,17 @@ def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: i
             raise WorkspaceError(f"{what} cannot be pinned (see the node's log)")
     finally:
         os.close(fd)
+
+
+def _link_open_file(fd: int, pin: Path) -> None:
+    """linkat(/proc/self/fd/N, AT_SYMLINK_FOLLOW): a new name for the very inode that is open.
+    (os.link calls plain link(2), which would link the /proc magic link itself, unless a dir fd
+    is given; an absolute path ignores it.)"""
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", pin, src_dir_fd=root, follow_symlinks=True)
+    finally:
+        os.close(root)
 
 
 def _placeholder(pin: Path) -> None:
