@@ -45,6 +45,7 @@ def test_a_datasets_list_runs_on_every_input_and_mountinfo_names_no_asset_path(s
         assert f"input {did.removeprefix('did:op:')} ['0'] {content}" in log, log
     assert f"/data/inputs/{a.removeprefix('did:op:')}/0" in log  # mountinfo was printed
     assert marker not in log and str(assets) not in log, log
+    assert not (shared_daemon.data_dir / "jobs" / job["jobId"] / "pinned").exists()  # pins go with the job
 
 
 def test_a_file_swapped_for_a_symlink_while_the_job_queues_is_not_read(make_daemon, tmp_path):

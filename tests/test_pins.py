@@ -93,3 +93,23 @@ def test_a_file_on_another_filesystem_is_pinned_by_a_bind_of_the_open_file(tmp_p
     finally:
         unpin(paths)
         subprocess.run(["umount", "-l", str(other)], capture_output=True)
+
+
+def test_a_trusted_algorithm_changed_after_submit_is_not_pinned(tmp_assets, paths):
+    import hashlib
+
+    from tests.helpers import algorithm_asset
+
+    algo = algorithm_asset(tmp_assets, "print('trusted')\n", name="algo")
+    digest = hashlib.sha256(b"print('trusted')\n").hexdigest()
+    did = dataset(tmp_assets, allow_raw=False,
+                  trusted=[{"did": algo, "filesChecksum": digest, "containerSectionChecksum": ""}])
+    settings = parse_config({"environments": [{"id": "env"}]})
+    job = Intake(settings, Catalog(tmp_assets)).build({
+        "environment": "env", "algorithm": {"documentId": algo, "serviceId": "access"},
+        "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x1"}}, OWNER)
+    (tmp_assets / "files" / "algo.py").write_text("print('not what the dataset trusts')\n")
+    with pytest.raises(WorkspaceError) as refused:
+        pin_all(job, paths, UID, GID)
+    assert "checksum" in str(refused.value) and algo in str(refused.value)
+    assert not paths.pinned_algorithm.exists()

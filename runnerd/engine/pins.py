@@ -62,6 +62,15 @@ def pin_all(job: Job, paths: JobPaths, uid: int, gid: int) -> None:
         _pin(job.job_id, pin, source, what, sha, uid, gid)
 
 
+def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: int, gid: int) -> None:
+    # The job's error (what the consumer reads) names the asset, never a path; the log has both.
+    try:
+        _pin_checked(job_id, pin, source, what, sha, uid, gid)
+    except OSError as exc:
+        log.warning("job %s: cannot pin %s (%s) at %s: %s", job_id, what, source, pin, exc)
+        raise WorkspaceError(f"{what} cannot be pinned (see the node's log)") from None
+
+
 def repin(job: Job, paths: JobPaths, uid: int, gid: int) -> None:
     """Make again the pins a host reboot took away (bind mounts) or that are missing."""
     for pin, source, what, sha in _wanted(job, paths):
@@ -98,8 +107,7 @@ def unpin(paths: JobPaths) -> None:
         pass
 
 
-def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: int, gid: int) -> None:
-    # The job's error (what the consumer reads) names the asset, never a path; the log has both.
+def _pin_checked(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: int, gid: int) -> None:
     try:
         fd = open_no_follow(source)
     except OSError as exc:
