@@ -268,7 +268,7 @@ class Intake:
         """Every input must be an asset of type dataset, named through a compute service, and
         passes that service's own compute policy. An additional input named through an access
         service is taken only with `accessInputs: true`, and then still under the policy of every
-        compute service the dataset has (docs/operator-guide.md, "Inputs")."""
+        compute service the dataset has (docs/operator-guide.md, "Which inputs a job may have")."""
         did = _field(item, "documentId", f"{res}.documentId")
         _field(item, "serviceId", f"{res}.serviceId")
         if main:
