@@ -59,7 +59,8 @@ def test_a_file_swapped_for_a_symlink_while_the_job_queues_is_not_read(make_daem
     outside.mkdir()
     (outside / "shadow").write_text(secret + "\n")
     did = dataset(daemon.assets, b"the original rows\n", name="victim.csv")
-    reader = "import json, os\nd = json.loads(os.environ['DIDS'])[0]\nprint('read:', open(f'/data/inputs/{d}/0').read())"
+    reader = ("import json, os\nd = json.loads(os.environ['DIDS'])[0]\n"
+              "print('read:', open(f'/data/inputs/{d}/0').read())")
     queued = client.start(did, raw(reader), "one")
     assert client.job(queued["jobId"])["status"] == 1
     victim = daemon.assets / "files" / "victim.csv"
