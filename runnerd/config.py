@@ -42,6 +42,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("provisionAllow", [], "list[str]",
         "hosts or CIDRs the provision step may fetch from even though they are loopback/private/link-local"),
     Key("assetRoots", [], "list[str]", "extra directories whose files `file` assets may point at"),
+    Key("accessInputs", False, "bool", "also take additional inputs named through a dataset's access service "
+        "(still under the policy of the dataset's compute services, if any)"),
     Key("publicUrl", "", "str", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)"),
     Key("resultUrlTtl", 86400, "int", "lifetime of the capability tokens in result URLs", unit="s", minimum=60),
     Key("maxRequestBytes", 4 * 1024 * 1024, "int", "largest accepted request body", unit="bytes", minimum=1024),
@@ -149,6 +151,7 @@ class Settings:
     unsignedStatus: bool
     provisionAllow: tuple[str, ...]
     assetRoots: tuple[str, ...]
+    accessInputs: bool
     publicUrl: str
     resultUrlTtl: int
     maxRequestBytes: int

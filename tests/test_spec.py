@@ -19,6 +19,7 @@ from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec
 from runnerd.containers.spec import Slot
 from runnerd.domain import Job, StepKind
 from runnerd.engine.intake import Intake
+from runnerd.engine.pins import pin_all
 from runnerd.engine.scheduler import Allocator
 from runnerd.layout import JobPaths
 from tests.helpers import algorithm_asset, dataset
@@ -137,10 +138,12 @@ def test_algorithm_mounts(tmp_assets, paths):
     assert mounts["/data/transformations"] == (str(fs / "transformations"), True)
     assert mounts["/data/outputs"] == (str(fs / "outputs"), False)
     assert mounts["/data/logs"] == (str(fs / "logs"), False)
-    for did, content in ((d0, b"first"), (d1, b"second")):
+    # local files are mounted from the job's pins (engine/pins.py), never from the asset's path
+    paths.root.mkdir(parents=True)
+    pin_all(job, paths, 1234, 5678)
+    for i, (did, content) in enumerate(((d0, b"first"), (d1, b"second"))):
         source, read_only = mounts[f"/data/inputs/{did.removeprefix('did:op:')}/0"]
-        assert read_only and Path(source).read_bytes() == content
-        assert Path(source).is_relative_to(tmp_assets.resolve())
+        assert read_only and source == str(paths.pinned_input(i, 0)) and Path(source).read_bytes() == content
     # nothing else is mounted: a raw algorithm's code is written into the job's own filesystem
     assert len(mounts) == 7
     # every read-write mount lies inside the job's own folder
@@ -158,7 +161,9 @@ def test_published_algorithm_file_is_bind_mounted_read_only(tmp_assets, paths):
     job = build_job(tmp_assets, settings, algorithm={"documentId": algo_did, "serviceId": "access"})
     spec = specs.build_algorithm(job, settings.environments[0], settings, paths, "repo/algo:2", Slot())
     source, read_only = mounts_by_target(spec)[layout.ALGORITHM]
-    assert read_only and Path(source).read_text() == "print('published')"
+    paths.root.mkdir(parents=True)
+    pin_all(job, paths, 1234, 5678)
+    assert read_only and source == str(paths.pinned_algorithm) and Path(source).read_text() == "print('published')"
     assert spec.entrypoint == ["python3"] and spec.command == [layout.ALGORITHM, "--flag"]
     assert spec.env["TRANSFORMATION_DID"] == algo_did.removeprefix("did:op:")
     assert_no_docker_socket(spec)

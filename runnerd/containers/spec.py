@@ -152,13 +152,15 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
         Mount(str(paths.fs / "outputs"), layout.OUTPUTS, read_only=False),
         Mount(str(paths.fs / "logs"), layout.LOGS, read_only=False),
     ]
-    # Local datasets and algorithms are bind-mounted read-only where Ocean puts them: never copied.
-    for item in job.spec["inputs"]:
+    # Local datasets and algorithms are bind-mounted read-only where Ocean puts them, never copied,
+    # from the job's pins (engine/pins.py): the files runnerd opened and checked, under neutral names.
+    for i, item in enumerate(job.spec["inputs"]):
         for index, f in enumerate(item["files"]):
             if f["type"] == "file":
-                mounts.append(Mount(f["path"], f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"))
+                target = f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"
+                mounts.append(Mount(str(paths.pinned_input(i, index)), target))
     if algo["code"]["type"] == "file":
-        mounts.append(Mount(algo["code"]["path"], layout.ALGORITHM))
+        mounts.append(Mount(str(paths.pinned_algorithm), layout.ALGORITHM))
     tmp = {"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"}
     return ContainerSpec(
         name=container_name(job.job_id, StepKind.ALGORITHM),
