@@ -5,6 +5,7 @@ published without costing the host the blocks it does not hold."""
 from __future__ import annotations
 
 import secrets
+import time
 import sqlite3
 
 import httpx
@@ -145,3 +146,17 @@ def test_the_n_plus_first_start_in_a_minute_answers_429_with_retry_after(make_da
         for job_id in job_ids:
             assert wait_done(c, job_id)["status"] == 70
 
+
+
+def test_the_sweeper_deletes_rows_whose_results_expired_longer_ago_than_the_retention(make_daemon):
+    daemon = make_daemon(environments=[{**ENV, "storageExpiry": 0}], sweepIntervalSeconds=1, jobRetentionSeconds=0)
+    did = dataset(daemon.assets)
+    client = daemon.client()
+    job_id = client.start(did, raw("print(1)"), "owners")["jobId"]
+    # No wait_done: the row may go within a second of the job's end. Only an ended job whose
+    # results were removed is ever pruned.
+    deadline = time.time() + 120
+    while job_id in daemon.job_ids() and time.time() < deadline:
+        time.sleep(0.5)
+    assert job_id not in daemon.job_ids()  # expired, then pruned
+    assert _refusal(lambda: client.job(job_id)).status == 404
