@@ -116,7 +116,8 @@ class Engine:
             seconds = max(1, math.ceil(wait))
             raise TooManyRequests(
                 f"{owner} has used its starts for now (startsPerMinutePerOwner "
-                f"{self.settings.startsPerMinutePerOwner:g}); try again in {seconds} s", headers={"Retry-After": str(seconds)})
+                f"{self.settings.startsPerMinutePerOwner:g}); try again in {seconds} s",
+                headers={"Retry-After": str(seconds)})
         try:
             return await self._submit(params, owner)
         except Exception:
