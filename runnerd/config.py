@@ -69,6 +69,14 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("imagePullTimeout", 1800, "number", "longest an image pull may take (a registry silent for 2 min also "
         "ends it); the job then ends at 32", unit="s", minimum=10),
     Key("dockerTimeout", 60, "number", "timeout of one Docker API call (waits excluded)", unit="s", minimum=1),
+    Key("maxJobsPerOwner", 10, "int", "jobs one consumerAddress may have queued or running at once, all "
+        "environments together; more answer 429 owner_limit (0: no limit)", minimum=0),
+    Key("startsPerMinutePerOwner", 30, "number", "starts one consumerAddress may make per minute (a token "
+        "bucket holding as many); more answer 429 owner_limit with Retry-After (0: no limit)", minimum=0),
+    Key("maxResultGBPerOwner", 20, "number", "disk the kept results of one consumerAddress may occupy; while "
+        "they exceed it, its starts answer 429 owner_limit (0: no limit)", unit="GB", minimum=0),
+    Key("jobRetentionSeconds", 2592000, "number", "how long the row of a job whose results expired stays "
+        "(its status reads removed: 1) before the sweeper deletes it", unit="s", minimum=0),
 )
 
 ENV_KEYS: tuple[Key, ...] = (
@@ -167,6 +175,10 @@ class Settings:
     helperStepTimeout: float
     imagePullTimeout: float
     dockerTimeout: float
+    maxJobsPerOwner: int
+    startsPerMinutePerOwner: float
+    maxResultGBPerOwner: float
+    jobRetentionSeconds: float
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
 

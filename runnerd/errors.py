@@ -61,6 +61,13 @@ class RangeNotSatisfiable(RunnerdError):
     default_code = "range_not_satisfiable"
 
 
+class TooManyRequests(RunnerdError):
+    """A per-owner limit (jobs in flight, kept results, start rate): the message says which."""
+
+    http_status = 429
+    default_code = "owner_limit"
+
+
 class Unavailable(RunnerdError):
     """Docker down, queue full, still starting: try again later."""
 

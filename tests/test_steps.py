@@ -654,3 +654,45 @@ def test_filter_skips_too_deep_trees(tmp_path):
 def test_filter_malformed_plan(tmp_path):
     rc, report, _ = run_step(FILTER, {"dest": str(tmp_path / "o")}, tmp_path)
     assert rc == 1 and report["ok"] is False and report["reason"] == "error"
+
+
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_filter_copies_holes_as_holes(tmp_path):
+    """Issue #10 item 8: a sparse output costs the algorithm almost nothing in its quota; copied
+    densely it became diskGB of host disk. Only data extents are written: the copy is as sparse."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sparse = src / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.write(b"head")
+        f.seek(40 * 1024 * 1024)
+        f.write(b"middle")
+        f.truncate(80 * 1024 * 1024)  # a trailing hole too
+    if _allocated(sparse) > 1024 * 1024:
+        pytest.skip("this file system does not keep holes")
+    rc, report, out = run_step(FILTER, filter_plan(tmp_path, maxBytes=100 * 1024 * 1024), tmp_path)
+    assert rc == 0, out
+    copy = tmp_path / "out" / "outputs" / "sparse.bin"
+    assert report["files"] == [{"path": "sparse.bin", "size": 80 * 1024 * 1024}]
+    assert copy.stat().st_size == 80 * 1024 * 1024
+    assert _allocated(copy) <= 1024 * 1024, _allocated(copy)  # not 80 MiB
+    with open(copy, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(40 * 1024 * 1024)
+        assert f.read(6) == b"middle"
+        f.seek(80 * 1024 * 1024 - 3)
+        assert f.read() == b"\0\0\0"
+
+
+def test_filter_counts_a_sparse_file_by_its_apparent_size(tmp_path):
+    """What the owner downloads is the apparent size: a hole does not get past maxBytes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as f:
+        f.truncate(1024**3)
+    rc, report, _ = run_step(FILTER, filter_plan(tmp_path, maxBytes=1024 * 1024), tmp_path)
+    assert rc == 3 and report["reason"] == "limits", report
+    assert list((tmp_path / "out" / "outputs").iterdir()) == []

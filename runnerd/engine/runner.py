@@ -17,7 +17,7 @@ from runnerd.containers.runtime import ContainerRuntime
 from runnerd.containers.spec import Slot
 from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind, StepState
 from runnerd.engine.images import Images
-from runnerd.engine.publisher import collect_results, read_report
+from runnerd.engine.publisher import collect_results, occupied_bytes, read_report
 from runnerd.engine.steps import LogCapture, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import ContainerRefused, ImageMissing, WorkspaceError
@@ -328,7 +328,7 @@ class JobRunner:
         await self.remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
         now = time.time()
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
-                                expires_at=now + env.storageExpiry)
+                                expires_at=now + env.storageExpiry, result_bytes=occupied_bytes(paths))
 
     async def _finish_stopped(self, job: Job) -> Job:
         """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
@@ -346,7 +346,7 @@ class JobRunner:
         now = time.time()
         expiry = env.storageExpiry if env else 0
         return await self._move(job, status, error=error, date_finished=now, results=results,
-                                expires_at=now + expiry, **extra)
+                                expires_at=now + expiry, result_bytes=occupied_bytes(paths), **extra)
 
     async def remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
         """Remove the containers of a job's recorded steps (all, or only those never started)."""
