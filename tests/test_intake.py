@@ -10,14 +10,14 @@ from runnerd.catalog import Catalog
 from runnerd.config import parse_config
 from runnerd.engine.intake import MAX_CUSTOM_BYTES, MAX_CUSTOM_DEPTH, Intake
 from runnerd.errors import BadRequest
-from tests.helpers import dataset, raw
+from tests.helpers import TEST_RAW_IMAGES, dataset, raw
 
 OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
 
 @pytest.fixture
 def intake(tmp_assets):
-    settings = parse_config({"environments": [{"id": "env"}]})
+    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}]})
     return Intake(settings, Catalog(tmp_assets)), dataset(tmp_assets), dataset(tmp_assets)
 
 
