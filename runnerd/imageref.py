@@ -121,8 +121,8 @@ def join(image: str, tag: str, checksum: str) -> str:
 # -- which images a consumer may name -------------------------------------------------------------
 
 def _glob(pattern: str, value: str) -> bool:
-    """fnmatch where `*` does not cross a `/` (so `ghcr.io/acme/*` is not `ghcr.io/acme/x/y`)."""
-    return fnmatchcase(value.replace("/", "\0"), pattern.replace("/", "\0"))
+    """`*` matches within one path component (so `ghcr.io/acme/*` is not `ghcr.io/acme/x/y`)."""
+    return re.fullmatch("[^/]*".join(re.escape(part) for part in pattern.split("*")), value) is not None
 
 
 def check_pattern(pattern: str) -> None:
