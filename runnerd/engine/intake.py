@@ -136,12 +136,12 @@ class Intake:
                              "algorithm")
 
         algo_spec, algo_asset = self._algorithm(algorithm)
-        if algo_asset is None:  # the consumer chose the image; a published algorithm's is the operator's
-            self._check_raw_image(algo_spec, env)
         inputs = []
         for i, item in enumerate([dataset, *extra]):
             res = "dataset" if i == 0 else f"datasets[{i}]"
             inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
+        if algo_asset is None:  # the consumer chose the image; a published algorithm's is the operator's
+            self._check_raw_image(algo_spec, env)
 
         dids = [i["did"] for i in inputs]
         if len(set(dids)) != len(dids):  # each input gets its own /data/inputs/<did> folder
