@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from runnerd import imageref
 from runnerd.cli import safe
 from runnerd.cli.safe import text
 from runnerd.client import DEFAULT_URL, ApiError, Client, load_key
@@ -53,8 +54,12 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _algorithm(args: argparse.Namespace) -> dict[str, Any]:
-    image, _, tag = args.image.rpartition(":") if ":" in args.image.split("/")[-1] else (args.image, "", "latest")
-    container = {"image": image, "tag": tag, "entrypoint": args.entrypoint, "checksum": args.checksum}
+    try:
+        ref = imageref.parse(args.image)
+    except ValueError as exc:
+        raise SystemExit(f"runnerd: --image {args.image!r} is not an image reference: {exc}") from None
+    container = {"image": ref.name, "tag": ref.tag or "latest", "entrypoint": args.entrypoint,
+                 "checksum": args.checksum or ref.digest}
     algo: dict[str, Any]
     if args.algo:
         algo = {"documentId": args.algo, "serviceId": args.algo_service, "transferTxId": "0x" + "0" * 64}
