@@ -293,3 +293,18 @@ def test_a_local_registry_is_refused_at_submit_and_again_before_any_pull(make_da
     assert b"/images/" in proxy.seen  # the proxy did carry the daemon's Docker calls ...
     assert b"/images/create" not in proxy.seen  # ... but no pull, and not even a look-up of that reference:
     assert b"127.0.0.1:5000" not in proxy.seen and b"127.0.0.1%3A5000" not in proxy.seen
+
+
+def test_the_quick_start_image_is_allowed_by_the_shipped_config_and_the_defaults():
+    """README: `runnerd submit --algo-file` with the CLI's default image, against ./environments.yaml."""
+    from pathlib import Path
+
+    from runnerd.cli.main import build_parser
+    from runnerd.config import load_config
+
+    image = build_parser().parse_args(["submit", "--dataset", "d", "--algo-file", "a"]).image
+    shipped = load_config(Path(__file__).resolve().parent.parent / "environments.yaml")
+    defaults = parse_config({"environments": [{"id": "e"}]})
+    for settings in (shipped, defaults):
+        assert imageref.allowed_by(imageref.parse(image), settings.environments[0].rawAlgorithmImages)
+        assert imageref.registry_refusal(imageref.parse(image), settings.registryAllow) is None
