@@ -12,14 +12,14 @@ from runnerd.catalog import Catalog, did_for
 from runnerd.config import parse_config
 from runnerd.engine.intake import MAX_CUSTOM_BYTES, MAX_CUSTOM_DEPTH, Intake
 from runnerd.errors import BadRequest, PolicyRejected
-from tests.helpers import algorithm_asset, dataset, raw, write_ddo
+from tests.helpers import TEST_RAW_IMAGES, algorithm_asset, dataset, raw, write_ddo
 
 OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
 
 @pytest.fixture
 def intake(tmp_assets):
-    settings = parse_config({"environments": [{"id": "env"}]})
+    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}]})
     return Intake(settings, Catalog(tmp_assets)), dataset(tmp_assets), dataset(tmp_assets)
 
 
@@ -79,7 +79,7 @@ def _two_service_dataset(assets, *, allow_raw: bool, network: bool = False) -> s
 
 
 def _settings(**overrides):
-    return parse_config({"environments": [{"id": "env"}], **overrides})
+    return parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}], **overrides})
 
 
 def test_an_input_named_through_its_access_service_is_refused_by_default(tmp_assets):

@@ -16,14 +16,14 @@ from runnerd.engine.intake import Intake
 from runnerd.engine.pins import pin_all, repin, unpin
 from runnerd.errors import WorkspaceError
 from runnerd.layout import JobPaths
-from tests.helpers import dataset, raw
+from tests.helpers import TEST_RAW_IMAGES, dataset, raw
 
 OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 UID, GID = 65532, 65532
 
 
 def _job(assets: Path, did: str, roots: tuple[str, ...] = ()):
-    settings = parse_config({"environments": [{"id": "env"}], "assetRoots": list(roots)})
+    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}], "assetRoots": list(roots)})
     return Intake(settings, Catalog(assets, tuple(Path(r) for r in roots))).build({
         "environment": "env", "algorithm": raw("print(1)"),
         "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x1"}}, OWNER)
@@ -104,7 +104,7 @@ def test_a_trusted_algorithm_changed_after_submit_is_not_pinned(tmp_assets, path
     digest = hashlib.sha256(b"print('trusted')\n").hexdigest()
     did = dataset(tmp_assets, allow_raw=False,
                   trusted=[{"did": algo, "filesChecksum": digest, "containerSectionChecksum": ""}])
-    settings = parse_config({"environments": [{"id": "env"}]})
+    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}]})
     job = Intake(settings, Catalog(tmp_assets)).build({
         "environment": "env", "algorithm": {"documentId": algo, "serviceId": "access"},
         "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x1"}}, OWNER)

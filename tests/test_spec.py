@@ -29,7 +29,7 @@ OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
 def settings_for(**env_overrides):
     env = {"id": "env", "nCPU": 2, "ramGB": 0.5, "diskGB": 0.1, "tmpSizeMB": 32, "shmSizeMB": 16,
-           "pidsLimit": 100, "nofileLimit": 2048, "maxLogMB": 1}
+           "pidsLimit": 100, "nofileLimit": 2048, "maxLogMB": 1, "rawAlgorithmImages": ["*"]}
     env.update(env_overrides)
     return parse_config({"jobUser": "1234:5678", "helperImage": "helper-img:3", "environments": [env]})
 
@@ -326,7 +326,7 @@ def test_provision_downloads_an_algorithm_url(tmp_assets, paths):
 
 
 def settings_allowing(*allow):
-    base = {"id": "env", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1}
+    base = {"id": "env", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "rawAlgorithmImages": ["*"]}
     return parse_config({"jobUser": "1234:5678", "helperImage": "helper-img:3", "provisionAllow": list(allow),
                          "environments": [base]})
 

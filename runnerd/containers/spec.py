@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from runnerd import layout
+from runnerd import imageref, layout
 from runnerd.config import Environment, Settings
 from runnerd.containers.runtime import JOB_NETWORK, LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
 from runnerd.domain import Job, StepKind
@@ -56,9 +56,7 @@ def algorithm_command(entrypoint: str) -> list[str]:
 
 def image_reference(image: str, tag: str, checksum: str) -> str:
     """`image@sha256:…` when the checksum pins a digest, else `image:tag` (SPEC §3)."""
-    if checksum.startswith("sha256:"):
-        return f"{image}@{checksum}"
-    return f"{image}:{tag or 'latest'}"
+    return imageref.join(image, tag, checksum)
 
 
 def provision_plan(job: Job, settings: Settings) -> dict:

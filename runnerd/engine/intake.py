@@ -17,8 +17,9 @@ import time
 import uuid
 from typing import Any
 
+from runnerd import imageref
 from runnerd.catalog import DID_RE, Asset, AssetError, Catalog, mode_readable_by, open_no_follow
-from runnerd.config import Settings
+from runnerd.config import Environment, Settings
 from runnerd.containers.spec import algorithm_command
 from runnerd.domain import Job
 from runnerd.errors import BadRequest, PolicyRejected
@@ -173,6 +174,8 @@ class Intake:
         for i, item in enumerate([dataset, *extra]):
             res = "dataset" if i == 0 else f"datasets[{i}]"
             inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
+        if algo_asset is None:  # the consumer chose the image; a published algorithm's is the operator's
+            self._check_raw_image(algo_spec, env)
 
         dids = [i["did"] for i in inputs]
         if len(set(dids)) != len(dids):  # each input gets its own /data/inputs/<did> folder
@@ -254,6 +257,11 @@ class Intake:
         if checksum and not _DIGEST.fullmatch(checksum):
             raise BadRequest("algorithm container checksum must be sha256:<64 hex digits>", "checksum_prefix",
                              "algorithm.container")
+        try:
+            imageref.from_parts(image.strip(), tag, checksum.lower())
+        except ValueError as exc:
+            raise BadRequest(f"algorithm container image is not a valid image name and tag: {exc}", "invalid",
+                             "algorithm.container") from None
         if len(entrypoint) > 4096:
             raise BadRequest("algorithm entrypoint is too long", "invalid", "algorithm.container")
         try:
@@ -262,6 +270,19 @@ class Intake:
             raise BadRequest(f"algorithm entrypoint cannot be split into arguments: {exc}", "invalid",
                              "algorithm.container") from None
         return {"entrypoint": entrypoint, "image": image.strip(), "tag": tag, "checksum": checksum.lower()}
+
+    def _check_raw_image(self, algo: dict[str, Any], env: Environment) -> None:
+        """A raw algorithm runs only an image the environment lists, and never makes dockerd contact
+        a registry on this host or its network (dockerd pulls as root from the host's network)."""
+        ref = imageref.from_parts(algo["image"], algo["tag"], algo["checksum"])
+        if not imageref.allowed_by(ref, env.rawAlgorithmImages):
+            raise PolicyRejected(f"environment {env.id!r} does not allow the image {ref.reference} for raw "
+                                 "algorithms (the operator lists the allowed ones in rawAlgorithmImages)",
+                                 "image_not_allowed", "algorithm.container.image")
+        refused = imageref.registry_refusal(ref, self.settings.registryAllow)
+        if refused:
+            raise PolicyRejected(f"the image {ref.reference} is refused: {refused} (an operator can allow the "
+                                 "registry with registryAllow)", "registry_not_allowed", "algorithm.container.image")
 
     # -- inputs -------------------------------------------------------------------------------
 

@@ -216,7 +216,9 @@ class JobRunner:
         """Resolve (pull if allowed) the algorithm's and the helper's images, and the VOLUMEs they
         declare; an Ending if one is not available."""
         algo = job.spec["algorithm"]
-        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
+        env = self.settings.environment(job.environment)
+        raw = None if algo.get("did") else (env.rawAlgorithmImages if env else ())  # the consumer's choice
+        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"], raw),
                                              self.images.resolve_ref(self.settings.helperImage),
                                              return_exceptions=True)
         if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it

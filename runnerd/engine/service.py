@@ -38,7 +38,7 @@ class Engine:
         self.catalog = catalog
         self.hooks = hooks or Hooks()
         self.workspace = Workspace(data_dir, settings.jobUser)
-        self.images = Images(runtime, settings.imagePull)
+        self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog)
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
