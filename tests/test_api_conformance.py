@@ -526,6 +526,10 @@ POLICY_CASES = [
      "not_trusted_algo", "datasets[1]"),
     ("additional_unknown_service", "open", RAW,
      {"additionalDatasets": [{"documentId": "open", "serviceId": "nope"}]}, "not_found", "datasets[1].serviceId"),
+    ("additional_access_service", "open", RAW, {"additionalDatasets": ["access"]}, "not_compute",
+     "datasets[1].serviceId"),
+    ("additional_algorithm_asset", "open", RAW, {"additionalDatasets": [{"documentId": "algo", "serviceId": "access"}]},
+     "not_dataset", "datasets[1].documentId"),
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
+from runnerd.engine.owners import StartRate
 from runnerd.engine.runner import Hooks, JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, Unavailable
-from runnerd.store import AgreementInUse, JobStore, QueueFull
+from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
+from runnerd.store import AgreementInUse, JobStore, OwnerLimit, QueueFull
 
 log = logging.getLogger("runnerd.engine")
 
@@ -45,14 +47,16 @@ class Engine:
         self.catalog = catalog
         self.hooks = hooks or Hooks()
         self.workspace = Workspace(data_dir, settings.jobUser)
-        self.images = Images(runtime, settings.imagePull)
+        self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog)
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
         self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks)
         self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores)
         self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
-                               settings.orphanGraceSeconds, settings.sweepIntervalSeconds)
+                               settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
+                               settings.jobRetentionSeconds)
+        self.starts = StartRate(settings.startsPerMinutePerOwner)
         self._watch: asyncio.Task | None = None
 
     def _docker_changed(self, downstream):
@@ -116,6 +120,20 @@ class Engine:
     async def submit(self, params: dict, owner: str) -> Job:
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
+        wait = self.starts.take(owner.lower())  # cheapest check first; taken before any await
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"{owner} has used its starts for now (startsPerMinutePerOwner "
+                f"{self.settings.startsPerMinutePerOwner:g}); try again in {seconds} s",
+                headers={"Retry-After": str(seconds)})
+        try:
+            return await self._submit(params, owner)
+        except Exception:
+            self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
+            raise
+
+    async def _submit(self, params: dict, owner: str) -> Job:
         job = self.intake.build(params, owner)
         job.request = restart_record(params)
         return await self._enqueue(job, owner)
@@ -145,7 +163,10 @@ class Engine:
         env = self.settings.environment(job.environment)
         assert env is not None
         try:
-            await self.store.insert(job, env.maxQueue, env.maxJobs)
+            await self.store.insert(job, env.maxQueue, env.maxJobs, self.settings.maxJobsPerOwner,
+                                    int(self.settings.maxResultGBPerOwner * 1024**3))
+        except OwnerLimit as exc:
+            raise TooManyRequests(_owner_limit_text(owner, exc)) from None
         except QueueFull:
             raise Unavailable(f"the queue of {env.id} is full ({env.maxQueue} jobs); try again later",
                               "queue_full") from None
@@ -185,3 +206,12 @@ class Engine:
 
     def current_jobs(self, env_id: str) -> int:
         return self.scheduler.running_count(env_id)
+
+
+def _owner_limit_text(owner: str, exc: OwnerLimit) -> str:
+    if exc.limit == "jobs":
+        return (f"{owner} already has {exc.used} jobs queued or running (maxJobsPerOwner {exc.cap}); "
+                "start more once one has ended, or stop one")
+    return (f"the kept results of {owner} occupy {exc.used / 1024**3:.2f} GB, more than maxResultGBPerOwner "
+            f"({exc.cap / 1024**3:g} GB); delete finished jobs you no longer need (DELETE) or wait for "
+            "their results to expire")
