@@ -53,7 +53,7 @@ async def _restart(request: web.Request, params: dict[str, Any], job_id: str) ->
     if sent_did and sent_did != old.document_id:
         raise BadRequest(f"job {job_id} ran on {old.document_id}, not {sent_did}; a restart runs the same inputs",
                          "invalid", "dataset.documentId")
-    job = await request.app[ENGINE].restart(old, params, owner)
+    job = await request.app[ENGINE].submit(params, owner, restart_of=old)
     return web.json_response([request.app[VIEW].render(job, base_url(request))])
 
 

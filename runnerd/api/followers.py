@@ -22,13 +22,13 @@ from aiohttp import web
 
 from runnerd.config import Settings
 from runnerd.domain import JobStatus
-from runnerd.errors import RunnerdError, Unavailable
+from runnerd.errors import TooManyRequests, Unavailable
 
 _TICK = 0.2  # how often a watcher looks at its log file and job status
 _NUDGE = 5.0  # followers are woken at least this often, to notice a client that went away
 
 
-class TooManyFollowers(RunnerdError):
+class TooManyFollowers(TooManyRequests):
     http_status = 429
     default_code = "too_many_followers"
 

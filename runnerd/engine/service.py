@@ -117,7 +117,8 @@ class Engine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def submit(self, params: dict, owner: str) -> Job:
+    async def submit(self, params: dict, owner: str, restart_of: Job | None = None) -> Job:
+        """A start, or with `restart_of` a restart: both under the same start rate and caps."""
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
         wait = self.starts.take(owner.lower())  # cheapest check first; taken before any await
@@ -128,6 +129,8 @@ class Engine:
                 f"{self.settings.startsPerMinutePerOwner:g}); try again in {seconds} s",
                 headers={"Retry-After": str(seconds)})
         try:
+            if restart_of is not None:
+                return await self._restart(restart_of, params, owner)
             return await self._submit(params, owner)
         except Exception:
             self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
@@ -138,7 +141,7 @@ class Engine:
         job.request = restart_record(params)
         return await self._enqueue(job, owner)
 
-    async def restart(self, old: Job, params: dict, owner: str) -> Job:
+    async def _restart(self, old: Job, params: dict, owner: str) -> Job:
         """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
         policy and limits) on the inputs, algorithm and environment the original was started
         with; the original is never rewritten. `dataset.transferTxId` of this request, if any,
@@ -150,8 +153,6 @@ class Engine:
         if not record:
             raise BadRequest(f"job {old.job_id} cannot be restarted: what it was started with is no longer kept; "
                              "start a new job instead", "restart_unavailable", "jobId")
-        if not self.docker_up:
-            raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
         dataset = params.get("dataset") if isinstance(params.get("dataset"), dict) else {}
         tx = dataset.get("transferTxId") or old.agreement_id
         again = {**record, "dataset": {**record["dataset"], "transferTxId": tx}}
