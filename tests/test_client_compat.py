@@ -341,6 +341,7 @@ def test_sigterm_with_an_open_follower_ends_it_cleanly(tmp_path):
         assert d.proc.wait(60) == 0
         d.start()
         c.stop(job_id)
+        wait_done(c, job_id)  # ended, so that its containers are gone before the daemon stops
     finally:
         d.stop()
         left = d.leftover_containers()
