@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-from eth_account import Account
 
 from runnerd import signing
 
@@ -57,7 +56,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, private_key: str | None = None, timeout: float = 60):
         self.url = url.rstrip("/")
         self.key = private_key or load_key()
-        self.address = Account.from_key(self.key).address
+        self.address = signing.address_of(self.key)
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self._nonce: int | None = None
         self._lock = threading.Lock()

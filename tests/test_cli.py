@@ -124,16 +124,20 @@ def test_stop_from_the_cli_keeps_logs(user):
     deadline = time.time() + 60
     while "Running algorithm" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
         time.sleep(0.2)
+    early = runnerd(daemon, "get", job_id, "--output", str(tmp / "early"), env=env, check=False)
+    assert early.returncode == 1 and "has not finished" in early.stderr and not (tmp / "early").exists()
     runnerd(daemon, "stop", job_id, env=env)
     while "Job stopped" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
         time.sleep(0.2)
     logs = runnerd(daemon, "logs", job_id, env=env)
     assert "started" in logs.stdout
+    missing = runnerd(daemon, "get", job_id, "--index", "9", env=env, check=False)
+    assert missing.returncode == 2 and "has no result 9" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_client_errors_say_how_to_fix_them(user):
     daemon, _, env, _ = user
     down = runnerd(daemon, "status", "--url", "http://127.0.0.1:9", env=env, check=False)
-    assert down.returncode == 1 and "runnerd serve" in down.stderr and "Traceback" not in down.stderr
+    assert down.returncode == 3 and "runnerd serve" in down.stderr and "Traceback" not in down.stderr
     bad = runnerd(daemon, "submit", "--dataset", "did:op:" + "0" * 64, "--algo-file", __file__, env=env, check=False)
     assert bad.returncode == 1 and "not in this node's catalog" in bad.stderr and "Traceback" not in bad.stderr

@@ -213,3 +213,25 @@ def test_verify_any_finds_the_signed_text():
     sig = signing.sign(key, own, "7")
     assert signing.verify_any(address, [[address, "j", ""], own], "7", sig) == own
     assert signing.verify_any(address, [[address, "j", ""]], "7", sig) is None
+
+
+def test_own_signing_and_addresses_match_eth_account():
+    """signing.sign / address_of / to_checksum_address use libsecp256k1 directly (the CLI must not
+    pay for importing eth-account); they must give exactly eth-account's answers."""
+    import secrets as _secrets
+
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    for _ in range(20):
+        key = "0x" + _secrets.token_hex(32)
+        parts, nonce = ["0xabc", _secrets.token_hex(8)], str(_secrets.randbelow(10**19))
+        expected = Account.sign_message(encode_defunct(primitive=signing.message_hash(parts, nonce)),
+                                        private_key=key).signature.hex()
+        assert signing.sign(key, parts, nonce) == (expected if expected.startswith("0x") else "0x" + expected)
+        assert signing.address_of(key) == Account.from_key(key).address
+        assert signing.recover_signer(parts, nonce, signing.sign(key, parts, nonce)) == Account.from_key(key).address
+    with pytest.raises(ValueError):
+        signing.address_of("0x1234")
+    with pytest.raises(ValueError):
+        signing.address_of("0x" + "00" * 32)

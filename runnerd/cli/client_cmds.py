@@ -16,16 +16,43 @@ from typing import Any
 
 import httpx
 
-from runnerd import imageref
+from runnerd import domain, imageref
 from runnerd.cli import safe
 from runnerd.cli.safe import text
-from runnerd.client import DEFAULT_URL, ApiError, Client, load_key
+from runnerd.client import DEFAULT_URL, ApiError, Client, default_key_file, load_key
 
-TERMINAL = {7, 31, 32, 70, 71, 72, 73, 74, 75, 76}
+TERMINAL = {int(s) for s in domain.TERMINAL}  # the daemon's own list, as numbers
+
+
+# Exit statuses: 0 done (for submit --wait: the job completed), 1 the job or the daemon said no,
+# 2 a mistake in what was typed (fix the command), 3 the daemon cannot be reached.
+EXIT_INPUT, EXIT_UNREACHABLE = 2, 3
+
+
+class InputError(Exception):
+    """A mistake in the command line or a file it names: one line, how to fix it, exit 2."""
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, load_key(key_file=args.key_file))
+    default = default_key_file()
+    silent = args.key_file or os.environ.get("RUNNERD_PRIVATE_KEY") or os.environ.get("RUNNERD_KEY_FILE")
+    created = not silent and not default.exists()
+    try:
+        client = Client(args.url, load_key(key_file=args.key_file))
+    except FileNotFoundError as exc:
+        raise InputError(f"the key file {exc.filename} does not exist (give an existing --key-file, or set "
+                         f"RUNNERD_PRIVATE_KEY=0x<64 hex digits>)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the key file: {exc}") from None
+    except ValueError:
+        where = f"the key file {args.key_file}" if args.key_file else (
+            "RUNNERD_PRIVATE_KEY" if os.environ.get("RUNNERD_PRIVATE_KEY") else "the key file")
+        raise InputError(f"{where} does not hold a private key: expected 0x followed by 64 hex digits") from None
+    if created:
+        print(f"runnerd: created a signing key for you in {default} (address {client.address}); your jobs belong "
+              f"to that address: keep the file, and back it up, or you lose access to their results",
+              file=sys.stderr)
+    return client
 
 
 def _print_json(value: Any) -> None:
@@ -57,22 +84,47 @@ def _algorithm(args: argparse.Namespace) -> dict[str, Any]:
     try:
         ref = imageref.parse(args.image)
     except ValueError as exc:
-        raise SystemExit(f"runnerd: --image {args.image!r} is not an image reference: {exc}") from None
+        raise InputError(f"--image {args.image!r} is not an image reference: {exc}") from None
     container = {"image": ref.name, "tag": ref.tag or "latest", "entrypoint": args.entrypoint,
                  "checksum": args.checksum or ref.digest}
     algo: dict[str, Any]
     if args.algo:
         algo = {"documentId": args.algo, "serviceId": args.algo_service, "transferTxId": "0x" + "0" * 64}
     elif args.algo_file:
-        algo = {"meta": {"rawcode": Path(args.algo_file).read_text(encoding="utf-8"), "container": container}}
+        algo = {"meta": {"rawcode": _read("--algo-file", args.algo_file), "container": container}}
     elif args.algo_url:
         algo = {"meta": {"url": args.algo_url, "container": container}}
     else:
-        raise SystemExit("runnerd: give the algorithm with --algo DID, --algo-file FILE or --algo-url URL")
+        raise InputError("give the algorithm with --algo DID, --algo-file FILE or --algo-url URL")
     if args.custom_data:
-        raw = Path(args.custom_data[1:]).read_text() if args.custom_data.startswith("@") else args.custom_data
-        algo["algocustomdata"] = json.loads(raw)
+        algo["algocustomdata"] = _custom_data(args.custom_data)
     return algo
+
+
+def _read(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{flag} {path} is a folder; give a file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{flag} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: {exc.strerror}") from None
+
+
+def _custom_data(value: str) -> Any:
+    """--custom-data JSON or @FILE: a JSON document, checked here so a typo is one line, not a job."""
+    source = "--custom-data"
+    if value.startswith("@"):
+        source = f"--custom-data file {value[1:]}"
+        value = _read("--custom-data", value[1:])
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise InputError(f"{source} is not JSON ({exc.args[0].split(':')[0].lower()}); quote keys and strings, e.g. "
+                         f"--custom-data '{{\"delimiter\": \";\"}}', or give @file.json") from None
 
 
 def _wait(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
@@ -144,9 +196,10 @@ def _download(client: Client, job: dict[str, Any], folder: Path, only: int | Non
 
 
 def _submit(args: argparse.Namespace) -> int:
+    algorithm = _algorithm(args)  # every local mistake before the daemon is asked anything
     client = _client(args)
     env = args.env or client.environments()[0]["id"]
-    job = client.start(args.dataset, _algorithm(args), env, service_id=args.service)
+    job = client.start(args.dataset, algorithm, env, service_id=args.service)
     print(safe.job_id(job.get("jobId")))
     if not args.wait:
         if args.json:
@@ -173,8 +226,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
+    if args.index is not None and args.index < 0:
+        raise InputError(f"--index {args.index}: result indexes start at 0 (`runnerd status JOB --json` lists them)")
     client = _client(args)
     job = client.job(args.job)
+    if job.get("status") not in TERMINAL:
+        print(f"runnerd: job {text(args.job)} has not finished (status {text(job.get('status'))} "
+              f"{text(job.get('statusText'))}): its results are published when it ends; wait with "
+              f"`runnerd status {text(args.job)}` and run `get` again", file=sys.stderr)
+        return 1
+    indexes = [r.get("index") for r in job.get("results") or [] if isinstance(r, dict)]
+    if args.index is not None and args.index not in indexes:
+        raise InputError(f"job {text(args.job)} has no result {args.index}; its results are "
+                         f"{', '.join(text(i) for i in indexes) or 'none'} (`runnerd status {text(args.job)} --json`)")
+    if not indexes:
+        print(f"runnerd: job {text(args.job)} published no results ({text(job.get('statusText'))})", file=sys.stderr)
+        return 1
     folder = _results_folder(args.output, job.get("jobId"))
     for path in _download(client, job, folder, args.index, args.quiet):
         print(text(path))
@@ -212,13 +279,16 @@ def _guard(func):
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except InputError as exc:
+            print(f"runnerd: {text(exc)}", file=sys.stderr)
+            return EXIT_INPUT
         except ApiError as exc:
             print(f"runnerd: {text(exc)}", file=sys.stderr)
             return 1
         except httpx.HTTPError as exc:
             print(f"runnerd: cannot reach {text(args.url)}: {text(exc)} (is `runnerd serve` running? --url / "
                   "RUNNERD_URL)", file=sys.stderr)
-            return 1
+            return EXIT_UNREACHABLE
     return run
 
 
