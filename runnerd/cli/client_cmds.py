@@ -200,18 +200,21 @@ def _submit(args: argparse.Namespace) -> int:
     client = _client(args)
     env = args.env or client.environments()[0]["id"]
     job = client.start(args.dataset, algorithm, env, service_id=args.service)
-    print(safe.job_id(job.get("jobId")))
+    job_id = safe.job_id(job.get("jobId"))
+    if not args.json:  # with --json, stdout is one JSON document and nothing else (for jq)
+        print(job_id)
     if not args.wait:
         if args.json:
             _print_json(job)
         return 0
     job = _wait(client, job, args.json)
+    folder = _results_folder(args.output, job_id)
+    saved = _download(client, job, folder, quiet=args.json)
     if args.json:
-        _print_json(job)
+        _print_json({**job, "saved": [str(path) for path in saved]})
     else:
         print(_line(job), file=sys.stderr)
-        folder = _results_folder(args.output, job.get("jobId"))
-        for path in _download(client, job, folder):
+        for path in saved:
             print(f"  saved {text(path)}", file=sys.stderr)
     return 0 if job["status"] == 70 else 1
 
@@ -243,17 +246,25 @@ def _get(args: argparse.Namespace) -> int:
         print(f"runnerd: job {text(args.job)} published no results ({text(job.get('statusText'))})", file=sys.stderr)
         return 1
     folder = _results_folder(args.output, job.get("jobId"))
-    for path in _download(client, job, folder, args.index, args.quiet):
+    saved = _download(client, job, folder, args.index, args.quiet or args.json)
+    if args.json:
+        _print_json([str(path) for path in saved])
+    for path in ([] if args.json else saved):
         print(text(path))
     return 0
 
 
 def _logs(args: argparse.Namespace) -> int:
+    if args.json and args.follow:
+        raise InputError("--json and -f do not go together: a live log is not one JSON document (drop one)")
     client = _client(args)
     with client.log_stream(args.job, follow=args.follow) as response:
         if response.status_code >= 400:
             response.read()
             raise ApiError(response.status_code, response.json())
+        if args.json:
+            _print_json({"jobId": args.job, "log": response.read().decode("utf-8", "replace")})
+            return 0
         try:
             for chunk in response.iter_raw():
                 sys.stdout.buffer.write(chunk)
@@ -264,13 +275,19 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    for job in _client(args).stop(args.job):
+    jobs = _client(args).stop(args.job)
+    if args.json:
+        _print_json(jobs)
+    for job in ([] if args.json else jobs):
         print(_line(job))
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    for job in _client(args).delete(args.job):
+    jobs = _client(args).delete(args.job)
+    if args.json:
+        _print_json(jobs)
+    for job in ([] if args.json else jobs):
         print(_line(job))
     return 0
 
