@@ -36,6 +36,8 @@ async def compute_logs(request: web.Request) -> web.StreamResponse:
         offset = await _send_new_bytes(response, path, offset)
         if not follow:
             break
+        if request.transport is None or request.transport.is_closing():
+            raise ConnectionResetError("the follower hung up")  # the errors middleware: a client gone, not a fault
         current = store.status_of(job_id)
         if current is None or current.terminal:
             await _send_new_bytes(response, path, offset)  # what was written before the end
