@@ -102,6 +102,21 @@ def test_an_idle_connection_is_closed_after_keep_alive(tight):
     assert answer.startswith(b"HTTP/1.1 200")  # the request itself was answered; then the idle close
 
 
+def test_a_request_sent_in_pieces_gets_one_answer_and_no_stray_408(tight):
+    """The head deadline is for heads: the chunk that ends a body must not start it."""
+    sock = connect(tight)
+    body = b'{"consumerAddress": "0x' + b"1" * 40 + b'"}'
+    sock.sendall(b"GET /api/services/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body))
+    for piece in (body[:10], body[10:]):
+        time.sleep(0.3)
+        sock.sendall(piece)
+    answer, closed = until_closed(sock)  # the answer, then the keep-alive close
+    assert closed
+    status, error = error_of(answer)  # exactly one response: a stray 408 would trail it
+    assert (status, error["code"], error.get("field")) == (400, "missing", "nonce"), error
+
+
 def test_a_declared_length_over_the_limit_is_413_before_the_body(tight):
     sock = connect(tight)
     sock.sendall(b"POST /api/services/compute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

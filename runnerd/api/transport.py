@@ -110,13 +110,15 @@ class Connection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
+        # Judged before parsing: the chunk that completes a body leaves it at EOF.
+        in_body = self._body is not None and not self._body.is_eof()
         super().data_received(data)
         if self._request_count != heads:  # a head (or a refused request) is complete
             self._disarm()
             self._body = self._messages[-1][1] if self._messages else None
-        elif (data and self._head_timer is None and not (self._close or self._force_close)
-              and (self._body is None or self._body.is_eof())):
-            # Bytes that are not a body: the start of a new request head.
+        elif data and not in_body and self._head_timer is None and not (self._close or self._force_close):
+            # Bytes that are not a body: the start of a new request head. (A head that begins in
+            # the chunk that ends a body is left to the keep-alive timer.)
             self._head_timer = self._loop.call_later(self._head_seconds, self._head_expired)
 
     def _disarm(self) -> None:
