@@ -28,6 +28,19 @@ _EIP191_HASH_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _NONCE = re.compile(r"[0-9]{1,30}(\.[0-9]{1,20})?")
 
 
+# runnerd's own signed texts begin with this, then the action word and ":" (SPEC §2). Every text an
+# Ocean client signs (Provider v2: `consumerAddress + ...`; ocean-node: `consumerAddress + nonce +
+# command`; Provider's download: `documentId + nonce`) begins with an address or a DID, never with
+# "runnerd:", so an own text can never be replayed as an Ocean one, nor one action as another.
+OWN_PREFIX = "runnerd:"
+
+
+def own_text(action: str, parts: list[str]) -> list[str]:
+    """The parts of runnerd's own text for `action` (e.g. "computeLogs"): `runnerd:<action>:` and
+    then the parts Ocean would sign; the nonce follows as always."""
+    return [f"{OWN_PREFIX}{action}:", *parts]
+
+
 def is_address(value: object) -> bool:
     return isinstance(value, str) and bool(_ADDRESS.fullmatch(value))
 
@@ -93,6 +106,35 @@ def verify(address: str, parts: list[str], nonce: str, signature: str) -> bool:
     """Whether `address` (compared case-insensitively) signed `parts + nonce`."""
     signer = _recover_address(parts, nonce, signature)
     return signer is not None and "0x" + signer.hex() == address.lower()
+
+
+def verify_any(address: str, texts: list[list[str]], nonce: str, signature: str) -> list[str] | None:
+    """The first of `texts` that `address` signed (followed by `nonce`), or None."""
+    for parts in texts:
+        if verify(address, parts, nonce, signature):
+            return parts
+    return None
+
+
+def js_number_text(value: Decimal) -> str:
+    """`String(Number(x))` as JavaScript prints it: what ocean.js signs when it adds 1 to the
+    nonce it read (a 19-digit nonce loses its last digits in a double)."""
+    shortest = Decimal(repr(float(value)))  # repr and JS both print the shortest round-trip digits
+    if shortest == shortest.to_integral_value():
+        return str(int(shortest))
+    return format(shortest.normalize(), "f")
+
+
+def next_nonce_texts(stored: str | None) -> list[str]:
+    """The texts a client that does not send its nonce signed: the stored nonce + 1, exactly and as
+    ocean.js computes it (they differ only for nonces beyond 2**53)."""
+    value = Decimal(stored or "0") + 1
+    exact = str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
+    texts = [exact]
+    js = js_number_text(value)
+    if js != exact and _NONCE.fullmatch(js):
+        texts.append(js)
+    return texts
 
 
 def sign(private_key: str | bytes, parts: list[str], nonce: str) -> str:

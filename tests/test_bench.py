@@ -20,6 +20,7 @@ CASES = {
     "data_path.py": ["--mib", "4"],
     "big_bodies.py": ["--senders", "1", "--seconds", "1"],
     "store_scale.py": ["--jobs", "300", "--lookups", "5"],
+    "start_rate.py": ["--clients", "2", "--per-client", "3"],
 }
 
 

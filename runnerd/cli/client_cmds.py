@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 
+from runnerd import imageref
+from runnerd.cli import safe
+from runnerd.cli.safe import text
 from runnerd.client import DEFAULT_URL, ApiError, Client, load_key
 
 TERMINAL = {7, 31, 32, 70, 71, 72, 73, 74, 75, 76}
@@ -30,8 +33,10 @@ def _print_json(value: Any) -> None:
 
 
 def _line(job: dict[str, Any]) -> str:
-    extra = f"  error: {job['error']}" if job.get("error") else ""
-    return f"{job['jobId']}  {job['status']:>3} {job['statusText']:<30} {job['environment']}{extra}"
+    """One job for people. Every field is the server's, so each is made printable first."""
+    extra = f"  error: {text(job['error'])}" if job.get("error") else ""
+    return (f"{text(job.get('jobId'))}  {text(job.get('status')):>3} {text(job.get('statusText')):<30} "
+            f"{text(job.get('environment'))}{extra}")
 
 
 def _envs(args: argparse.Namespace) -> int:
@@ -40,15 +45,21 @@ def _envs(args: argparse.Namespace) -> int:
         _print_json(envs)
         return 0
     for e in envs:
-        print(f"{e['id']:<20} {e['cpuNumber']:g} CPU  {e['ramGB']:g} GB RAM  {e['diskGB']:g} GB disk  "
-              f"{e['gpuNumber']} GPU  running {e['currentJobs']}/{e['maxJobs']}  queued {e['queuedJobs']}  "
-              f"max {e['maxJobDuration']:g}s  {e['desc']}")
+        n = {k: safe.number(e.get(k)) for k in ("cpuNumber", "ramGB", "diskGB", "gpuNumber", "currentJobs",
+                                                  "maxJobs", "queuedJobs", "maxJobDuration")}
+        print(f"{text(e.get('id')):<20} {n['cpuNumber']} CPU  {n['ramGB']} GB RAM  {n['diskGB']} GB disk  "
+              f"{n['gpuNumber']} GPU  running {n['currentJobs']}/{n['maxJobs']}  queued {n['queuedJobs']}  "
+              f"max {n['maxJobDuration']}s  {text(e.get('desc', ''))}")
     return 0
 
 
 def _algorithm(args: argparse.Namespace) -> dict[str, Any]:
-    image, _, tag = args.image.rpartition(":") if ":" in args.image.split("/")[-1] else (args.image, "", "latest")
-    container = {"image": image, "tag": tag, "entrypoint": args.entrypoint, "checksum": args.checksum}
+    try:
+        ref = imageref.parse(args.image)
+    except ValueError as exc:
+        raise SystemExit(f"runnerd: --image {args.image!r} is not an image reference: {exc}") from None
+    container = {"image": ref.name, "tag": ref.tag or "latest", "entrypoint": args.entrypoint,
+                 "checksum": args.checksum or ref.digest}
     algo: dict[str, Any]
     if args.algo:
         algo = {"documentId": args.algo, "serviceId": args.algo_service, "transferTxId": "0x" + "0" * 64}
@@ -68,45 +79,63 @@ def _wait(client: Client, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
     """Follow a job through its stages, printing each with the time it was reached (the daemon
     records them, so a stage shorter than the poll interval is still shown, with its real time)."""
     shown, delay = 0, 0.1
-    created = float(job["dateCreated"])
+    job_id = safe.job_id(job.get("jobId"))
+    created = _date(job.get("dateCreated"))
     while True:
         history = job.get("statusHistory") or [{"status": job["status"], "statusText": job["statusText"],
                                                 "date": job["dateCreated"]}]
         for step in history[shown:]:
             if not quiet:
-                print(f"[{float(step['date']) - created:6.2f}s] {step['status']:>3} {step['statusText']}",
-                      file=sys.stderr)
+                print(f"[{_date(step.get('date')) - created:6.2f}s] {text(step.get('status')):>3} "
+                      f"{text(step.get('statusText'))}", file=sys.stderr)
         shown = len(history)
         if job["status"] in TERMINAL:
             return job
         time.sleep(delay)
         delay = min(delay * 1.5, 1.0)
-        job = client.job(job["jobId"])
+        job = client.job(job_id, signed=False)  # no signature to leak while polling; results listed
+
+
+def _date(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _results_folder(output: str | None, job_id: str) -> Path:
+    return Path(output) if output else Path("runnerd-results") / safe.job_id(job_id)
 
 
 def _download(client: Client, job: dict[str, Any], folder: Path, only: int | None = None,
               quiet: bool = False) -> list[Path]:
     from tqdm import tqdm
 
+    job_id = safe.job_id(job.get("jobId"))
     folder.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for r in job["results"]:
-        if only is not None and r["index"] != only:
+    saved, names = [], safe.Names()
+    for r in job.get("results") or []:
+        index = r.get("index") if isinstance(r, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise SystemExit(f"runnerd: the server listed a result with an invalid index {text(repr(index))}")
+        kind = r.get("type")
+        # The name is the server's: cleaned, kept inside `folder`, unique there (named in list
+        # order whatever --index picks, so a result is saved under the same name either way).
+        name = names.add(r.get("filename") if kind == "output" else f"{kind}-{r.get('filename')}")
+        if only is not None and index != only:
             continue
-        name = r["filename"] if r["type"] == "output" else f"{r['type']}-{r['filename']}"
-        parts = Path(name).parts
-        if not parts or Path(name).is_absolute() or ".." in parts:  # the name comes from the server
-            raise SystemExit(f"runnerd: refusing result {r['index']}: unsafe file name {name!r}")
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        with client.result_stream(job["jobId"], r["index"]) as response:
+        size = r.get("filesize")
+        with client.result_stream(job_id, index) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ApiError(response.status_code, response.json())
             # disable=None: no bar when stderr is not a terminal (logs, CI), one when it is
-            with open(target, "wb") as out, tqdm(total=r["filesize"], unit="B", unit_scale=True, desc=name,
-                                                 disable=True if quiet else None, file=sys.stderr,
-                                                 leave=False) as bar:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with open(fd, "wb") as out, tqdm(total=size if isinstance(size, int) else None, unit="B",
+                                             unit_scale=True, desc=text(name), disable=True if quiet else None,
+                                             file=sys.stderr, leave=False) as bar:
                 for chunk in response.iter_bytes(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -118,7 +147,7 @@ def _submit(args: argparse.Namespace) -> int:
     client = _client(args)
     env = args.env or client.environments()[0]["id"]
     job = client.start(args.dataset, _algorithm(args), env, service_id=args.service)
-    print(job["jobId"])
+    print(safe.job_id(job.get("jobId")))
     if not args.wait:
         if args.json:
             _print_json(job)
@@ -128,9 +157,9 @@ def _submit(args: argparse.Namespace) -> int:
         _print_json(job)
     else:
         print(_line(job), file=sys.stderr)
-        folder = Path(args.output or Path("runnerd-results") / job["jobId"])
+        folder = _results_folder(args.output, job.get("jobId"))
         for path in _download(client, job, folder):
-            print(f"  saved {path}", file=sys.stderr)
+            print(f"  saved {text(path)}", file=sys.stderr)
     return 0 if job["status"] == 70 else 1
 
 
@@ -146,9 +175,9 @@ def _status(args: argparse.Namespace) -> int:
 def _get(args: argparse.Namespace) -> int:
     client = _client(args)
     job = client.job(args.job)
-    folder = Path(args.output or Path("runnerd-results") / job["jobId"])
+    folder = _results_folder(args.output, job.get("jobId"))
     for path in _download(client, job, folder, args.index, args.quiet):
-        print(path)
+        print(text(path))
     return 0
 
 
@@ -184,11 +213,11 @@ def _guard(func):
         try:
             return func(args)
         except ApiError as exc:
-            print(f"runnerd: {exc}", file=sys.stderr)
+            print(f"runnerd: {text(exc)}", file=sys.stderr)
             return 1
         except httpx.HTTPError as exc:
-            print(f"runnerd: cannot reach {args.url}: {exc} (is `runnerd serve` running? --url / RUNNERD_URL)",
-                  file=sys.stderr)
+            print(f"runnerd: cannot reach {text(args.url)}: {text(exc)} (is `runnerd serve` running? --url / "
+                  "RUNNERD_URL)", file=sys.stderr)
             return 1
     return run
 

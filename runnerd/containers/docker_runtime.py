@@ -17,6 +17,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
+from runnerd import imageref
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -156,17 +157,18 @@ class DockerRuntime:
         api, deadline, stall = self._api, self._pull_timeout, min(120.0, self._pull_timeout)
 
         def pull() -> None:
-            repo, tag = docker.utils.parse_repository_tag(ref)
+            parsed = imageref.parse(ref)  # ValueError: a reference Docker would refuse anyway
             response = None
             try:
-                response = api._post(api._url("/images/create"), params={"fromImage": repo, "tag": tag or "latest"},
+                response = api._post(api._url("/images/create"),
+                                     params={"fromImage": parsed.name, "tag": parsed.digest or parsed.tag or "latest"},
                                      stream=True, timeout=(10, stall))
                 api._raise_for_status(response)
                 started = time.monotonic()
                 for line in response.iter_lines():  # a silence longer than `stall` raises ReadTimeout
                     message = json.loads(line) if line else {}
                     if message.get("error"):
-                        raise ImageMissing(f"cannot pull {ref}: {message['error']}")
+                        raise ImageMissing(f"cannot pull {ref}", detail=str(message["error"]))
                     if time.monotonic() - started > deadline:
                         raise ImageMissing(f"cannot pull {ref}: it took longer than imagePullTimeout ({deadline:g}s)")
             except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
@@ -181,7 +183,7 @@ class DockerRuntime:
         try:
             await self._call(pull, long=True)
         except (docker.errors.APIError, RuntimeUnavailable, ValueError) as exc:
-            raise ImageMissing(f"cannot pull {ref}: {getattr(exc, 'explanation', None) or exc}") from exc
+            raise ImageMissing(f"cannot pull {ref}", detail=str(getattr(exc, "explanation", None) or exc)) from exc
 
     async def create(self, spec: ContainerSpec) -> str:
         api = self._api
@@ -212,7 +214,7 @@ class DockerRuntime:
         try:
             return await self._call(create)
         except docker.errors.ImageNotFound as exc:
-            raise ImageMissing(f"image {spec.image} is not present: {exc.explanation}") from exc
+            raise ImageMissing(f"image {spec.image} is not on this host", detail=str(exc.explanation)) from exc
         except docker.errors.APIError as exc:  # a 4xx: _call already turned 5xx into RuntimeUnavailable
             raise ContainerRefused(f"Docker refused container {spec.name}: {exc.explanation or exc}") from exc
 
