@@ -50,6 +50,12 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("publicUrl", "", "str", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)"),
     Key("resultUrlTtl", 86400, "int", "lifetime of the capability tokens in result URLs", unit="s", minimum=60),
     Key("maxRequestBytes", 4 * 1024 * 1024, "int", "largest accepted request body", unit="bytes", minimum=1024),
+    Key("maxConnections", 256, "int", "open client connections; beyond, a new one gets 503 and is closed", minimum=1),
+    Key("requestHeaderSeconds", 10, "number", "time from a request's first byte to the end of its headers (408)",
+        unit="s", minimum=0.1),
+    Key("requestBodySeconds", 30, "number", "time for a whole request body to arrive after its headers (408)",
+        unit="s", minimum=0.1),
+    Key("keepAliveSeconds", 15, "number", "an idle keep-alive connection is closed after this", unit="s", minimum=0.1),
     Key("jobUser", "65532:65532", "str",
         "uid:gid every job container runs as: never root, and best a uid no host user has"),
     Key("stopGraceSeconds", 5, "number", "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s",
@@ -177,6 +183,10 @@ class Settings:
     publicUrl: str
     resultUrlTtl: int
     maxRequestBytes: int
+    maxConnections: int
+    requestHeaderSeconds: float
+    requestBodySeconds: float
+    keepAliveSeconds: float
     jobUser: str
     stopGraceSeconds: float
     provisionTimeout: float

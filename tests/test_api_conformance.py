@@ -818,10 +818,12 @@ def test_unsatisfiable_range_is_416_in_the_error_shape(finished, header):
 
 
 def test_overlong_request_line_gets_the_error_shape(make_daemon):
+    """aiohttp's own line limit (8190 bytes) refuses it, answered in the error shape (issue #10
+    item 7: raising the limit to let our own checks answer cost memory per unfinished request)."""
     daemon = make_daemon()
     r = httpx.get(f"{daemon.url}{API}/compute", params={"jobId": "a" * 9000})
     warned = "Failed to create request handler" in daemon.log()
-    assert r.status_code == 400 and assert_error_shape(r)["field"] == "jobId"
+    assert r.status_code == 414 and assert_error_shape(r)["code"] == "uri_too_long"
     assert not warned
 
 

@@ -50,7 +50,7 @@ async def compute_logs(request: web.Request) -> web.StreamResponse:
                 await _send_new_bytes(response, path, offset)  # what was written before the end
                 break
             if request.transport is None or request.transport.is_closing():
-                return response  # the client went away
+                raise ConnectionResetError("the follower hung up")  # the errors middleware: a client gone (499)
             await woken.wait()
     await response.write_eof()
     return response
