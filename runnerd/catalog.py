@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,47 @@ DID_RE = re.compile(r"did:op:[0-9a-fA-F]{64}")
 
 
 class AssetError(Exception):
-    """A DDO (or one of its files) that cannot be used; the message says which and why."""
+    """A DDO (or one of its files) that cannot be used. The message says which and why, for the
+    operator (it may name paths); `public` says why without naming any path, for consumers."""
+
+    def __init__(self, message: str, public: str = "cannot be used"):
+        super().__init__(message)
+        self.public = public
+
+
+_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_no_follow(path: str) -> int:
+    """Open an absolute path for reading, following no symbolic link on the way: every component
+    is opened relative to its parent with O_NOFOLLOW, so a symlink anywhere (or one swapped in
+    later) fails with ELOOP/ENOTDIR instead of leading elsewhere. The file must be regular (it is
+    opened non-blocking, so a FIFO cannot hang the caller). Returns the fd; the caller closes it."""
+    parts = [p for p in path.split("/") if p]
+    if not os.path.isabs(path) or not parts or any(p in (".", "..") for p in parts):
+        raise OSError(f"not a normalized absolute path: {path!r}")
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        child = os.open(parts[-1], _NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(child).st_mode):
+        os.close(child)
+        raise OSError(f"{path} is not a regular file")
+    return child
+
+
+def mode_readable_by(st: os.stat_result, uid: int, gid: int) -> bool:
+    """Whether uid:gid may read a file with this stat (owner, then group, then other bits)."""
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
 
 
 @dataclass(frozen=True)
@@ -91,7 +132,7 @@ class Catalog:
     roots: tuple[Path, ...] = ()  # other folders `file` assets may point into
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    _hashes: dict[tuple[str, int, int, int], str] = field(default_factory=dict)
 
     def _scan(self) -> dict[str, _Entry]:
         seen: dict[str, _Entry] = {}
@@ -138,24 +179,39 @@ class Catalog:
 
     def resolve_file(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A DDO `files` entry → what the job spec needs: {type: file, path} or {type: url, url,
-        sha256}. Local paths must lie under the assets dir or an allow-listed root."""
+        sha256}. A local path must lie under the assets dir or an assetRoots entry and may not go
+        through a symbolic link below that root (a link could point at any host file, or at
+        another owner's asset, and could be swapped in after this check). The roots themselves are
+        the operator's and may be links; the path returned has no link left anywhere in it, which
+        is what the workspace checks again when it pins the file (engine/pins.py)."""
         if entry.get("type") == "url":
             url = entry.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise AssetError(f"file url must be http(s), got {url!r}")
+                raise AssetError(f"file url must be http(s), got {url!r}", "has an unusable URL")
             checksum = entry.get("checksum")
             return {"type": "url", "url": url, "sha256": checksum if isinstance(checksum, str) else None}
         raw = entry.get("path")
         if not isinstance(raw, str) or not raw:
-            raise AssetError("file entry has no `path`")
-        path = Path(raw) if os.path.isabs(raw) else self.assets_dir / raw
-        real = Path(os.path.realpath(path))
-        allowed = [Path(os.path.realpath(r)) for r in (self.assets_dir, *self.roots)]
-        if not any(real == root or root in real.parents for root in allowed):
-            raise AssetError(f"{raw} is outside the assets dir and every assetRoots entry")
-        if not real.is_file():
-            raise AssetError(f"{raw} does not exist or is not a regular file")
-        return {"type": "file", "path": str(real)}
+            raise AssetError("file entry has no `path`", "has no path")
+        # Lexical: `..` is folded before the root is chosen, links are not resolved (they are refused).
+        path = os.path.normpath(raw if os.path.isabs(raw) else os.path.join(self.assets_dir, raw))
+        real = None
+        for root in (self.assets_dir, *self.roots):
+            for form in {os.path.normpath(os.path.abspath(root)), os.path.realpath(root)}:
+                if path.startswith(form.rstrip("/") + "/"):
+                    real = os.path.join(os.path.realpath(root), path[len(form.rstrip("/")) + 1:])
+                    break
+            if real:
+                break
+        if real is None:
+            raise AssetError(f"{raw} is outside the assets dir and every assetRoots entry",
+                             "is outside this node's asset folders")
+        try:
+            os.close(open_no_follow(real))
+        except OSError as exc:
+            raise AssetError(f"{raw} cannot be opened without following a symbolic link, or is not a regular "
+                             f"file ({exc})", "does not exist, is not a regular file or is a symbolic link") from None
+        return {"type": "file", "path": real}
 
     def sha256_of(self, resolved: dict[str, Any]) -> str | None:
         """Content hash of a resolved file (cached by path, size and mtime); for URLs, the DDO's
@@ -163,12 +219,16 @@ class Catalog:
         if resolved["type"] == "url":
             value = resolved.get("sha256") or ""
             return value.lower().removeprefix("sha256:") or None
-        st = os.stat(resolved["path"])
-        key = (resolved["path"], st.st_size, st.st_mtime_ns)
-        if key not in self._hashes:
-            digest = hashlib.sha256()
-            with open(resolved["path"], "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            self._hashes[key] = digest.hexdigest()
+        with open(open_no_follow(resolved["path"]), "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (resolved["path"], st.st_ino, st.st_size, st.st_mtime_ns)
+            if key not in self._hashes:
+                self._hashes[key] = sha256_fd(f)
         return self._hashes[key]
+
+
+def sha256_fd(f: Any) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-from eth_account import Account
 
 from runnerd import signing
 
@@ -57,7 +56,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, private_key: str | None = None, timeout: float = 60):
         self.url = url.rstrip("/")
         self.key = private_key or load_key()
-        self.address = Account.from_key(self.key).address
+        self.address = signing.address_of(self.key)
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self._nonce: int | None = None
         self._lock = threading.Lock()
@@ -97,6 +96,14 @@ class Client:
         return {"consumerAddress": self.address, "nonce": nonce,
                 "signature": signing.sign(self.key, [self.address, *parts], nonce)}
 
+    def own(self, action: str, *parts: str) -> dict[str, str]:
+        """Signed over runnerd's own text for `action` (`runnerd:<action>:` + address + parts +
+        nonce): the daemon accepts it for that action only, so no signature this client makes
+        for reading a status or a log can be replayed as a stop or a delete."""
+        nonce = self.next_nonce()
+        return {"consumerAddress": self.address, "nonce": nonce,
+                "signature": signing.sign(self.key, signing.own_text(action, [self.address, *parts]), nonce)}
+
     # -- API ----------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -118,19 +125,28 @@ class Client:
             body["additionalDatasets"] = additional
         return self._json(self.http.post(f"{API}/compute", json=body))[0]
 
-    def status(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
-        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+    def status(self, job_id: str = "", document_id: str = "", signed: bool = True) -> list[dict[str, Any]]:
+        """`signed=False` (with a job_id): no signature and no nonce, and no capability URLs in the
+        answer (results are then fetched with a signature)."""
+        auth = self.own("computeStatus", job_id, document_id) if signed or not job_id else {
+            "consumerAddress": self.address}
+        params = {**auth, "jobId": job_id, "documentId": document_id}
         return self._json(self.http.get(f"{API}/compute", params={k: v for k, v in params.items() if v}))
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.status(job_id)[0]
+    def job(self, job_id: str, signed: bool = True) -> dict[str, Any]:
+        return self.status(job_id, signed=signed)[0]
+
+    def restart(self, job_id: str) -> dict[str, Any]:
+        """Run a stopped or failed job again, as a new job (its `restartedFrom` is `job_id`)."""
+        return self._json(self.http.post(f"{API}/compute", json={**self.own("computeRestart", job_id),
+                                                                   "jobId": job_id}))[0]
 
     def stop(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
-        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+        params = {**self.own("computeStop", job_id, document_id), "jobId": job_id, "documentId": document_id}
         return self._json(self.http.put(f"{API}/compute", params={k: v for k, v in params.items() if v}))
 
     def delete(self, job_id: str = "", document_id: str = "") -> list[dict[str, Any]]:
-        params = {**self.signed(job_id, document_id), "jobId": job_id, "documentId": document_id}
+        params = {**self.own("computeDelete", job_id, document_id), "jobId": job_id, "documentId": document_id}
         return self._json(self.http.delete(f"{API}/compute", params={k: v for k, v in params.items() if v}))
 
     def result_stream(self, job_id: str, index: int) -> Iterator[httpx.Response]:
@@ -147,5 +163,5 @@ class Client:
 
     def log_stream(self, job_id: str, follow: bool = True):
         """Stream the algorithm's log live (GET /api/services/computeLogs)."""
-        params = {**self.signed(job_id), "jobId": job_id, "follow": "1" if follow else "0"}
+        params = {**self.own("computeLogs", job_id), "jobId": job_id, "follow": "1" if follow else "0"}
         return self.http.stream("GET", f"{API}/computeLogs", params=params, timeout=None)

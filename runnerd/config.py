@@ -41,10 +41,21 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("unsignedStatus", False, "bool", "allow unsigned GET /api/services/compute (old ocean.js clients)"),
     Key("provisionAllow", [], "list[str]",
         "hosts or CIDRs the provision step may fetch from even though they are loopback/private/link-local"),
+    Key("registryAllow", [], "list[str]",
+        "registry hosts (host, host:port, IP or CIDR) a raw algorithm's image may name although they are IP "
+        "literals, localhost or local-network names"),
     Key("assetRoots", [], "list[str]", "extra directories whose files `file` assets may point at"),
+    Key("accessInputs", False, "bool", "also take additional inputs named through a dataset's access service "
+        "(still under the policy of the dataset's compute services, if any)"),
     Key("publicUrl", "", "str", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)"),
     Key("resultUrlTtl", 86400, "int", "lifetime of the capability tokens in result URLs", unit="s", minimum=60),
     Key("maxRequestBytes", 4 * 1024 * 1024, "int", "largest accepted request body", unit="bytes", minimum=1024),
+    Key("maxConnections", 256, "int", "open client connections; beyond, a new one gets 503 and is closed", minimum=1),
+    Key("requestHeaderSeconds", 10, "number", "time from a request's first byte to the end of its headers (408)",
+        unit="s", minimum=0.1),
+    Key("requestBodySeconds", 30, "number", "time for a whole request body to arrive after its headers (408)",
+        unit="s", minimum=0.1),
+    Key("keepAliveSeconds", 15, "number", "an idle keep-alive connection is closed after this", unit="s", minimum=0.1),
     Key("jobUser", "65532:65532", "str",
         "uid:gid every job container runs as: never root, and best a uid no host user has"),
     Key("stopGraceSeconds", 5, "number", "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s",
@@ -67,6 +78,21 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("imagePullTimeout", 1800, "number", "longest an image pull may take (a registry silent for 2 min also "
         "ends it); the job then ends at 32", unit="s", minimum=10),
     Key("dockerTimeout", 60, "number", "timeout of one Docker API call (waits excluded)", unit="s", minimum=1),
+    Key("maxJobsPerOwner", 10, "int", "jobs one consumerAddress may have queued or running at once, all "
+        "environments together; more answer 429 owner_limit (0: no limit)", minimum=0),
+    Key("startsPerMinutePerOwner", 30, "number", "starts one consumerAddress may make per minute (a token "
+        "bucket holding as many); more answer 429 owner_limit with Retry-After (0: no limit)", minimum=0),
+    Key("maxResultGBPerOwner", 20, "number", "disk the kept results of one consumerAddress may occupy; while "
+        "they exceed it, its starts answer 429 owner_limit (0: no limit)", unit="GB", minimum=0),
+    Key("jobRetentionSeconds", 2592000, "number", "how long the row of a job whose results expired stays "
+        "(its status reads removed: 1) before the sweeper deletes it", unit="s", minimum=0),
+    Key("stopWaitSeconds", 5, "number", "how long a stop (PUT) waits for its jobs to end before it answers",
+        unit="s", minimum=0),
+    Key("logFollowersPerJob", 4, "int", "live-log followers (`computeLogs?follow`) one job may have at once",
+        minimum=1),
+    Key("logFollowersPerOwner", 8, "int", "live-log followers one address may have at once, over all its jobs",
+        minimum=1),
+    Key("logFollowersTotal", 256, "int", "live-log followers the daemon serves at once", minimum=1),
 )
 
 ENV_KEYS: tuple[Key, ...] = (
@@ -87,6 +113,8 @@ ENV_KEYS: tuple[Key, ...] = (
         minimum=1),
     Key("storageExpiry", 604800, "number", "time results are kept after the job ends", unit="s", minimum=0),
     Key("priceMin", 0, "number", "price shown to clients (runnerd does not charge)", minimum=0),
+    Key("rawAlgorithmImages", ["python:3.12-slim"], "list[str]",
+        "images a raw algorithm (algorithm.meta) may run: name[:tag-glob], name@sha256:…, sha256:… or *"),
     Key("allowNetwork", False, "bool", "algorithms may have network, if every input's allowNetworkAccess agrees"),
     Key("pidsLimit", 512, "int", "process/thread limit of the algorithm container", minimum=8),
     Key("nofileLimit", 4096, "int", "open-file limit of the algorithm container", minimum=64),
@@ -117,6 +145,7 @@ class Environment:
     maxJobDuration: float
     storageExpiry: float
     priceMin: float
+    rawAlgorithmImages: tuple[str, ...]
     allowNetwork: bool
     pidsLimit: int
     nofileLimit: int
@@ -148,10 +177,16 @@ class Settings:
     imagePull: str
     unsignedStatus: bool
     provisionAllow: tuple[str, ...]
+    registryAllow: tuple[str, ...]
     assetRoots: tuple[str, ...]
+    accessInputs: bool
     publicUrl: str
     resultUrlTtl: int
     maxRequestBytes: int
+    maxConnections: int
+    requestHeaderSeconds: float
+    requestBodySeconds: float
+    keepAliveSeconds: float
     jobUser: str
     stopGraceSeconds: float
     provisionTimeout: float
@@ -164,6 +199,14 @@ class Settings:
     helperStepTimeout: float
     imagePullTimeout: float
     dockerTimeout: float
+    maxJobsPerOwner: int
+    startsPerMinutePerOwner: float
+    maxResultGBPerOwner: float
+    jobRetentionSeconds: float
+    stopWaitSeconds: float
+    logFollowersPerJob: int
+    logFollowersPerOwner: int
+    logFollowersTotal: int
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
 
@@ -172,6 +215,10 @@ class Settings:
 
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+# A rawAlgorithmImages entry, checked for shape only (runnerd.imageref matches it): *, a digest, or
+# [host[:port]/]name[:tag] where any part may use * globs, optionally pinned @sha256:<digest>.
+_IMAGE_PATTERN = re.compile(r"\*|sha256:[0-9a-f]{64}|(\[[0-9a-f:.]+\](:[0-9]{1,5})?/)?[a-z0-9*][a-z0-9._/:*-]{0,254}"
+                            r"(@sha256:[0-9a-f]{64})?")
 
 
 def _fail(path: str, message: str) -> ConfigError:
@@ -242,8 +289,28 @@ def _check_environment(env: dict[str, Any], path: str) -> None:
         raise _fail(f"{path}nGPU", f"asks for {env['nGPU']} GPUs per job but `gpus` lists {len(env['gpus'])}")
     if len(set(env["gpus"])) != len(env["gpus"]):
         raise _fail(f"{path}gpus", "lists a device twice")
+    for i, pattern in enumerate(env["rawAlgorithmImages"]):
+        if not _IMAGE_PATTERN.fullmatch(pattern) or "//" in pattern or pattern.endswith(("/", ":")):
+            raise _fail(f"{path}rawAlgorithmImages[{i}]", "must be *, sha256:<64 hex>, or an image name with an "
+                        f"optional tag (globs allowed: python:3.12-*, ghcr.io/acme/*); got {pattern!r}")
     if env["diskQuota"] == "tmpfs" and env["diskGB"] > 64:
         raise _fail(f"{path}diskQuota", "tmpfs keeps outputs in RAM; use loop for quotas above 64 GB")
+
+
+def _registry_entry_ok(entry: str) -> bool:
+    """host, host:port, an IP ([v6]:port too) or a CIDR."""
+    bracketed = re.fullmatch(r"\[([0-9a-f:.]+)\](:[0-9]{1,5})?", entry)
+    if bracketed:
+        entry = bracketed.group(1)
+    elif entry.count(":") == 1:
+        entry, _, port = entry.partition(":")
+        if not re.fullmatch(r"[0-9]{1,5}", port):
+            return False
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return True
+    except ValueError:
+        return "/" not in entry and bool(_HOSTNAME.fullmatch(entry))
 
 
 def _check_global(values: dict[str, Any]) -> None:
@@ -257,6 +324,9 @@ def _check_global(values: dict[str, Any]) -> None:
         except ValueError:
             if not _HOSTNAME.fullmatch(entry.lower()):
                 raise _fail(f"provisionAllow[{i}]", f"must be a host name, IP or CIDR; got {entry!r}") from None
+    for i, entry in enumerate(values["registryAllow"]):
+        if not _registry_entry_ok(entry.lower()):
+            raise _fail(f"registryAllow[{i}]", f"must be a host, host:port, IP or CIDR; got {entry!r}")
     if values["publicUrl"] and not values["publicUrl"].startswith(("http://", "https://")):
         raise _fail("publicUrl", f"must start with http:// or https://; got {values['publicUrl']!r}")
     if not values["chainIds"]:

@@ -4,6 +4,8 @@ closes them in reverse. The only place that picks the real runtime."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +33,32 @@ class Daemon:
     metrics: Metrics
 
 
+class DataDirBusy(OSError):
+    """Another runnerd holds the data dir: two daemons would run the same jobs twice."""
+
+
+LOCK_FILE = "runnerd.lock"
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir's lock for the life of the process (the kernel drops it when the process
+    dies, even by SIGKILL, so a crash never leaves a stale lock) and write our pid into it."""
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise DataDirBusy(f"another runnerd (pid {holder}) already uses the data dir {data_dir}; "
+                              f"stop it first, or give this one its own --data-dir") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @contextlib.asynccontextmanager
 async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
                       runtime: ContainerRuntime | None = None) -> AsyncIterator[Daemon]:
@@ -41,6 +69,7 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     os.chmod(data_dir, 0o700)
     (data_dir / "jobs").mkdir(exist_ok=True)
     os.chmod(data_dir / "jobs", 0o700)
+    lock = lock_data_dir(data_dir)  # before anything reads the store or touches Docker
     assets_dir = Path(assets_dir).resolve()
     assets_dir.mkdir(parents=True, exist_ok=True)
     identity = NodeIdentity.load_or_create(data_dir)
@@ -64,3 +93,4 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
         if close is not None:
             await close()
         await db.close()
+        os.close(lock)

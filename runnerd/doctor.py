@@ -1,16 +1,13 @@
 """`runnerd doctor`: the host checks an operator gets wrong, each with how to fix it.
 
 Every check is a function returning `Result`s (no printing), so tests and other tools can call
-them; `run_checks(args)` runs them all, prints one line per check and returns the exit status
-(0 when nothing FAILs, WARN allowed; 1 otherwise).
+them; `collect` runs them all, and `runnerd/cli/doctor_cmd.py` prints them and picks the exit
+status (0 when nothing FAILs, WARN allowed; 1 otherwise).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
 import os
 import pwd
 import re
@@ -43,6 +40,9 @@ class Result:
 
 def _skipped(check: str, because: str, fix: str) -> Result:
     return Result(check, WARN, f"not checked: {because}", fix)
+
+
+NO_DOCKER = ("Docker is unreachable", "fix the docker check first")
 
 
 # -- config and Docker ------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def check_cgroups(info: dict[str, Any] | None, root: Path = Path("/sys/fs/cgroup
     else:
         results = [Result("cgroups", OK, f"cgroup {version} with {', '.join(CONTROLLERS)}")]
     if info is None:
-        return results + [_skipped("docker warnings", "Docker is unreachable", "fix the docker check first")]
+        return results + [_skipped("docker warnings", *NO_DOCKER)]
     for key, what in (("MemoryLimit", "memory limits"), ("PidsLimit", "pids limits"),
                       ("CpuCfsQuota", "CPU quotas"), ("CPUSet", "CPU pinning")):
         if info.get(key) is False:
@@ -198,7 +198,7 @@ def check_gpus(settings: Settings, info: dict[str, Any] | None,
     else:
         results.append(Result("gpus", OK, f"nvidia-smi lists {', '.join(sorted(wanted))}"))
     if info is None:
-        results.append(_skipped("gpu runtime", "Docker is unreachable", "fix the docker check first"))
+        results.append(_skipped("gpu runtime", *NO_DOCKER))
     elif support := _gpu_docker_support(info):
         results.append(Result("gpu runtime", OK, f"Docker can hand out GPUs via {support}"))
     else:
@@ -284,6 +284,35 @@ def check_disk_quota(settings: Settings, euid: int | None = None,
     return results
 
 
+def check_live_restore(info: dict[str, Any] | None) -> Result:
+    """Without live-restore, stopping dockerd stops every container: running algorithms end at 76."""
+    if info is None:
+        return _skipped("docker live-restore", *NO_DOCKER)
+    if info.get("LiveRestoreEnabled"):
+        return Result("docker live-restore", OK, "on: restarting dockerd leaves running jobs' containers running")
+    return Result("docker live-restore", WARN, "off: restarting or upgrading dockerd stops every container, so "
+                  "running algorithms end at 76 (queued and provisioning jobs wait for Docker and go on)",
+                  'add `"live-restore": true` to /etc/docker/daemon.json and run `systemctl reload docker`')
+
+
+def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
+    """A job needing more CPUs (Docker refuses the quota) or memory than the host has."""
+    if info is None:
+        return [_skipped("host capacity", *NO_DOCKER)]
+    cpus, mem = int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0)
+    results = []
+    for env in settings.environments:
+        if cpus and env.nCPU > cpus:
+            results.append(Result("host capacity", FAIL, f"environment {env.id!r} gives each job nCPU {env.nCPU:g} "
+                                  f"but this host has {cpus} CPU(s): Docker refuses such a container",
+                                  f"lower nCPU of {env.id!r} to at most {cpus}"))
+        if mem and env.ram_bytes > mem:
+            results.append(Result("host capacity", WARN, f"environment {env.id!r} gives each job ramGB {env.ramGB:g} "
+                                  f"but this host has {mem / 1024**3:.1f} GB of memory",
+                                  f"lower ramGB of {env.id!r} below {mem / 1024**3:.1f}"))
+    return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
+
+
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -326,12 +355,12 @@ def check_assets(assets: Path, settings: Settings | None = None) -> list[Result]
 def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
     config_result, settings = check_config(config)
     docker_result, runtime, info = check_docker()
-    results = [config_result, docker_result, *check_cgroups(info)]
+    results = [config_result, docker_result, check_live_restore(info), *check_cgroups(info)]
     no_config = ("the config did not load", "fix the config check first")
     if settings is None:
         results.append(_skipped("helper image", *no_config))
     elif runtime is None:
-        results.append(_skipped("helper image", "Docker is unreachable", "fix the docker check first"))
+        results.append(_skipped("helper image", *NO_DOCKER))
     else:
         results.append(check_helper_image(runtime, settings))
     results += check_gpus(settings, info) if settings else [_skipped("gpus", *no_config)]
@@ -341,6 +370,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
+        results += check_host_capacity(settings, info)
     results += check_assets(assets, settings)
     if runtime is not None:
         asyncio.run(runtime.close())
@@ -354,19 +384,3 @@ def exit_status(results: list[Result]) -> int:
 def format_results(results: list[Result]) -> str:
     return "\n".join(f"{r.status:<4}  {r.check}: {r.detail}"
                      + (f"\n      fix: {r.fix}" if r.status != OK and r.fix else "") for r in results)
-
-
-def run_checks(args: argparse.Namespace) -> int:
-    from runnerd.cli.paths import resolve
-
-    logging.getLogger("runnerd.catalog").setLevel(logging.ERROR)  # doctor reports malformed DDOs itself
-    config, data_dir, assets = resolve(args)
-    results = collect(config, data_dir, assets)
-    if getattr(args, "json", False):
-        print(json.dumps([r.as_dict() for r in results], indent=2))
-    else:
-        print(format_results(results))
-        failed = sum(r.status == FAIL for r in results)
-        warned = sum(r.status == WARN for r in results)
-        print(f"\n{failed} problem(s), {warned} warning(s)" if failed or warned else "\nall checks passed")
-    return exit_status(results)

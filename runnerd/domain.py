@@ -181,6 +181,8 @@ class Job:
     slot: dict[str, Any] | None = None  # resources held while running: cpus, gpus
     ending: JobStatus | None = None  # decided once the algorithm ends, applied when publishing ends
     history: list[tuple[int, float]] = field(default_factory=list)  # (status, when it was reached)
+    restarted_from: str | None = None  # the stopped/failed job this one re-runs
+    request: dict[str, Any] | None = None  # what a restart re-runs intake from (written at insert only)
 
     @property
     def terminal(self) -> bool:

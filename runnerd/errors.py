@@ -61,6 +61,13 @@ class RangeNotSatisfiable(RunnerdError):
     default_code = "range_not_satisfiable"
 
 
+class TooManyRequests(RunnerdError):
+    """A per-owner limit (jobs in flight, kept results, start rate): the message says which."""
+
+    http_status = 429
+    default_code = "owner_limit"
+
+
 class Unavailable(RunnerdError):
     """Docker down, queue full, still starting: try again later."""
 
@@ -81,7 +88,13 @@ class ContainerRefused(Exception):
 
 
 class ImageMissing(Exception):
-    """An image is not present locally and may not (or could not) be pulled."""
+    """An image is not present locally and may not (or could not) be pulled. The message is
+    runnerd's own words; `detail` carries Docker's or a registry's, which only the daemon log
+    may show (they can echo internal hosts and whatever a registry chose to answer)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class WorkspaceError(Exception):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_account import Account
+from runnerd.signing import address_of
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class NodeIdentity:
                 f.write("0x" + secrets.token_hex(32) + "\n")
         os.chmod(path, 0o600)
         key = path.read_text().strip()
-        address = Account.from_key(key).address
+        address = address_of(key)
         token_key = hashlib.sha256(b"runnerd result token\x00" + bytes.fromhex(key.removeprefix("0x"))).digest()
         return cls(address, key, token_key)
 

@@ -6,6 +6,9 @@
     provision/        written by the provision step: report.json
     results/          written by the filter step: outputs/… and report.json — what the owner can fetch
     logs/             written by runnerd: configuration.log, algorithm.log, filtering.log
+    pinned/           the job's local asset files as runnerd opened them (hard links or binds of
+                      those very inodes): <input#>-<file#>, algorithm. What the algorithm's binds
+                      mount, so a mount source names no asset path (engine/pins.py)
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ class JobPaths:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def pinned(self) -> Path:
+        return self.root / "pinned"
+
+    def pinned_input(self, input_index: int, file_index: int) -> Path:
+        return self.pinned / f"{input_index}-{file_index}"
+
+    @property
+    def pinned_algorithm(self) -> Path:
+        return self.pinned / "algorithm"
 
     def log(self, name: str) -> Path:
         return self.logs / name

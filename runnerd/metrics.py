@@ -30,6 +30,9 @@ class Metrics:
                                          "From create request to a started container", buckets=_FAST, registry=r)
         self.requests = Histogram("runnerd_api_request_seconds", "API latency", ["method", "route", "code"],
                                   buckets=_FAST, registry=r)
+        self.connections = Gauge("runnerd_api_connections", "Open client connections", registry=r)
+        self.refused = Counter("runnerd_api_refused_total", "Connections or requests refused before any handler "
+                               "(reason: connections, header_timeout, malformed)", ["reason"], registry=r)
         self.docker_errors = Counter("runnerd_docker_errors_total", "Docker calls that failed (daemon down, 5xx)",
                                      registry=r)
         self.docker_up = Gauge("runnerd_docker_up", "1 when Docker answers", registry=r)

@@ -10,11 +10,12 @@ import re
 import sys
 from decimal import Decimal, InvalidOperation
 
-from eth_account import Account
 import coincurve
-from eth_account.messages import encode_defunct
 from eth_hash.auto import keccak  # eth_utils.keccak wraps it in argument validation that costs more
-from eth_utils import to_checksum_address
+
+# Everything here is libsecp256k1 (coincurve) and keccak directly, not eth-account: the same
+# results (tests/test_signing.py checks them against eth-account), without the 0.3 s that importing
+# eth-account costs every CLI command, and without its per-call wrapping on the API's hot path.
 
 # py_ecc (imported by eth-account) raises the recursion limit to 100000 at import. With that, a
 # deeply nested JSON body recurses in json.loads until the C stack overflows and the process dies;
@@ -26,6 +27,19 @@ _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
 # Integers (including 19-digit time_ns values) and legacy float strings such as "1693212345678.123".
 _EIP191_HASH_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _NONCE = re.compile(r"[0-9]{1,30}(\.[0-9]{1,20})?")
+
+
+# runnerd's own signed texts begin with this, then the action word and ":" (SPEC §2). Every text an
+# Ocean client signs (Provider v2: `consumerAddress + ...`; ocean-node: `consumerAddress + nonce +
+# command`; Provider's download: `documentId + nonce`) begins with an address or a DID, never with
+# "runnerd:", so an own text can never be replayed as an Ocean one, nor one action as another.
+OWN_PREFIX = "runnerd:"
+
+
+def own_text(action: str, parts: list[str]) -> list[str]:
+    """The parts of runnerd's own text for `action` (e.g. "computeLogs"): `runnerd:<action>:` and
+    then the parts Ocean would sign; the nonce follows as always."""
+    return [f"{OWN_PREFIX}{action}:", *parts]
 
 
 def is_address(value: object) -> bool:
@@ -95,8 +109,59 @@ def verify(address: str, parts: list[str], nonce: str, signature: str) -> bool:
     return signer is not None and "0x" + signer.hex() == address.lower()
 
 
+def verify_any(address: str, texts: list[list[str]], nonce: str, signature: str) -> list[str] | None:
+    """The first of `texts` that `address` signed (followed by `nonce`), or None."""
+    for parts in texts:
+        if verify(address, parts, nonce, signature):
+            return parts
+    return None
+
+
+def js_number_text(value: Decimal) -> str:
+    """`String(Number(x))` as JavaScript prints it: what ocean.js signs when it adds 1 to the
+    nonce it read (a 19-digit nonce loses its last digits in a double)."""
+    shortest = Decimal(repr(float(value)))  # repr and JS both print the shortest round-trip digits
+    if shortest == shortest.to_integral_value():
+        return str(int(shortest))
+    return format(shortest.normalize(), "f")
+
+
+def next_nonce_texts(stored: str | None) -> list[str]:
+    """The texts a client that does not send its nonce signed: the stored nonce + 1, exactly and as
+    ocean.js computes it (they differ only for nonces beyond 2**53)."""
+    value = Decimal(stored or "0") + 1
+    exact = str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
+    texts = [exact]
+    js = js_number_text(value)
+    if js != exact and _NONCE.fullmatch(js):
+        texts.append(js)
+    return texts
+
+
+def to_checksum_address(address: bytes | str) -> str:
+    """EIP-55: the hex address with letters upper-cased where keccak of the lower-case hex has a
+    nibble >= 8."""
+    hexed = address.hex() if isinstance(address, bytes) else address.lower().removeprefix("0x")
+    digest = keccak(hexed.encode()).hex()
+    return "0x" + "".join(c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(hexed))
+
+
+def _private_key(private_key: str | bytes) -> coincurve.PrivateKey:
+    raw = private_key if isinstance(private_key, bytes) else bytes.fromhex(private_key.strip().removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError("a private key is 32 bytes (64 hex digits)")
+    return coincurve.PrivateKey(raw)  # ValueError for 0 or a value beyond the curve order
+
+
+def address_of(private_key: str | bytes) -> str:
+    """The checksum address of a private key (what eth-account's Account.from_key(k).address is)."""
+    public = _private_key(private_key).public_key.format(compressed=False)[1:]
+    return to_checksum_address(keccak(public)[-20:])
+
+
 def sign(private_key: str | bytes, parts: list[str], nonce: str) -> str:
-    """Sign like ocean.py/ocean.js do (v = 27/28, 0x-prefixed); used by the client commands."""
-    signed = Account.sign_message(encode_defunct(primitive=message_hash(parts, nonce)), private_key=private_key)
-    text = signed.signature.hex()
-    return text if text.startswith("0x") else "0x" + text
+    """Sign like ocean.py/ocean.js do: EIP-191 over the 32-byte keccak of the text, v = 27/28,
+    0x-prefixed; used by the client commands."""
+    signable = keccak(_EIP191_HASH_PREFIX + message_hash(parts, nonce))
+    raw = _private_key(private_key).sign_recoverable(signable, hasher=None)  # r || s || v (0/1)
+    return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()

@@ -17,7 +17,9 @@ done
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-if [ "$dev" = 1 ]; then .venv/bin/pip install --quiet -e '.[test]'; else .venv/bin/pip install --quiet -e .; fi
+# Operators get a plain install (rerun this script after updating the checkout); developers an
+# editable one, so that the tests run the code in this folder.
+if [ "$dev" = 1 ]; then .venv/bin/pip install --quiet -e '.[test]'; else .venv/bin/pip install --quiet .; fi
 echo "installed: $(.venv/bin/runnerd --version) in .venv (run .venv/bin/runnerd, or add .venv/bin to PATH)"
 
 if [ "$helper" = 1 ]; then

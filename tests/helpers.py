@@ -32,6 +32,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What the test daemons let a raw algorithm run (rawAlgorithmImages): the locally built images.
+TEST_RAW_IMAGES = sorted({"runnerd-*", PY_IMAGE.rpartition(":")[0], BUSYBOX_IMAGE.rpartition(":")[0]})
+
+
 def base_config(**overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "helperImage": PY_IMAGE,
@@ -45,6 +49,8 @@ def base_config(**overrides: Any) -> dict[str, Any]:
         ],
     }
     config.update(overrides)
+    for env in config["environments"]:  # a test that sets its own list keeps it
+        env.setdefault("rawAlgorithmImages", TEST_RAW_IMAGES)
     return config
 
 

@@ -18,7 +18,9 @@ CASES = {
     "throughput.py": ["-n", "4", "--slots", "2"],
     "api_load.py": ["--clients", "3", "--seconds", "1", "--per-client", "20", "--jobs", "1"],
     "data_path.py": ["--mib", "4"],
+    "big_bodies.py": ["--senders", "1", "--seconds", "1"],
     "store_scale.py": ["--jobs", "300", "--lookups", "5"],
+    "start_rate.py": ["--clients", "2", "--per-client", "3"],
 }
 
 

@@ -124,16 +124,42 @@ def test_stop_from_the_cli_keeps_logs(user):
     deadline = time.time() + 60
     while "Running algorithm" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
         time.sleep(0.2)
+    early = runnerd(daemon, "get", job_id, "--output", str(tmp / "early"), env=env, check=False)
+    assert early.returncode == 1 and "has not finished" in early.stderr and not (tmp / "early").exists()
     runnerd(daemon, "stop", job_id, env=env)
     while "Job stopped" not in runnerd(daemon, "status", job_id, env=env).stdout and time.time() < deadline:
         time.sleep(0.2)
     logs = runnerd(daemon, "logs", job_id, env=env)
     assert "started" in logs.stdout
+    missing = runnerd(daemon, "get", job_id, "--index", "9", env=env, check=False)
+    assert missing.returncode == 2 and "has no result 9" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_client_errors_say_how_to_fix_them(user):
     daemon, _, env, _ = user
     down = runnerd(daemon, "status", "--url", "http://127.0.0.1:9", env=env, check=False)
-    assert down.returncode == 1 and "runnerd serve" in down.stderr and "Traceback" not in down.stderr
+    assert down.returncode == 3 and "runnerd serve" in down.stderr and "Traceback" not in down.stderr
     bad = runnerd(daemon, "submit", "--dataset", "did:op:" + "0" * 64, "--algo-file", __file__, env=env, check=False)
     assert bad.returncode == 1 and "not in this node's catalog" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_json_means_stdout_is_one_json_document(user):
+    """--json everywhere (#14): stdout parses as JSON with nothing before or after it (jq-able)."""
+    daemon, did, env, tmp = user
+    image = os.environ.get("RUNNERD_TEST_PYTHON_IMAGE", "runnerd-test-python:latest")
+    done = json.loads(runnerd(daemon, "submit", "--dataset", did, "--algo-file", str(tmp / "algo.py"), "--image",
+                              image, "--wait", "--json", "--output", str(tmp / "r1"), env=env).stdout)
+    assert done["status"] == 70 and any(p.endswith("result.json") for p in done["saved"])
+    job_id = done["jobId"]
+    saved = json.loads(runnerd(daemon, "get", job_id, "--json", "--output", str(tmp / "r2"), env=env).stdout)
+    assert sorted(saved) == sorted(p.replace("/r1/", "/r2/") for p in done["saved"])
+    logs = json.loads(runnerd(daemon, "logs", job_id, "--json", env=env).stdout)
+    assert logs["jobId"] == job_id and "tick 2" in logs["log"]
+    both = runnerd(daemon, "logs", job_id, "-f", "--json", env=env, check=False)
+    assert both.returncode == 2 and both.stdout == "" and "do not go together" in both.stderr
+    queued = json.loads(runnerd(daemon, "submit", "--dataset", did, "--algo-file", str(tmp / "algo.py"), "--image",
+                                image, "--json", env=env).stdout)
+    stopped = json.loads(runnerd(daemon, "stop", queued["jobId"], "--json", env=env).stdout)
+    assert [j["jobId"] for j in stopped] == [queued["jobId"]]
+    deleted = json.loads(runnerd(daemon, "delete", queued["jobId"], "--json", env=env).stdout)
+    assert [j["status"] for j in deleted] == [8]

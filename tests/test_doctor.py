@@ -234,3 +234,31 @@ def test_a_job_user_that_is_a_host_user_is_warned_about():
     assert "65532" in results[0].fix
     results = doctor.check_isolation(settings(jobUser="65532:65532"), {"SecurityOptions": ["name=userns"]})
     assert [(r.check, r.status) for r in results] == [("job user", "OK"), ("docker userns", "WARN")]
+
+
+def test_live_restore_is_reported_with_what_it_means_for_running_jobs():
+    off = doctor.check_live_restore({"LiveRestoreEnabled": False})
+    assert off.status == "WARN" and "76" in off.detail and "live-restore" in off.fix
+    assert doctor.check_live_restore({"LiveRestoreEnabled": True}).status == "OK"
+    assert doctor.check_live_restore(None).status == "WARN"  # not checked, not passing
+
+
+def test_environments_larger_than_the_host_are_reported():
+    host = {"NCPU": 2, "MemTotal": 4 * 1024**3}
+    assert [r.status for r in doctor.check_host_capacity(settings(), host)] == ["OK"]
+    big = settings(environments=[{"id": "wide", "nCPU": 3}, {"id": "fat", "ramGB": 8}])
+    results = doctor.check_host_capacity(big, host)
+    assert [(r.status, r.detail.split("'")[1]) for r in results] == [("FAIL", "wide"), ("WARN", "fat")]
+    assert "at most 2" in results[0].fix
+
+
+def test_every_check_doctor_can_print_is_in_the_operator_guide():
+    import re
+
+    source = (Path(doctor.__file__)).read_text()
+    names = set(re.findall(r'(?:Result|_skipped)\("([a-z][a-z -]*)"', source))
+    assert {"docker", "host capacity", "docker live-restore"} <= names
+    section = (Path(__file__).resolve().parent.parent / "docs" / "operator-guide.md").read_text()
+    section = section.split("## Doctor", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([a-z][a-z -]*)`", section))
+    assert sorted(names - documented) == []

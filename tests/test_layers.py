@@ -31,6 +31,7 @@ INWARD = {
     "domain.py": ("runnerd.",),
     "errors.py": ("runnerd.",),
     "config.py": ("runnerd.",),
+    "imageref.py": ("runnerd.",),  # the image reference parser: used by every layer, so it uses none
     "store/": ("runnerd.engine", "runnerd.api", "runnerd.containers", "runnerd.cli"),
     "containers/": ("runnerd.engine", "runnerd.api", "runnerd.store", "runnerd.cli"),
     "engine/": ("runnerd.api", "runnerd.cli", "runnerd.containers.docker_runtime"),

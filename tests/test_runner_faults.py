@@ -126,7 +126,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path, request):
     env = {"id": "env", "nCPU": 1, "ramGB": 0.25, "diskGB": 0.05, "diskQuota": "none", "maxJobs": 2,
-           "maxJobDuration": 600}
+           "maxJobDuration": 600, "rawAlgorithmImages": ["fake/*"]}
     env.update(getattr(request, "param", {}))  # parametrize("rig", [{...}], indirect=True) overrides
     settings = parse_config({
         "helperImage": HELPER, "imagePull": "never", "dockerOutageSeconds": 1, "stopGraceSeconds": 0,
@@ -521,7 +521,8 @@ def _settings_raw(settings: Settings) -> dict:
     return {"helperImage": settings.helperImage, "dockerOutageSeconds": 1, "stopGraceSeconds": 0,
             "diskFloorGB": 0, "sweepIntervalSeconds": 3600, "orphanGraceSeconds": 0,
             "environments": [{"id": env.id, "nCPU": env.nCPU, "ramGB": env.ramGB, "diskGB": env.diskGB,
-                              "diskQuota": "none", "maxJobs": env.maxJobs, "maxJobDuration": env.maxJobDuration}]}
+                              "diskQuota": "none", "maxJobs": env.maxJobs, "maxJobDuration": env.maxJobDuration,
+                              "rawAlgorithmImages": list(env.rawAlgorithmImages)}]}
 
 
 async def test_algorithm_killed_while_runnerd_was_down_ends_at_76(rig):

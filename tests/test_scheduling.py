@@ -33,7 +33,7 @@ def test_jobs_run_at_most_max_jobs_at_a_time_in_order(make_daemon):
     daemon = make_daemon(environments=[
         {"id": "one", "nCPU": 0.25, "ramGB": 0.25, "diskGB": 0.02, "maxJobs": 1},
         {"id": "two", "nCPU": 0.25, "ramGB": 0.25, "diskGB": 0.02, "maxJobs": 2},
-    ])
+    ], maxJobsPerOwner=0)  # one client queues all 20 jobs (the per-owner cap: test_owner_limits.py)
     did = dataset(daemon.assets)
     client = daemon.client()
     submitted = {env: [client.start(did, raw(STAMP), env)["jobId"] for _ in range(10)] for env in ("one", "two")}

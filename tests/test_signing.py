@@ -180,3 +180,58 @@ def test_nonce_value_compares_formats_numerically():
     assert signing.nonce_value("10") > signing.nonce_value("9")
     assert signing.nonce_value("1693212345678123456") > signing.nonce_value("1693212345678.123")
     assert signing.nonce_value("007") == signing.nonce_value("7")
+
+
+# -- runnerd's own texts and nonce-less requests (SPEC §2) ---------------------------------------
+
+
+def test_own_text_cannot_be_an_ocean_text():
+    address = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+    own = signing.own_text("computeLogs", [address, "ab" * 16])
+    assert "".join(own).startswith("runnerd:computeLogs:0x")
+    # every Ocean text begins with the address or a DID; this one with runnerd's prefix
+    assert not "".join(own).startswith(("0x", "did:"))
+    assert signing.own_text("computeStop", [address]) != signing.own_text("computeDelete", [address])
+
+
+@pytest.mark.parametrize("stored, texts", [
+    (None, ["1"]),
+    ("0", ["1"]),
+    ("41", ["42"]),
+    ("1693212345678.123", ["1693212345679.123"]),
+    # 19 digits: ocean.js computes Number(stored) + 1 in a double and prints it rounded
+    ("1764300000123456789", ["1764300000123456790", "1764300000123456800"]),
+])
+def test_next_nonce_texts_are_what_clients_without_a_nonce_signed(stored, texts):
+    assert signing.next_nonce_texts(stored) == texts
+
+
+def test_verify_any_finds_the_signed_text():
+    key = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+    address = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+    own = signing.own_text("computeStatus", [address, "j", ""])
+    sig = signing.sign(key, own, "7")
+    assert signing.verify_any(address, [[address, "j", ""], own], "7", sig) == own
+    assert signing.verify_any(address, [[address, "j", ""]], "7", sig) is None
+
+
+def test_own_signing_and_addresses_match_eth_account():
+    """signing.sign / address_of / to_checksum_address use libsecp256k1 directly (the CLI must not
+    pay for importing eth-account); they must give exactly eth-account's answers."""
+    import secrets as _secrets
+
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    for _ in range(20):
+        key = "0x" + _secrets.token_hex(32)
+        parts, nonce = ["0xabc", _secrets.token_hex(8)], str(_secrets.randbelow(10**19))
+        expected = Account.sign_message(encode_defunct(primitive=signing.message_hash(parts, nonce)),
+                                        private_key=key).signature.hex()
+        assert signing.sign(key, parts, nonce) == (expected if expected.startswith("0x") else "0x" + expected)
+        assert signing.address_of(key) == Account.from_key(key).address
+        assert signing.recover_signer(parts, nonce, signing.sign(key, parts, nonce)) == Account.from_key(key).address
+    with pytest.raises(ValueError):
+        signing.address_of("0x1234")
+    with pytest.raises(ValueError):
+        signing.address_of("0x" + "00" * 32)

@@ -19,6 +19,7 @@ from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec
 from runnerd.containers.spec import Slot
 from runnerd.domain import Job, StepKind
 from runnerd.engine.intake import Intake
+from runnerd.engine.pins import pin_all
 from runnerd.engine.scheduler import Allocator
 from runnerd.layout import JobPaths
 from tests.helpers import algorithm_asset, dataset
@@ -28,7 +29,7 @@ OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
 def settings_for(**env_overrides):
     env = {"id": "env", "nCPU": 2, "ramGB": 0.5, "diskGB": 0.1, "tmpSizeMB": 32, "shmSizeMB": 16,
-           "pidsLimit": 100, "nofileLimit": 2048, "maxLogMB": 1}
+           "pidsLimit": 100, "nofileLimit": 2048, "maxLogMB": 1, "rawAlgorithmImages": ["*"]}
     env.update(env_overrides)
     return parse_config({"jobUser": "1234:5678", "helperImage": "helper-img:3", "environments": [env]})
 
@@ -137,10 +138,12 @@ def test_algorithm_mounts(tmp_assets, paths):
     assert mounts["/data/transformations"] == (str(fs / "transformations"), True)
     assert mounts["/data/outputs"] == (str(fs / "outputs"), False)
     assert mounts["/data/logs"] == (str(fs / "logs"), False)
-    for did, content in ((d0, b"first"), (d1, b"second")):
+    # local files are mounted from the job's pins (engine/pins.py), never from the asset's path
+    paths.root.mkdir(parents=True)
+    pin_all(job, paths, 1234, 5678)
+    for i, (did, content) in enumerate(((d0, b"first"), (d1, b"second"))):
         source, read_only = mounts[f"/data/inputs/{did.removeprefix('did:op:')}/0"]
-        assert read_only and Path(source).read_bytes() == content
-        assert Path(source).is_relative_to(tmp_assets.resolve())
+        assert read_only and source == str(paths.pinned_input(i, 0)) and Path(source).read_bytes() == content
     # nothing else is mounted: a raw algorithm's code is written into the job's own filesystem
     assert len(mounts) == 7
     # every read-write mount lies inside the job's own folder
@@ -158,7 +161,9 @@ def test_published_algorithm_file_is_bind_mounted_read_only(tmp_assets, paths):
     job = build_job(tmp_assets, settings, algorithm={"documentId": algo_did, "serviceId": "access"})
     spec = specs.build_algorithm(job, settings.environments[0], settings, paths, "repo/algo:2", Slot())
     source, read_only = mounts_by_target(spec)[layout.ALGORITHM]
-    assert read_only and Path(source).read_text() == "print('published')"
+    paths.root.mkdir(parents=True)
+    pin_all(job, paths, 1234, 5678)
+    assert read_only and source == str(paths.pinned_algorithm) and Path(source).read_text() == "print('published')"
     assert spec.entrypoint == ["python3"] and spec.command == [layout.ALGORITHM, "--flag"]
     assert spec.env["TRANSFORMATION_DID"] == algo_did.removeprefix("did:op:")
     assert_no_docker_socket(spec)
@@ -301,8 +306,9 @@ def test_provision_spec_with_url_downloads_gets_the_bridge(tmp_assets, paths):
     spec = specs.build_provision(job, settings, paths)
     assert spec.network == "runnerd"
     plan = json.loads(spec.env["RUNNERD_PLAN"])
-    assert plan["downloads"] == [{"kind": "dataset", "url": "http://127.0.0.1:9/data.csv", "sha256": None,
-                                  "dest": f"/data/inputs/{url_did.removeprefix('did:op:')}/0"}]
+    assert plan["downloads"] == [{"kind": "dataset", "label": f"dataset {url_did} file 0",
+                                  "url": "http://127.0.0.1:9/data.csv", "sha256": None,
+                                  "dest": f"/data/inputs/{url_did.removeprefix('did:op:')}/0", "allow": []}]
     # the algorithm itself stays offline
     algo = specs.build_algorithm(job, settings.environments[0], settings, paths, "img:1", Slot())
     assert algo.network == "none"
@@ -317,6 +323,42 @@ def test_provision_downloads_an_algorithm_url(tmp_assets, paths):
     assert spec.network == "runnerd"
     plan = json.loads(spec.env["RUNNERD_PLAN"])
     assert plan["downloads"][-1]["dest"] == layout.ALGORITHM and plan["downloads"][-1]["kind"] == "algorithm"
+
+
+def settings_allowing(*allow):
+    base = {"id": "env", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "rawAlgorithmImages": ["*"]}
+    return parse_config({"jobUser": "1234:5678", "helperImage": "helper-img:3", "provisionAllow": list(allow),
+                         "environments": [base]})
+
+
+def test_provision_allow_list_only_for_the_operators_urls(tmp_assets, paths):
+    """provisionAllow lets the operator's DDO URLs reach the LAN; a consumer's algorithm.meta.url
+    always gets the strict public-only rule (issue #10 item 4)."""
+    settings = settings_allowing("10.0.0.0/8", "files.internal")
+    url_did = dataset(tmp_assets, url="http://files.internal/data.csv")
+    consumer = {"meta": {"url": "http://files.internal/other",
+                         "container": {"entrypoint": "python3 $ALGO", "image": "img", "tag": "1"}}}
+    job = build_job(tmp_assets, settings, datasets=[url_did], algorithm=consumer)
+    assert job.spec["algorithm"]["code"]["origin"] == "consumer"
+    dataset_dl, algo_dl = json.loads(specs.build_provision(job, settings, paths).env["RUNNERD_PLAN"])["downloads"]
+    assert dataset_dl["allow"] == ["10.0.0.0/8", "files.internal"]
+    assert algo_dl["allow"] == [] and algo_dl["label"] == "algorithm"
+    # A spec stored without the marker (before it existed) is still the consumer's: no DID behind it.
+    del job.spec["algorithm"]["code"]["origin"]
+    assert specs.provision_plan(job, settings)["downloads"][1]["allow"] == []
+
+    # A published algorithm's URL is the operator's, like a dataset's.
+    algo_did = algorithm_asset(tmp_assets, "print(1)")
+    ddo_path = tmp_assets / f"{algo_did.removeprefix('did:op:')}.json"
+    ddo = json.loads(ddo_path.read_text())
+    ddo["services"][0]["files"] = [{"type": "url", "url": "http://files.internal/algo.py"}]
+    ddo_path.write_text(json.dumps(ddo))
+    job = build_job(tmp_assets, settings, datasets=[url_did],
+                    algorithm={"documentId": algo_did, "serviceId": "access"})
+    algo_dl = specs.provision_plan(job, settings)["downloads"][1]
+    assert algo_dl["allow"] == ["10.0.0.0/8", "files.internal"] and algo_dl["label"] == f"algorithm {algo_did}"
+    # The helper container gets the step's address-policy module beside the script.
+    assert "/runnerd/netpolicy.py" in mounts_by_target(specs.build_provision(job, settings, paths))
 
 
 def test_filter_spec_reads_outputs_read_only_offline(tmp_assets, paths):

@@ -27,6 +27,7 @@ import pytest
 STEPS = Path(__file__).resolve().parent.parent / "runnerd" / "steps"
 PROVISION = STEPS / "provision.py"
 FILTER = STEPS / "filter.py"
+NETPOLICY = STEPS / "netpolicy.py"
 
 
 def _load(path: Path):
@@ -123,10 +124,16 @@ def ok(body: bytes, **headers):
 
 
 def plan_for(*downloads, allow=("127.0.0.1",), **extra):
-    plan = {"downloads": list(downloads), "allow": list(allow), "timeout": 10, "retries": 2,
+    """A plan whose downloads (unless they say otherwise) may reach `allow`."""
+    plan = {"downloads": [{"allow": list(allow), **d} for d in downloads], "timeout": 10, "retries": 2,
             "maxBytes": 1024 * 1024}
     plan.update(extra)
     return plan
+
+
+def private(report) -> str:
+    """The operator-only part of a report (runnerd logs it, never publishes it)."""
+    return json.dumps(report.get("detail"))
 
 
 # ---------------------------------------------------------------- check_address (pure, no packets)
@@ -182,16 +189,18 @@ def test_check_address_allows_public(ip):
 
 
 def test_resolve_and_check_literal_and_any_address_rule(monkeypatch):
-    with pytest.raises(prov.FetchError, match="loopback"):
+    with pytest.raises(prov.FetchError, match="^address not allowed$") as refused:
         prov.resolve_and_check("127.0.0.1", 80, [])
+    assert "127.0.0.1 is a loopback address" in refused.value.detail  # for the operator only
     assert prov.resolve_and_check("127.0.0.1", 80, ["127.0.0.1"]) == ["127.0.0.1"]
 
     # A name resolving to a public AND a private address is refused (no DNS: getaddrinfo is faked).
     def fake(host, port, *a, **k):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("93.184.216.34", "10.0.0.1")]
     monkeypatch.setattr(prov.socket, "getaddrinfo", fake)
-    with pytest.raises(prov.FetchError, match="10.0.0.1 is a private address"):
+    with pytest.raises(prov.FetchError) as refused:
         prov.resolve_and_check("mixed.example", 80, [])
+    assert "10.0.0.1 is a private address" in refused.value.detail
     assert prov.resolve_and_check("mixed.example", 80, ["mixed.example"]) == ["93.184.216.34", "10.0.0.1"]
 
 
@@ -209,12 +218,49 @@ def test_connects_to_the_checked_ip_without_a_second_lookup(server, tmp_path, mo
         assert kwargs.get("flags", 0) & socket.AI_NUMERICHOST, "unexpected non-numeric lookup"
         return real(host, port, *args, **kwargs)
     monkeypatch.setattr(prov.socket, "getaddrinfo", fake)
-    item = {"kind": "dataset", "url": "http://rebind.test:%d/f" % server.port, "dest": str(tmp_path / "d")}
-    plan = {"allow": ["rebind.test"], "timeout": 10, "retries": 0, "maxBytes": 100}
+    item = {"kind": "dataset", "url": "http://rebind.test:%d/f" % server.port, "dest": str(tmp_path / "d"),
+            "allow": ["rebind.test"]}
+    plan = {"timeout": 10, "retries": 0, "maxBytes": 100}
     result = prov.fetch(item, plan, ssl.create_default_context())
     assert result["bytes"] == 6 and (tmp_path / "d").read_bytes() == b"pinned"
     assert lookups == ["rebind.test"]
     assert server.requests[0]["headers"]["Host"] == "rebind.test:%d" % server.port
+
+
+@pytest.mark.parametrize("allow, followed", [([], False), (["127.0.0.1"], True)], ids=["consumer", "operator"])
+def test_each_redirect_hop_gets_the_downloads_own_allow_list(server, tmp_path, monkeypatch, allow, followed):
+    """A consumer's URL (empty allow) on a public host that redirects to a LAN address is refused at
+    that hop, though the operator allow-listed the address for its own downloads (#10 item 4).
+    No packet leaves loopback: the public name is faked, and so is the connection to its address."""
+    other = Server()
+    other.route("/lan", ok(b"lan secret"))
+    server.route("/r", (302, {"Location": other.base + "/lan"}, b""))
+    public, real_getaddrinfo, real_pinned = "93.184.216.34", socket.getaddrinfo, prov._pinned_socket
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        if host == "public.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (public, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def pinned(ips, port, timeout):  # "the public host" is the first loopback server
+        assert ips in ([public], ["127.0.0.1"]), ips
+        return real_pinned(["127.0.0.1"], server.port if ips == [public] else port, timeout)
+    monkeypatch.setattr(prov.socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(prov, "_pinned_socket", pinned)
+    item = {"kind": "algorithm", "url": "http://public.example/r", "dest": str(tmp_path / "a"), "allow": allow}
+    record = {}
+    try:
+        if followed:
+            assert prov.fetch(item, {"timeout": 10, "retries": 0, "maxBytes": 100}, None, record)["bytes"] == 10
+            assert other.requests and (tmp_path / "a").read_bytes() == b"lan secret"
+        else:
+            with pytest.raises(prov.FetchError, match="^redirect refused: address not allowed$"):
+                prov.fetch(item, {"timeout": 10, "retries": 0, "maxBytes": 100}, None, record)
+            assert other.requests == [] and not (tmp_path / "a").exists()
+            assert "127.0.0.1 is a loopback address" in record["error"]
+        assert len(server.requests) == 1 and record["redirects"] == [other.base + "/lan"]
+    finally:
+        other.close()
 
 
 def test_redact_hides_credentials_and_query():
@@ -224,11 +270,11 @@ def test_redact_hides_credentials_and_query():
 
 
 def test_scripts_are_python39_stdlib_only():
-    for script in (PROVISION, FILTER):
+    for script in (PROVISION, FILTER, NETPOLICY):
         tree = ast.parse(script.read_text(), feature_version=(3, 9))
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert names <= set(sys.stdlib_module_names) | {"__future__"}, names
+        assert names <= set(sys.stdlib_module_names) | {"__future__", "netpolicy"}, names
 
 
 # ---------------------------------------------------------------- provision end to end (loopback)
@@ -242,16 +288,21 @@ def test_download_lands_with_right_bytes_and_sha(server, tmp_path):
     alg_dest = tmp_path / "data" / "transformations" / "algorithm"
     sha = hashlib.sha256(data).hexdigest()
     plan = plan_for(
-        {"kind": "dataset", "url": server.base + "/data.csv", "sha256": "SHA256:" + sha.upper(), "dest": str(dest)},
-        {"kind": "algorithm", "url": server.base + "/algo", "sha256": None, "dest": str(alg_dest)})
+        {"kind": "dataset", "label": "dataset did:op:abc file 0", "url": server.base + "/data.csv",
+         "sha256": "SHA256:" + sha.upper(), "dest": str(dest)},
+        {"kind": "algorithm", "label": "algorithm", "url": server.base + "/algo", "sha256": None,
+         "dest": str(alg_dest)})
     rc, report, out = run_step(PROVISION, plan, tmp_path)
     assert rc == 0, out
     assert dest.read_bytes() == data and alg_dest.read_bytes() == algo
     assert stat.S_IMODE(alg_dest.stat().st_mode) == 0o755
     assert report == {"ok": True, "files": [
         {"dest": str(dest), "bytes": len(data), "sha256": sha},
-        {"dest": str(alg_dest), "bytes": len(algo), "sha256": None}]}  # hashed only when checked
-    assert "fetching dataset 1/2 %s/data.csv -> %s" % (server.base, dest) in out
+        {"dest": str(alg_dest), "bytes": len(algo), "sha256": None}],  # hashed only when checked
+        "detail": [{"label": "dataset did:op:abc file 0", "url": server.base + "/data.csv", "redirects": []},
+                   {"label": "algorithm", "url": server.base + "/algo", "redirects": []}]}
+    assert "fetching dataset did:op:abc file 0 (1/2)" in out and "fetching algorithm (2/2)" in out
+    assert str(server.port) not in out and "/data.csv" not in out  # the URL is the operator's
     assert "done: %d bytes sha256 verified" % len(data) in out
     assert server.requests[0]["headers"]["Host"] == "127.0.0.1:%d" % server.port
     assert not list(dest.parent.glob("*.part"))
@@ -259,18 +310,21 @@ def test_download_lands_with_right_bytes_and_sha(server, tmp_path):
 
 def test_plan_from_env_and_empty_downloads(tmp_path):
     rc, report, _ = run_step(PROVISION, {"downloads": []}, tmp_path, via_env=True)
-    assert rc == 0 and report == {"ok": True, "files": []}
+    assert rc == 0 and report == {"ok": True, "files": [], "detail": []}
 
 
 def test_loopback_refused_without_allow_and_no_request_sent(server, tmp_path):
     server.route("/x", ok(b"secret"))
     dest = tmp_path / "d"
-    plan = plan_for({"kind": "dataset", "url": server.base + "/x", "dest": str(dest)}, allow=())
+    plan = plan_for({"kind": "dataset", "label": "dataset did:op:ab file 0", "url": server.base + "/x",
+                     "dest": str(dest)}, allow=())
     rc, report, out = run_step(PROVISION, plan, tmp_path)
     assert rc == 31
     assert report["ok"] is False and report["failed"] == "dataset"
-    assert report["error"] == ("refused %s/x: 127.0.0.1 is a loopback address "
-                               "(add it to provisionAllow to permit)" % server.base)
+    assert report["error"] == "dataset did:op:ab file 0: address not allowed"
+    assert report["detail"][0]["error"] == ("refused: 127.0.0.1 is a loopback address "
+                                            "(add it to provisionAllow to permit)")
+    assert report["detail"][0]["url"] == server.base + "/x"
     assert server.requests == []
     assert not dest.exists()
     assert "Traceback" not in out
@@ -307,7 +361,8 @@ def test_connection_refused_is_transient(tmp_path):
     plan = plan_for({"kind": "dataset", "url": "http://127.0.0.1:%d/x" % port, "dest": str(tmp_path / "d")},
                     retries=1)
     rc, report, out = run_step(PROVISION, plan, tmp_path)
-    assert rc == 31 and "ConnectionRefused" in report["error"] and "retry 1/1" in out
+    assert rc == 31 and report["error"] == "dataset: connection refused" and "retry 1/1" in out
+    assert "ConnectionRefusedError" in private(report) and str(port) not in out + report["error"]
 
 
 def test_sha256_mismatch(server, tmp_path):
@@ -315,7 +370,7 @@ def test_sha256_mismatch(server, tmp_path):
     dest = tmp_path / "d"
     plan = plan_for({"kind": "dataset", "url": server.base + "/f", "sha256": "0" * 64, "dest": str(dest)})
     rc, report, _ = run_step(PROVISION, plan, tmp_path)
-    assert rc == 31 and "sha256 mismatch" in report["error"]
+    assert rc == 31 and report["error"] == "dataset: checksum mismatch" and "sha256 mismatch" in private(report)
     assert not dest.exists() and not (tmp_path / "d.part").exists()
     assert len(server.requests) == 1  # not retried
 
@@ -326,7 +381,8 @@ def test_max_bytes_exceeded(server, tmp_path, headers):
     dest = tmp_path / "d"
     plan = plan_for({"kind": "dataset", "url": server.base + "/big", "dest": str(dest)}, maxBytes=4096)
     rc, report, _ = run_step(PROVISION, plan, tmp_path)
-    assert rc == 31 and "4096-byte limit" in report["error"]
+    assert rc == 31 and report["error"] == "dataset: larger than maxDownloadGB"
+    assert "4096-byte limit" in private(report)
     assert not dest.exists() and not (tmp_path / "d.part").exists()
     assert len(server.requests) == 1
 
@@ -343,9 +399,10 @@ def test_allowed_redirect_is_followed(server, tmp_path):
     server.route("/r", (302, {"Location": "/final"}, b""))
     server.route("/final", ok(b"here"))
     plan = plan_for({"kind": "dataset", "url": server.base + "/r", "dest": str(tmp_path / "d")})
-    rc, _, out = run_step(PROVISION, plan, tmp_path)
+    rc, report, out = run_step(PROVISION, plan, tmp_path)
     assert rc == 0 and (tmp_path / "d").read_bytes() == b"here"
-    assert "redirected to %s/final" % server.base in out
+    assert "redirected" in out and "/final" not in out
+    assert report["detail"][0]["redirects"] == [server.base + "/final"]
 
 
 def test_redirect_to_loopback_not_allowed_is_refused(server, tmp_path):
@@ -359,10 +416,13 @@ def test_redirect_to_loopback_not_allowed_is_refused(server, tmp_path):
         plan = plan_for({"kind": "dataset", "url": server.base + "/r", "dest": str(tmp_path / "d")})
         rc, report, out = run_step(PROVISION, plan, tmp_path)
         assert rc == 31
-        assert report["error"].startswith("refused %s/secret?…" % target.split("/secret")[0])
-        assert "127.0.0.2 is a loopback address" in report["error"]
-        assert "redirected from %s/r" % server.base in report["error"]
-        assert "abc" not in out and "abc" not in report["error"]
+        assert report["error"] == "dataset: redirect refused: address not allowed"
+        assert "127.0.0.2" not in out + report["error"] and "secret" not in out + report["error"]
+        record = report["detail"][0]
+        assert record["url"] == server.base + "/r"
+        assert record["redirects"] == [target.split("?")[0] + "?…"]
+        assert "127.0.0.2 is a loopback address" in record["error"]
+        assert "abc" not in out and "abc" not in json.dumps(report)
         if other:
             assert other.requests == []
     finally:
@@ -374,7 +434,8 @@ def test_redirect_loop_is_capped(server, tmp_path):
     server.route("/loop", (302, {"Location": "/loop"}, b""))
     plan = plan_for({"kind": "dataset", "url": server.base + "/loop", "dest": str(tmp_path / "d")})
     rc, report, _ = run_step(PROVISION, plan, tmp_path)
-    assert rc == 31 and "more than 5 redirects" in report["error"]
+    assert rc == 31 and report["error"] == "dataset: too many redirects"
+    assert "more than 5 redirects" in private(report)
     assert len(server.requests) == 6
 
 
@@ -386,14 +447,16 @@ def test_query_and_userinfo_never_logged(server, tmp_path):
     assert server.requests[0]["path"] == "/missing?token=TOPSECRET"  # still sent to the server
     for text in (out, json.dumps(report)):
         assert "TOPSECRET" not in text and "hunter2" not in text
-    assert "http://127.0.0.1:%d/missing?…" % server.port in report["error"]
+    assert report["error"] == "dataset: HTTP 404"
+    assert report["detail"][0]["url"] == "http://127.0.0.1:%d/missing?…" % server.port
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1/"])
 def test_non_http_schemes_refused(tmp_path, url):
     plan = plan_for({"kind": "dataset", "url": url, "dest": str(tmp_path / "d")})
     rc, report, _ = run_step(PROVISION, plan, tmp_path)
-    assert rc == 31 and report["error"].startswith("refused") and "only http and https" in report["error"]
+    assert rc == 31 and report["error"] == "dataset: only http and https URLs are fetched"
+    assert report["detail"][0]["error"].startswith("refused")
 
 
 @pytest.mark.parametrize("plan", [
@@ -401,6 +464,8 @@ def test_non_http_schemes_refused(tmp_path, url):
     {"downloads": [{"kind": "model", "url": "http://x/", "dest": "/d"}]},
     {"downloads": [{"kind": "dataset", "url": "http://x/", "dest": "relative"}]},
     {"downloads": [], "retries": "many"},
+    {"downloads": [], "allow": ["127.0.0.1"]},  # allow-lists are per download, never plan-wide
+    {"downloads": [{"kind": "dataset", "url": "http://x/", "dest": "/d", "allow": "10.0.0.0/8"}]},
 ])
 def test_malformed_plan(tmp_path, plan):
     rc, report, _ = run_step(PROVISION, plan, tmp_path)
@@ -589,3 +654,45 @@ def test_filter_skips_too_deep_trees(tmp_path):
 def test_filter_malformed_plan(tmp_path):
     rc, report, _ = run_step(FILTER, {"dest": str(tmp_path / "o")}, tmp_path)
     assert rc == 1 and report["ok"] is False and report["reason"] == "error"
+
+
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_filter_copies_holes_as_holes(tmp_path):
+    """Issue #10 item 8: a sparse output costs the algorithm almost nothing in its quota; copied
+    densely it became diskGB of host disk. Only data extents are written: the copy is as sparse."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sparse = src / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.write(b"head")
+        f.seek(40 * 1024 * 1024)
+        f.write(b"middle")
+        f.truncate(80 * 1024 * 1024)  # a trailing hole too
+    if _allocated(sparse) > 1024 * 1024:
+        pytest.skip("this file system does not keep holes")
+    rc, report, out = run_step(FILTER, filter_plan(tmp_path, maxBytes=100 * 1024 * 1024), tmp_path)
+    assert rc == 0, out
+    copy = tmp_path / "out" / "outputs" / "sparse.bin"
+    assert report["files"] == [{"path": "sparse.bin", "size": 80 * 1024 * 1024}]
+    assert copy.stat().st_size == 80 * 1024 * 1024
+    assert _allocated(copy) <= 1024 * 1024, _allocated(copy)  # not 80 MiB
+    with open(copy, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(40 * 1024 * 1024)
+        assert f.read(6) == b"middle"
+        f.seek(80 * 1024 * 1024 - 3)
+        assert f.read() == b"\0\0\0"
+
+
+def test_filter_counts_a_sparse_file_by_its_apparent_size(tmp_path):
+    """What the owner downloads is the apparent size: a hole does not get past maxBytes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as f:
+        f.truncate(1024**3)
+    rc, report, _ = run_step(FILTER, filter_plan(tmp_path, maxBytes=1024 * 1024), tmp_path)
+    assert rc == 3 and report["reason"] == "limits", report
+    assert list((tmp_path / "out" / "outputs").iterdir()) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from runnerd.api import keys
+from runnerd.api import followers, keys
 from runnerd.api.middleware import cors, errors, gate, timing
 from runnerd.api.routes import setup_routes
 from runnerd.api.views import StatusView
@@ -30,5 +30,6 @@ def create_app(settings: Settings, engine: Engine, store: JobStore, identity: No
     app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl)
     app[keys.READY] = {"ready": False}
     app[keys.METRICS] = metrics
+    followers.install(app, settings, lambda job_id: store.status_of(job_id))
     setup_routes(app)
     return app

@@ -23,6 +23,9 @@ SERVICE_ENDPOINTS = {
     "computeResult": ["GET", "/api/services/computeResult"],
     "computeEnvironments": ["GET", "/api/services/computeEnvironments"],
     "nonce": ["GET", "/api/services/nonce"],
+    # runnerd's live log, under its own name and under the one ocean.js 4.x looks up
+    "computeLogs": ["GET", "/api/services/computeLogs"],
+    "computeStreamableLogs": ["GET", "/api/services/computeLogs"],
 }
 ZERO_ADDRESS = "0x" + "0" * 40
 

@@ -3,44 +3,55 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from runnerd import signing
+from runnerd.api.auth import authenticate
+from runnerd.api.followers import FOLLOWERS
 from runnerd.api.keys import DATA_DIR, ENGINE, METRICS, STORE
-from runnerd.api.params import authenticate, read_params, text
+from runnerd.api.params import read_params, text
 from runnerd.errors import NotFound
 from runnerd.metrics import CONTENT_TYPE_LATEST
 
-_POLL = 0.2  # how often a follower looks for new bytes in the log file
 _CHUNK = 64 * 1024
 
 
 async def compute_logs(request: web.Request) -> web.StreamResponse:
-    """Signed like a status request (consumerAddress + jobId + "" + nonce); `follow=1` keeps the
-    response open until the job is terminal."""
+    """Signed over runnerd's own text `runnerd:computeLogs:` + consumerAddress + jobId + nonce (what
+    runnerd's client signs), or over ocean.js 4.x's `consumerAddress + jobId + nonce` (advertised
+    as computeStreamableLogs). `follow=1` keeps the response open until the job is terminal."""
     params = await read_params(request)
     job_id = text(params, "jobId", required=True, limit=64)
     store = request.app[STORE]
-    owner = await authenticate(store, params, [text(params, "consumerAddress"), job_id, ""])
+    address = text(params, "consumerAddress")
+    owner = await authenticate(store, params, [[address, job_id], signing.own_text("computeLogs", [address, job_id])])
     job = await store.get(job_id)
     if job is None or job.owner.lower() != owner.lower():
         raise NotFound(f"no job {job_id} belongs to {owner}", "not_found", "jobId")
     follow = text(params, "follow", limit=5).lower() in ("1", "true", "yes")
     path = request.app[DATA_DIR] / "jobs" / job_id / "logs" / "algorithm.log"
-    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8",
-                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    offset = 0
-    while True:
-        offset = await _send_new_bytes(response, path, offset)
-        if not follow:
-            break
-        current = store.status_of(job_id)
-        if current is None or current.terminal:
-            await _send_new_bytes(response, path, offset)  # what was written before the end
-            break
-        await asyncio.sleep(_POLL)
+    headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if not follow:
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        await _send_new_bytes(response, path, 0)
+        await response.write_eof()
+        return response
+    followers = request.app[FOLLOWERS]
+    with followers.follow(job_id, owner, path) as watch:  # 429 beyond the caps, before anything is sent
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        offset = 0
+        while True:
+            woken = watch.event  # taken before reading, so growth after the read wakes us
+            offset = await _send_new_bytes(response, path, offset)
+            current = store.status_of(job_id)
+            if current is None or current.terminal or followers.closing.is_set():
+                await _send_new_bytes(response, path, offset)  # what was written before the end
+                break
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("the follower hung up")  # the errors middleware: a client gone (499)
+            await woken.wait()
     await response.write_eof()
     return response
 

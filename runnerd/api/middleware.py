@@ -16,9 +16,12 @@ from runnerd.errors import RunnerdError
 log = logging.getLogger("runnerd.api")
 
 _HTTP_CODES = {
-    400: "invalid", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-    414: "uri_too_long", 416: "range_not_satisfiable", 431: "headers_too_large",
+    400: "invalid", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+    414: "uri_too_long", 415: "unsupported_media_type", 416: "range_not_satisfiable", 431: "headers_too_large",
 }
+# What the metrics (and the log) call a request whose client went away before its answer was
+# sent (nginx's convention). No client ever receives it: there is no one left to receive it.
+CLIENT_GONE = 499
 
 
 def error_response(status: int, message: str, code: str, field: str | None = None,
@@ -46,15 +49,40 @@ async def errors(request: web.Request, handler):
             message = f"{request.method} is not allowed on {request.path}"
         elif exc.status == 413:
             message = "the request body is too large (see maxRequestBytes)"
-        return error_response(exc.status, message, _HTTP_CODES.get(exc.status, f"http_{exc.status}"),
-                              headers=headers)
+        elif exc.status == 408:
+            message = "the request body did not arrive in time (see requestBodySeconds); the connection is closed"
+        elif exc.status == 415:
+            message = "the request body must be JSON (Content-Type: application/json)"
+        response = error_response(exc.status, message, _HTTP_CODES.get(exc.status, f"http_{exc.status}"),
+                                  headers=headers)
+        if exc.status == 408:
+            response.force_close()
+        return response
     except asyncio.CancelledError:
         raise
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        if _client_gone(request):
+            # A client that hangs up (mid-body, or mid-stream) is not a fault of the daemon.
+            log.info("client went away during %s %s (%s)", request.method, request.path,
+                     type(exc).__name__)
+            return web.Response(status=CLIENT_GONE)
+        if isinstance(exc, web.RequestPayloadError):  # a broken chunked encoding, say: the client's fault
+            return error_response(400, "the request body is malformed", "invalid")
+        return _internal(request)
     except Exception:  # noqa: BLE001 - the defence of last resort; the traceback goes to the log only
-        ref = uuid.uuid4().hex[:12]
-        log.exception("internal error %s on %s %s", ref, request.method, request.path)
-        return error_response(500, f"internal error (reference {ref}); the daemon log has the details",
-                              "internal_error")
+        return _internal(request)
+
+
+def _internal(request: web.Request) -> web.Response:
+    ref = uuid.uuid4().hex[:12]
+    log.exception("internal error %s on %s %s", ref, request.method, request.path)
+    return error_response(500, f"internal error (reference {ref}); the daemon log has the details",
+                          "internal_error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware

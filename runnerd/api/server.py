@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from runnerd import notify
 from runnerd.api.app import create_app
 from runnerd.api.keys import READY
+from runnerd.api.transport import Listener
 from runnerd.config import Settings
 from runnerd.daemon import open_daemon
 
@@ -31,13 +33,16 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
         loop.add_signal_handler(sig, stop.set)
     async with open_daemon(settings, data_dir, assets_dir) as daemon:
         app = create_app(settings, daemon.engine, daemon.store, daemon.identity, daemon.data_dir, daemon.metrics)
-        # Longer request lines than aiohttp's 8 KiB default, so an overlong parameter reaches our
-        # own checks (and the one error shape) instead of the HTTP parser's plain-text 400.
+        # aiohttp's default header limits (8190 bytes a line): the parser's refusal is answered in
+        # the error shape by transport.Connection. Connections, request heads and idle keep-alive are
+        # bounded there too; bodies by params.read_json.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
-                               max_line_size=65536, max_field_size=65536)
+                               keepalive_timeout=settings.keepAliveSeconds)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        _enough_files(settings.maxConnections)
+        assert runner.server is not None
+        listener = Listener(runner.server, settings, daemon.metrics)
+        site = await loop.create_server(listener, host, port, reuse_address=True, backlog=128)
         log.info("listening on http://%s:%d (data %s, assets %s, config %s)", host, port, daemon.data_dir,
                  daemon.assets_dir, settings.source)
         await daemon.engine.start()
@@ -55,7 +60,25 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
         log.info("shutting down: running containers are left to run; the next start re-attaches to them")
         if pinger:
             pinger.cancel()
+        site.close()
         await runner.cleanup()
+
+
+def _enough_files(connections: int) -> None:
+    """Each connection is a file descriptor: raise the soft limit toward the hard one so that
+    maxConnections (plus the store, Docker and log files) fit, or say why it cannot."""
+    need = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < need:
+        log.warning("open-file limit %d is below maxConnections %d + 256: connections beyond it fail at accept "
+                    "(raise LimitNOFILE or lower maxConnections)", target, connections)
 
 
 async def _watchdog() -> None:

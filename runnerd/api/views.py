@@ -26,8 +26,8 @@ class StatusView:
         return f"{self.public_url or base}/api/services/computeResult?{query}"
 
     def render(self, job: Job, base: str, status: JobStatus | None = None, urls: bool = True) -> dict[str, Any]:
-        """`urls=False` for unsigned status reads (unsignedStatus): the capability URLs would let
-        anyone who knows an owner's address download that owner's results."""
+        """`urls=False` for unsigned status reads: the capability URLs would let anyone who saw the
+        request (an owner's address, or a jobId that travelled in a URL) download the results."""
         code = status if status is not None else job.status
         if not job.terminal:  # SPEC: [] until publishing ends, then fixed
             job = dataclasses.replace(job, results=[])
@@ -56,7 +56,9 @@ class StatusView:
             "results": results,
             "terminationDetails": job.termination,
             "error": job.error,
-            # runnerd's own addition: when each status was reached (`runnerd submit --wait`)
+            # runnerd's own additions: the job this one re-runs (a restart), and when each status
+            # was reached (`runnerd submit --wait`)
+            "restartedFrom": job.restarted_from,
             "statusHistory": [{"status": s, "statusText": JobStatus(s).text, "date": _date(t)}
                               for s, t in job.history],
         }

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 
-from runnerd.cli.paths import add_location_flags
+from runnerd.cli.paths import add_location_flags, resolve
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from runnerd.doctor import run_checks
+    from runnerd import doctor
 
-    return run_checks(args)
+    logging.getLogger("runnerd.catalog").setLevel(logging.ERROR)  # doctor reports malformed DDOs itself
+    config, data_dir, assets = resolve(args)
+    results = doctor.collect(config, data_dir, assets)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(doctor.format_results(results))
+        failed = sum(r.status == doctor.FAIL for r in results)
+        warned = sum(r.status == doctor.WARN for r in results)
+        print(f"\n{failed} problem(s), {warned} warning(s)" if failed or warned else "\nall checks passed")
+    return doctor.exit_status(results)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

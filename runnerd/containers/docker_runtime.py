@@ -19,6 +19,7 @@ import urllib3.exceptions
 from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
+from runnerd import imageref
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -176,17 +177,18 @@ class DockerRuntime:
 
         def pull() -> None:
             api = self._api
-            repo, tag = docker.utils.parse_repository_tag(ref)
+            parsed = imageref.parse(ref)  # ValueError: a reference Docker would refuse anyway
             response = None
             try:
-                response = api._post(api._url("/images/create"), params={"fromImage": repo, "tag": tag or "latest"},
+                response = api._post(api._url("/images/create"),
+                                     params={"fromImage": parsed.name, "tag": parsed.digest or parsed.tag or "latest"},
                                      stream=True, timeout=(10, stall))
                 api._raise_for_status(response)
                 started = time.monotonic()
                 for line in response.iter_lines():  # a silence longer than `stall` raises ReadTimeout
                     message = json.loads(line) if line else {}
                     if message.get("error"):
-                        raise ImageMissing(f"cannot pull {ref}: {message['error']}")
+                        raise ImageMissing(f"cannot pull {ref}", detail=str(message["error"]))
                     if time.monotonic() - started > deadline:
                         raise ImageMissing(f"cannot pull {ref}: it took longer than imagePullTimeout ({deadline:g}s)")
             except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
@@ -203,9 +205,10 @@ class DockerRuntime:
         except RuntimeUnavailable as exc:
             if not isinstance(exc.__cause__, docker.errors.APIError):
                 raise  # Docker itself is away: an outage to wait out, not a missing image
-            raise ImageMissing(f"cannot pull {ref}: {getattr(exc.__cause__, 'explanation', None) or exc}") from exc
+            raise ImageMissing(f"cannot pull {ref}", detail=str(getattr(exc.__cause__, "explanation", None)
+                                                                or exc)) from exc
         except (docker.errors.APIError, ValueError) as exc:
-            raise ImageMissing(f"cannot pull {ref}: {getattr(exc, 'explanation', None) or exc}") from exc
+            raise ImageMissing(f"cannot pull {ref}", detail=str(getattr(exc, "explanation", None) or exc)) from exc
 
     async def create(self, spec: ContainerSpec) -> str:
         def create() -> str:
@@ -235,7 +238,7 @@ class DockerRuntime:
         try:
             return await self._call(create)
         except docker.errors.ImageNotFound as exc:
-            raise ImageMissing(f"image {spec.image} is not present: {exc.explanation}") from exc
+            raise ImageMissing(f"image {spec.image} is not on this host", detail=str(exc.explanation)) from exc
         except docker.errors.APIError as exc:  # a 4xx: _call already turned 5xx into RuntimeUnavailable
             raise ContainerRefused(f"Docker refused container {spec.name}: {exc.explanation or exc}") from exc
 

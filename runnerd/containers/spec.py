@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from runnerd import layout
+from runnerd import imageref, layout
 from runnerd.config import Environment, Settings
 from runnerd.containers.runtime import JOB_NETWORK, LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
 from runnerd.domain import Job, StepKind
@@ -21,6 +21,7 @@ STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
 HELPER_MEMORY = 512 * 1024 * 1024  # provision/filter are ours and stream; they need little
 HELPER_PIDS = 64
 HELPER_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777"}
+STEP_MODULES = {StepKind.PROVISION: ("netpolicy.py",)}  # stdlib modules a step script imports from its folder
 
 
 @dataclass(frozen=True)
@@ -55,28 +56,33 @@ def algorithm_command(entrypoint: str) -> list[str]:
 
 def image_reference(image: str, tag: str, checksum: str) -> str:
     """`image@sha256:…` when the checksum pins a digest, else `image:tag` (SPEC §3)."""
-    if checksum.startswith("sha256:"):
-        return f"{image}@{checksum}"
-    return f"{image}:{tag or 'latest'}"
+    return imageref.join(image, tag, checksum)
 
 
 def provision_plan(job: Job, settings: Settings) -> dict:
-    """What the provision step must download, and where, for this job."""
+    """What the provision step must download, and where, for this job. Each download carries the
+    label the consumer sees instead of its URL, and its own allow-list: provisionAllow lets the
+    operator's own DDO URLs reach the LAN; a URL the consumer sent (algorithm.meta.url) gets none."""
+    operator_allow = list(settings.provisionAllow)
     downloads = []
-    for item in job.spec["inputs"]:
+    for item in job.spec["inputs"]:  # inputs are always the catalog's (the operator's) DDOs
         for index, f in enumerate(item["files"]):
             if f["type"] == "url":
                 downloads.append({
-                    "kind": "dataset", "url": f["url"], "sha256": f.get("sha256"),
-                    "dest": f"{layout.INPUTS}/{did_dir(item['did'])}/{index}",
+                    "kind": "dataset", "label": f"dataset {item['did']} file {index}", "url": f["url"],
+                    "sha256": f.get("sha256"), "dest": f"{layout.INPUTS}/{did_dir(item['did'])}/{index}",
+                    "allow": operator_allow,
                 })
-    code = job.spec["algorithm"]["code"]
+    algo = job.spec["algorithm"]
+    code = algo["code"]
     if code["type"] == "url":
-        downloads.append({"kind": "algorithm", "url": code["url"], "sha256": code.get("sha256"),
-                          "dest": layout.ALGORITHM})
+        # From the consumer when intake says so, or when there is no published algorithm behind it.
+        consumer = code.get("origin") == "consumer" or not algo.get("did")
+        downloads.append({"kind": "algorithm", "label": "algorithm" if consumer else f"algorithm {algo['did']}",
+                          "url": code["url"], "sha256": code.get("sha256"), "dest": layout.ALGORITHM,
+                          "allow": [] if consumer else operator_allow, "consumer": consumer})
     return {
         "downloads": downloads,
-        "allow": list(settings.provisionAllow),
         "timeout": settings.provisionTimeout,
         "retries": settings.provisionRetries,
         "maxBytes": int(settings.maxDownloadGB * 1024**3),
@@ -89,8 +95,8 @@ def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data:
     """Provision and filter: runnerd's own stdlib script in helperImage, its plan in the env,
     its report and products in `out` (mounted at /runnerd/out), hardened like the algorithm."""
     script = f"{step.value}.py"
-    mounts = (data, Mount(str(out), layout.STEP_OUT, read_only=False),
-              Mount(str(STEPS_DIR / script), f"{layout.STEP_DIR}/{script}"))
+    code = (Mount(str(STEPS_DIR / f), f"{layout.STEP_DIR}/{f}") for f in (script, *STEP_MODULES.get(step, ())))
+    mounts = (data, Mount(str(out), layout.STEP_OUT, read_only=False), *code)
     return ContainerSpec(
         name=container_name(job.job_id, step),
         image=settings.helperImage,
@@ -144,13 +150,15 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
         Mount(str(paths.fs / "outputs"), layout.OUTPUTS, read_only=False),
         Mount(str(paths.fs / "logs"), layout.LOGS, read_only=False),
     ]
-    # Local datasets and algorithms are bind-mounted read-only where Ocean puts them: never copied.
-    for item in job.spec["inputs"]:
+    # Local datasets and algorithms are bind-mounted read-only where Ocean puts them, never copied,
+    # from the job's pins (engine/pins.py): the files runnerd opened and checked, under neutral names.
+    for i, item in enumerate(job.spec["inputs"]):
         for index, f in enumerate(item["files"]):
             if f["type"] == "file":
-                mounts.append(Mount(f["path"], f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"))
+                target = f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"
+                mounts.append(Mount(str(paths.pinned_input(i, index)), target))
     if algo["code"]["type"] == "file":
-        mounts.append(Mount(algo["code"]["path"], layout.ALGORITHM))
+        mounts.append(Mount(str(paths.pinned_algorithm), layout.ALGORITHM))
     tmp = {"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"}
     return ContainerSpec(
         name=container_name(job.job_id, StepKind.ALGORITHM),

@@ -2,16 +2,23 @@
 
 A `sha256:` checksum pins the image: a local image must match by id or by repo digest (SPEC §3).
 Pulls follow `imagePull` and are de-duplicated: ten jobs waiting for one image cause one pull.
+A consumer's (raw) algorithm image is checked again here against the environment's
+rawAlgorithmImages and registryAllow, before anything is asked of Docker: a job queued before
+the operator tightened them must not slip through.
+
+What a job's `error` says about an image is runnerd's own fixed text; Docker's and a registry's
+words go to the daemon log under a short reference the operator can grep for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
+from runnerd import imageref
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.containers.spec import image_reference
 from runnerd.errors import ImageMissing
 
 log = logging.getLogger("runnerd.images")
@@ -19,9 +26,10 @@ _PRESENT_TTL = 30.0  # seconds
 
 
 class Images:
-    def __init__(self, runtime: ContainerRuntime, policy: str):
+    def __init__(self, runtime: ContainerRuntime, policy: str, registry_allow: tuple[str, ...] = ()):
         self.runtime = runtime
         self.policy = policy  # never | if-missing | always
+        self.registry_allow = registry_allow
         self._pulls: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, float] = {}  # ref -> monotonic time it was last found present
         self._volumes: dict[str, list[str]] = {}
@@ -37,30 +45,51 @@ class Images:
             self._seen[ref] = time.monotonic()
         return present
 
-    async def resolve(self, image: str, tag: str, checksum: str) -> str:
-        """The reference to create the container from; raises ImageMissing with the reason."""
-        if checksum:
-            if await self._present(checksum):  # a local image whose id is the checksum
-                return checksum
-            ref = f"{image}@{checksum}"
-        else:
-            ref = image_reference(image, tag, checksum)
-        present = await self._present(ref)
-        if present and self.policy != "always":
-            return ref
-        if self.policy == "never":
-            raise ImageMissing(f"image {ref} is not on this host and imagePull is never "
-                               f"(an operator can load it with docker load / docker pull)")
+    async def resolve(self, image: str, tag: str, checksum: str, allowed: tuple[str, ...] | None = None) -> str:
+        """The reference to create the container from; raises ImageMissing with the reason.
+        `allowed`: the environment's rawAlgorithmImages when the consumer chose the image (a raw
+        algorithm); None for the operator's own (helperImage, published algorithms)."""
         try:
-            await self._pull(ref)
-        except ImageMissing:
+            ref = imageref.from_parts(image, tag, checksum)
+        except ValueError as exc:
+            raise ImageMissing(f"the image reference is not valid ({exc})") from None
+        return await self._resolve(ref, allowed)
+
+    async def _resolve(self, ref: imageref.ImageRef, allowed: tuple[str, ...] | None) -> str:
+        if allowed is not None:
+            if not imageref.allowed_by(ref, allowed):
+                raise ImageMissing(f"image {ref.reference} is not allowed for raw algorithms in this environment")
+            refused = imageref.registry_refusal(ref, self.registry_allow)
+            if refused:
+                raise ImageMissing(f"image {ref.reference} is refused: {refused} (registryAllow)")
+        # A bare image id names any local image, whatever its repository: only for the operator's
+        # images, or a consumer's whose digest itself is allowed.
+        if ref.digest and (allowed is None or imageref.digest_listed(ref, allowed)):
+            if await self._present(ref.digest):  # a local image whose id is the checksum
+                return ref.digest
+        name = ref.reference
+        present = await self._present(name)
+        if present and self.policy != "always":
+            return name
+        if self.policy == "never":
+            raise ImageMissing(f"image {name} is not on this host and imagePull is never")
+        try:
+            await self._pull(name)
+        except ImageMissing as exc:
             if present:  # `always` but the registry is unreachable: the local copy still matches
-                log.warning("pull of %s failed; using the local image", ref)
-                return ref
-            raise
-        if checksum and not await self.runtime.has_image(ref):
-            raise ImageMissing(f"pulled {image} but no local image matches {checksum}")
-        return ref
+                log.warning("pull of %s failed (%s %s); using the local image", name, exc, exc.detail)
+                return name
+            raise self._pull_failed(name, exc) from None
+        if ref.digest and not await self.runtime.has_image(name):
+            raise ImageMissing(f"the image {name} was pulled but no local image matches its checksum")
+        return name
+
+    @staticmethod
+    def _pull_failed(name: str, exc: ImageMissing) -> ImageMissing:
+        """The consumer gets a fixed text; the operator finds Docker's own words by the reference."""
+        reference = secrets.token_hex(4)
+        log.warning("image pull failed [reference %s]: %s: %s %s", reference, name, exc, exc.detail)
+        return ImageMissing(f"the image {name} could not be pulled (reference {reference} in the daemon log)")
 
     async def volumes(self, ref: str) -> list[str]:
         """The VOLUME paths of a present image (remembered: an image reference that stays
@@ -71,10 +100,13 @@ class Images:
 
     async def resolve_ref(self, ref: str) -> str:
         """Like resolve, for a plain reference such as helperImage ("python:3.12-slim")."""
-        name, _, tag = ref.rpartition(":")
-        if not name or "/" in tag:  # no tag (a registry port is not one)
-            name, tag = ref, "latest"
-        return await self.resolve(name, tag, "")
+        try:
+            parsed = imageref.parse(ref)
+        except ValueError as exc:
+            raise ImageMissing(f"{ref!r} is not a valid image reference ({exc})") from None
+        if not parsed.tag and not parsed.digest:
+            parsed = imageref.ImageRef(parsed.name, parsed.registry, parsed.repository, "latest")
+        return await self._resolve(parsed, None)
 
     async def _pull(self, ref: str) -> None:
         task = self._pulls.get(ref)

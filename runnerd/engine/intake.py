@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-import stat
 import secrets
 import time
 import uuid
 from typing import Any
 
-from runnerd.catalog import DID_RE, Asset, AssetError, Catalog
-from runnerd.config import Settings
+from runnerd import imageref
+from runnerd.catalog import DID_RE, Asset, AssetError, Catalog, mode_readable_by, open_no_follow
+from runnerd.config import Environment, Settings
 from runnerd.containers.spec import algorithm_command
 from runnerd.domain import Job
 from runnerd.errors import BadRequest, PolicyRejected
+
+log = logging.getLogger("runnerd.intake")
 
 MAX_INPUTS = 32
 _DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
@@ -80,31 +83,62 @@ def _userdata(value: Any, path: str) -> Any:
 
 
 def readable_by(path: str, job_user: str) -> bool:
-    """Whether the job's uid:gid can read a file that will be bind-mounted into its container."""
+    """Whether the job's uid:gid can read a file that will be bind-mounted into its container
+    (checked on the file itself, never through a symbolic link)."""
     uid, gid = (int(x) for x in job_user.split(":"))
-    st = os.stat(path)
-    if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IRUSR)
-    if st.st_gid == gid:
-        return bool(st.st_mode & stat.S_IRGRP)
-    return bool(st.st_mode & stat.S_IROTH)
+    fd = open_no_follow(path)
+    try:
+        return mode_readable_by(os.fstat(fd), uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str,
               job_user: str) -> list[dict[str, Any]]:
+    # Consumers read these messages: they name the DID and the file's index, never a path or URL
+    # of the operator's (the details go to the daemon's log).
     files = service.get("files") or []
     if not files:
         raise PolicyRejected(f"{asset.did}: service {service.get('id')!r} lists no files", "file_unavailable", res)
-    try:
-        resolved = [catalog.resolve_file(f) for f in files]
-    except AssetError as exc:
-        raise PolicyRejected(f"{asset.did}: {exc}", "file_unavailable", res) from None
-    for f in resolved:
-        if f["type"] == "file" and not readable_by(f["path"], job_user):
+    resolved = []
+    for index, entry in enumerate(files):
+        try:
+            resolved.append(catalog.resolve_file(entry))
+        except AssetError as exc:
+            log.warning("%s file %d refused: %s", asset.did, index, exc)
+            raise PolicyRejected(f"{asset.did}: file {index} {exc.public}", "file_unavailable", res) from None
+    for index, f in enumerate(resolved):
+        try:
+            readable = f["type"] != "file" or readable_by(f["path"], job_user)
+        except OSError as exc:  # changed since resolve_file looked at it
+            log.warning("%s file %d refused: %s", asset.did, index, exc)
+            raise PolicyRejected(f"{asset.did}: file {index} cannot be used", "file_unavailable", res) from None
+        if not readable:
             # Caught here, not as a confusing PermissionError inside the algorithm.
-            raise PolicyRejected(f"{asset.did}: a file of this asset is not readable by jobUser {job_user} "
+            raise PolicyRejected(f"{asset.did}: file {index} of this asset is not readable by jobUser {job_user} "
                                  f"(the operator can fix it with chmod o+r)", "file_unavailable", res)
     return resolved
+
+
+def _ref(item: dict[str, Any]) -> tuple[str, str]:
+    return str(item.get("documentId", "")).lower(), str(item.get("serviceId", ""))
+
+
+def _merge_datasets_list(listed: Any, dataset: dict[str, Any], extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ocean.js >= 4 (and ocean-node's clients) send `datasets: [A, B, …]` beside `dataset: A`.
+    `datasets[1:]` are additional inputs, exactly like `additionalDatasets`; a list that disagrees
+    with `dataset` or `additionalDatasets` is refused, so no input is ever dropped or guessed."""
+    if listed is None:
+        return extra
+    if not isinstance(listed, list) or not listed or not all(isinstance(d, dict) for d in listed):
+        raise BadRequest("datasets must be a non-empty list of dataset objects", "invalid", "datasets")
+    if _ref(listed[0]) != _ref(dataset):
+        raise BadRequest("datasets[0] must be the same dataset and service as `dataset`", "invalid", "datasets")
+    rest = listed[1:]
+    if extra and [_ref(d) for d in extra] != [_ref(d) for d in rest]:
+        raise BadRequest("datasets[1:] and additionalDatasets name different inputs; send one of them",
+                         "invalid", "datasets")
+    return extra or rest
 
 
 class Intake:
@@ -127,6 +161,7 @@ class Intake:
             extra = []
         if not isinstance(extra, list) or not all(isinstance(d, dict) for d in extra):
             raise BadRequest("additionalDatasets must be a list of dataset objects", "invalid", "additional_input")
+        extra = _merge_datasets_list(params.get("datasets"), dataset, extra)
         if len(extra) + 1 > MAX_INPUTS:
             raise BadRequest(f"at most {MAX_INPUTS} datasets per job", "invalid", "additionalDatasets")
         algorithm = params.get("algorithm")
@@ -139,6 +174,8 @@ class Intake:
         for i, item in enumerate([dataset, *extra]):
             res = "dataset" if i == 0 else f"datasets[{i}]"
             inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
+        if algo_asset is None:  # the consumer chose the image; a published algorithm's is the operator's
+            self._check_raw_image(algo_spec, env)
 
         dids = [i["did"] for i in inputs]
         if len(set(dids)) != len(dids):  # each input gets its own /data/inputs/<did> folder
@@ -177,7 +214,9 @@ class Intake:
             if isinstance(rawcode, str) and rawcode:
                 code: dict[str, Any] = {"type": "raw", "rawcode": rawcode}
             elif isinstance(url, str) and url.startswith(("http://", "https://")):
-                code = {"type": "url", "url": url, "sha256": None}
+                # The consumer's URL: the provision step fetches it under the strict public-only
+                # rule, never with the operator's provisionAllow.
+                code = {"type": "url", "url": url, "sha256": None, "origin": "consumer"}
             else:
                 raise BadRequest("algorithm.meta needs rawcode or an http(s) url", "meta_oneof_url_rawcode_remote",
                                  "algorithm")
@@ -218,6 +257,11 @@ class Intake:
         if checksum and not _DIGEST.fullmatch(checksum):
             raise BadRequest("algorithm container checksum must be sha256:<64 hex digits>", "checksum_prefix",
                              "algorithm.container")
+        try:
+            imageref.from_parts(image.strip(), tag, checksum.lower())
+        except ValueError as exc:
+            raise BadRequest(f"algorithm container image is not a valid image name and tag: {exc}", "invalid",
+                             "algorithm.container") from None
         if len(entrypoint) > 4096:
             raise BadRequest("algorithm entrypoint is too long", "invalid", "algorithm.container")
         try:
@@ -227,10 +271,27 @@ class Intake:
                              "algorithm.container") from None
         return {"entrypoint": entrypoint, "image": image.strip(), "tag": tag, "checksum": checksum.lower()}
 
+    def _check_raw_image(self, algo: dict[str, Any], env: Environment) -> None:
+        """A raw algorithm runs only an image the environment lists, and never makes dockerd contact
+        a registry on this host or its network (dockerd pulls as root from the host's network)."""
+        ref = imageref.from_parts(algo["image"], algo["tag"], algo["checksum"])
+        if not imageref.allowed_by(ref, env.rawAlgorithmImages):
+            raise PolicyRejected(f"environment {env.id!r} does not allow the image {ref.reference} for raw "
+                                 "algorithms (the operator lists the allowed ones in rawAlgorithmImages)",
+                                 "image_not_allowed", "algorithm.container.image")
+        refused = imageref.registry_refusal(ref, self.settings.registryAllow)
+        if refused:
+            raise PolicyRejected(f"the image {ref.reference} is refused: {refused} (an operator can allow the "
+                                 "registry with registryAllow)", "registry_not_allowed", "algorithm.container.image")
+
     # -- inputs -------------------------------------------------------------------------------
 
     def _input(self, item: dict[str, Any], res: str, main: bool, algo: dict[str, Any],
                algo_asset: Asset | None) -> dict[str, Any]:
+        """Every input must be an asset of type dataset, named through a compute service, and
+        passes that service's own compute policy. An additional input named through an access
+        service is taken only with `accessInputs: true`, and then still under the policy of every
+        compute service the dataset has (docs/operator-guide.md, "Which inputs a job may have")."""
         did = _field(item, "documentId", f"{res}.documentId")
         _field(item, "serviceId", f"{res}.serviceId")
         if main:
@@ -238,17 +299,28 @@ class Intake:
         asset = self.catalog.get(did) if DID_RE.fullmatch(did) else None
         if asset is None:
             raise PolicyRejected(f"dataset {did} is not in this node's catalog", "did_not_found", f"{res}.documentId")
+        if asset.type != "dataset":  # an algorithm's code is not data a job may read
+            raise PolicyRejected(f"{did} is a {asset.type}, not a dataset", "not_dataset", f"{res}.documentId")
         service = asset.service(str(item["serviceId"]))
         if service is None:
             raise PolicyRejected(f"{did} has no service {item['serviceId']!r}", "not_found", f"{res}.serviceId")
-        if service.get("type") not in ("compute", "access"):
+        kind = service.get("type")
+        if kind not in ("compute", "access"):
             raise PolicyRejected(f"{did}: service {item['serviceId']!r} is neither compute nor access",
                                  "service_not_access_compute", f"{res}.serviceId")
-        if main and service.get("type") != "compute":
+        if main and kind != "compute":
             raise PolicyRejected(f"{did}: the main dataset must be ordered through a compute service",
                                  "main_service_compute", f"{res}.serviceId")
-        compute = service.get("compute") or {}
-        if service.get("type") == "compute":
+        if kind == "compute":
+            policies = [service.get("compute") or {}]
+        elif not self.settings.accessInputs:
+            raise PolicyRejected(f"{did}: service {item['serviceId']!r} is an access service; this node takes "
+                                 f"only inputs offered for compute", "not_compute", f"{res}.serviceId")
+        else:
+            # Opted in: the dataset's compute services still rule what may read it. A dataset with
+            # none is offered for download only, which Provider lets any algorithm read.
+            policies = [s.get("compute") or {} for s in asset.ddo.get("services", []) if s.get("type") == "compute"]
+        for compute in policies:
             self._check_policy(compute, res, algo, algo_asset)
         files = _files_of(self.catalog, asset, service, res, self.settings.jobUser)
         return {
@@ -256,8 +328,8 @@ class Intake:
             "ddo": asset.public_ddo(),
             "files": files,
             "userdata": _userdata(item.get("userdata"), f"{res}.userdata"),
-            # Access-type inputs carry no compute policy: they never widen the algorithm's network.
-            "allowNetworkAccess": bool(compute.get("allowNetworkAccess", False)),
+            # An input with no compute policy never widens the algorithm's network.
+            "allowNetworkAccess": bool(policies) and all(bool(c.get("allowNetworkAccess", False)) for c in policies),
         }
 
     def _check_policy(self, compute: dict[str, Any], res: str, algo: dict[str, Any],
@@ -285,13 +357,19 @@ class Intake:
         if entry is None:
             raise PolicyRejected(f"algorithm {algo_asset.did} is not trusted by this dataset", "not_trusted_algo", res)
         if entry.get("filesChecksum"):
-            actual = self.catalog.sha256_of(algo["code"])
+            try:
+                actual = self.catalog.sha256_of(algo["code"])
+            except OSError as exc:
+                log.warning("algorithm %s: checksum failed: %s", algo_asset.did, exc)
+                actual = None
             if actual is None:
                 raise PolicyRejected("the algorithm's files checksum cannot be computed", "file_unavailable",
                                      "algorithm")
             if str(entry["filesChecksum"]).lower() != actual:
                 raise PolicyRejected("the algorithm's files differ from the trusted checksum",
                                      "algorithm_file_checksum_mismatch", res)
+            if algo["code"]["type"] == "file":
+                algo["code"]["sha256"] = actual  # the workspace checks the file it pins against it
         if entry.get("containerSectionChecksum"):
             section = hashlib.sha256((algo["entrypoint"] + algo["checksum"]).encode()).hexdigest()
             if str(entry["containerSectionChecksum"]).lower() != section:

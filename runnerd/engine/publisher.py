@@ -62,6 +62,27 @@ def _output_files(paths: JobPaths) -> list[ResultFile]:
     return sorted(found, key=lambda r: r.filename)
 
 
+def occupied_bytes(paths: JobPaths) -> int:
+    """What the job's published files really take on the host: allocated blocks, so a sparse file
+    counts as the data it holds and a tiny file as a whole block. The per-owner results budget
+    (maxResultGBPerOwner) is charged this. Walked with a stack, never following links."""
+    total, stack = 0, [paths.results, paths.logs]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+    return total
+
+
 def collect_results(paths: JobPaths, with_outputs: bool) -> list[ResultFile]:
     """The job's `results` list: outputs first (by path), then the logs that exist."""
     results = _output_files(paths) if with_outputs else []

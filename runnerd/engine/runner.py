@@ -18,7 +18,7 @@ from runnerd.containers.spec import Slot
 from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind, StepState
 from runnerd.engine import reasons
 from runnerd.engine.images import Images
-from runnerd.engine.publisher import collect_results, read_report
+from runnerd.engine.publisher import collect_results, occupied_bytes, read_report
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
@@ -194,15 +194,32 @@ class JobRunner:
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
         assert outcome.exit is not None
+        report = read_report(paths.provision_out / "report.json") or {}
+        self._log_provision_detail(job.job_id, report.get("detail"))
         if outcome.exit.exit_code == 0:
             return None
-        report = read_report(paths.provision_out / "report.json") or {}
         status = S.ALGORITHM_PROVISIONING_FAILED if report.get("failed") == "algorithm" \
             else S.DATA_PROVISIONING_FAILED
+        # The report's `error` is the step's consumer-safe text (a label and a fixed reason, no URL).
         reason = report.get("error") or f"the provision step exited with {outcome.exit.exit_code}"
         if outcome.exit.oom_killed:
             reason = "the provision step ran out of memory"
         return Ending(status, str(reason)[:2000])
+
+    @staticmethod
+    def _log_provision_detail(job_id: str, detail) -> None:
+        """The operator's side of the provision step: which URL each download was, where it was
+        redirected and the raw error. Only ever the daemon's log: consumers see labels, never URLs."""
+        for entry in detail if isinstance(detail, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            hops = entry.get("redirects") or []
+            via = f" redirected to {' -> '.join(map(str, hops))}" if isinstance(hops, list) and hops else ""
+            what = f"{entry.get('label', '?')} {entry.get('url') or ''}{via}".strip()[:4000]  # servers chose the hops
+            if entry.get("error"):
+                log.warning("job %s: provision: %s: %s", job_id, what, str(entry["error"])[:4000])
+            else:
+                log.info("job %s: provision: %s: fetched", job_id, what)
 
     async def _helper_step(self, job: Job, kind: StepKind, build, capture: LogCapture,
                            stop: asyncio.Event | None = None) -> StepOutcome:
@@ -223,7 +240,9 @@ class JobRunner:
         """Resolve (pull if allowed) the algorithm's and the helper's images, and the VOLUMEs they
         declare; an Ending if one is not available."""
         algo = job.spec["algorithm"]
-        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"]),
+        env = self.settings.environment(job.environment)
+        raw = None if algo.get("did") else (env.rawAlgorithmImages if env else ())  # the consumer's choice
+        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"], raw),
                                              self.images.resolve_ref(self.settings.helperImage),
                                              return_exceptions=True)
         if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
@@ -335,7 +354,7 @@ class JobRunner:
         await self.remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
         now = time.time()
         return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
-                                expires_at=now + env.storageExpiry)
+                                expires_at=now + env.storageExpiry, result_bytes=occupied_bytes(paths))
 
     async def _finish_stopped(self, job: Job) -> Job:
         """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
@@ -353,7 +372,7 @@ class JobRunner:
         now = time.time()
         expiry = env.storageExpiry if env else 0
         return await self._move(job, status, error=error, date_finished=now, results=results,
-                                expires_at=now + expiry, **extra)
+                                expires_at=now + expiry, result_bytes=occupied_bytes(paths), **extra)
 
     async def remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
         """Remove the containers of a job's recorded steps (all, or only those never started)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -17,14 +18,24 @@ from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
+from runnerd.engine.owners import StartRate
 from runnerd.engine.runner import Hooks, JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, Unavailable
-from runnerd.store import AgreementInUse, JobStore, QueueFull
+from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
+from runnerd.store import AgreementInUse, JobStore, OwnerLimit, QueueFull
 
 log = logging.getLogger("runnerd.engine")
+
+# Statuses a job can be restarted from: stopped, or failed (never a completed or running one).
+RESTARTABLE = frozenset({JobStatus(7), JobStatus(31), JobStatus(32), *(JobStatus(c) for c in range(71, 77))})
+_REQUEST_KEYS = ("environment", "dataset", "additionalDatasets", "datasets", "algorithm")
+
+
+def restart_record(params: dict) -> dict:
+    """The part of a start request a restart needs (intake validated it before this is kept)."""
+    return {k: params[k] for k in _REQUEST_KEYS if params.get(k) is not None}
 
 
 class Engine:
@@ -36,14 +47,16 @@ class Engine:
         self.catalog = catalog
         self.hooks = hooks or Hooks()
         self.workspace = Workspace(data_dir, settings.jobUser)
-        self.images = Images(runtime, settings.imagePull)
+        self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog)
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
         self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks)
         self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores)
         self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
-                               settings.orphanGraceSeconds, settings.sweepIntervalSeconds)
+                               settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
+                               settings.jobRetentionSeconds)
+        self.starts = StartRate(settings.startsPerMinutePerOwner)
         self._watch: asyncio.Task | None = None
 
     def _docker_changed(self, downstream):
@@ -109,27 +122,80 @@ class Engine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def submit(self, params: dict, owner: str) -> Job:
+    async def submit(self, params: dict, owner: str, restart_of: Job | None = None) -> Job:
+        """A start, or with `restart_of` a restart: both under the same start rate and caps."""
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
+        wait = self.starts.take(owner.lower())  # cheapest check first; taken before any await
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"{owner} has used its starts for now (startsPerMinutePerOwner "
+                f"{self.settings.startsPerMinutePerOwner:g}); try again in {seconds} s",
+                headers={"Retry-After": str(seconds)})
+        try:
+            if restart_of is not None:
+                return await self._restart(restart_of, params, owner)
+            return await self._submit(params, owner)
+        except Exception:
+            self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
+            raise
+
+    async def _submit(self, params: dict, owner: str) -> Job:
         job = self.intake.build(params, owner)
+        job.request = restart_record(params)
+        return await self._enqueue(job, owner)
+
+    async def _restart(self, old: Job, params: dict, owner: str) -> Job:
+        """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
+        policy and limits) on the inputs, algorithm and environment the original was started
+        with; the original is never rewritten. `dataset.transferTxId` of this request, if any,
+        is the new job's agreementId, else the original's (the same per-owner rule applies)."""
+        if old.status not in RESTARTABLE:
+            raise BadRequest(f"job {old.job_id} is at status {int(old.status)} ({old.status.text}); only a stopped "
+                             "(7) or failed (31, 32, 71-76) job can be restarted", "not_restartable", "jobId")
+        record = await self.store.request_of(old.job_id)
+        if not record:
+            raise BadRequest(f"job {old.job_id} cannot be restarted: what it was started with is no longer kept; "
+                             "start a new job instead", "restart_unavailable", "jobId")
+        dataset = params.get("dataset") if isinstance(params.get("dataset"), dict) else {}
+        tx = dataset.get("transferTxId") or old.agreement_id
+        again = {**record, "dataset": {**record["dataset"], "transferTxId": tx}}
+        job = self.intake.build(again, owner)
+        job.request, job.restarted_from = record, old.job_id
+        return await self._enqueue(job, owner)
+
+    async def _enqueue(self, job: Job, owner: str) -> Job:
         env = self.settings.environment(job.environment)
         assert env is not None
         try:
-            await self.store.insert(job, env.maxQueue, env.maxJobs)
+            await self.store.insert(job, env.maxQueue, env.maxJobs, self.settings.maxJobsPerOwner,
+                                    int(self.settings.maxResultGBPerOwner * 1024**3))
+        except OwnerLimit as exc:
+            raise TooManyRequests(_owner_limit_text(owner, exc)) from None
         except QueueFull:
             raise Unavailable(f"the queue of {env.id} is full ({env.maxQueue} jobs); try again later",
                               "queue_full") from None
         except AgreementInUse:
             raise BadRequest("`agreementId` already in use for another job that is still running",
                              "agreement_in_use", "dataset.transferTxId") from None
-        log.info("job %s: queued in %s for %s", job.job_id, env.id, owner)
+        log.info("job %s: queued in %s for %s%s", job.job_id, env.id, owner,
+                 f" (restart of {job.restarted_from})" if job.restarted_from else "")
         self.hooks.status(job, job.status)
         self.scheduler.wake()
         return job
 
     async def stop(self, job_id: str) -> None:
         await self.scheduler.stop(job_id)
+
+    async def stop_and_wait(self, job_ids: list[str], timeout: float) -> None:
+        """Stop each job, then wait (up to `timeout` seconds in all) until each has ended, so the
+        answer can show 7 rather than a job still being stopped."""
+        for job_id in job_ids:
+            await self.scheduler.stop(job_id)
+        tasks = {live.task for j in job_ids if (live := self.scheduler.live.get(j)) and live.task}
+        if tasks and timeout > 0:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def delete(self, job_id: str) -> None:
         """Stop if running, then remove its containers, files and row."""
@@ -146,3 +212,12 @@ class Engine:
 
     def current_jobs(self, env_id: str) -> int:
         return self.scheduler.running_count(env_id)
+
+
+def _owner_limit_text(owner: str, exc: OwnerLimit) -> str:
+    if exc.limit == "jobs":
+        return (f"{owner} already has {exc.used} jobs queued or running (maxJobsPerOwner {exc.cap}); "
+                "start more once one has ended, or stop one")
+    return (f"the kept results of {owner} occupy {exc.used / 1024**3:.2f} GB, more than maxResultGBPerOwner "
+            f"({exc.cap / 1024**3:g} GB); delete finished jobs you no longer need (DELETE) or wait for "
+            "their results to expire")

@@ -1,4 +1,4 @@
-"""Periodic housekeeping: expired results, containers no job owns, job folders no row owns.
+"""Periodic housekeeping: expired results, old rows, containers no job owns, job folders no row owns.
 
 Nomad's dangling-container reconciler is the model: Docker can create a container while the API
 call that asked for it fails, so anything labelled runnerd.job that no live job owns is removed
@@ -22,13 +22,14 @@ log = logging.getLogger("runnerd.sweeper")
 
 class Sweeper:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
-                 live_ids: Callable[[], set[str]], grace: float, interval: float):
+                 live_ids: Callable[[], set[str]], grace: float, interval: float, retention: float = 2592000):
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
         self.live_ids = live_ids
         self.grace = grace
         self.interval = interval
+        self.retention = retention
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -50,10 +51,12 @@ class Sweeper:
     async def sweep_once(self, now: float | None = None) -> dict[str, int]:
         now = time.time() if now is None else now
         expired = await self.expire(now)
+        pruned = await self.prune(now)
         containers = await self.remove_orphan_containers(now)
         folders = await self.remove_orphan_folders()
         cleanups = await self.retry_cleanups()
-        return {"expired": expired, "containers": containers, "folders": folders, "cleanups": cleanups}
+        return {"expired": expired, "pruned": pruned, "containers": containers, "folders": folders,
+                "cleanups": cleanups}
 
     async def expire(self, now: float) -> int:
         """Delete the results of jobs whose storageExpiry has passed; their status says removed: 1."""
@@ -64,6 +67,15 @@ class Sweeper:
             await self.store.update(job.job_id, removed=1, results=[], spec={})
             log.info("job %s: results expired and removed", job.job_id)
         return len(jobs)
+
+    async def prune(self, now: float) -> int:
+        """Delete the rows of jobs whose results expired more than `retention` ago (until then
+        their status still answers removed: 1), and let the database file shrink by what they held."""
+        pruned = await self.store.prune(now - self.retention)
+        if pruned:
+            await self.store.db.reclaim()
+            log.info("pruned %d job rows whose results expired over %gs ago", pruned, self.retention)
+        return pruned
 
     async def remove_orphan_containers(self, now: float) -> int:
         try:

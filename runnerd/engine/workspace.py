@@ -20,7 +20,8 @@ from pathlib import Path
 
 from runnerd import layout
 from runnerd.config import Environment
-from runnerd.domain import Job
+from runnerd.domain import Job, JobStatus
+from runnerd.engine import pins
 from runnerd.engine.trees import remove_tree
 from runnerd.errors import WorkspaceError
 from runnerd.layout import JobPaths, did_dir
@@ -83,6 +84,8 @@ class Workspace:
             _write_json(p.fs / "ddos" / did_dir(algo["did"]), algo["ddo"])
         if algo.get("algocustomdata") is not None:
             _write_json(p.fs / "inputs" / "algoCustomData.json", algo["algocustomdata"])
+        # What the algorithm will mount: the local files as runnerd opens and checks them now.
+        pins.pin_all(job, p, self.uid, self.gid)
         code_path = p.fs / "transformations" / "algorithm"
         if algo["code"]["type"] == "raw":
             code_path.write_text(algo["code"]["rawcode"], encoding="utf-8")
@@ -104,6 +107,8 @@ class Workspace:
         p = self.paths(job.job_id)
         if p.fs.is_dir() and not p.fs.is_symlink():
             await asyncio.to_thread(self._mount_quota, p, env)
+        if job.status == JobStatus.RUNNING:  # the algorithm (re)starts: a reboot drops bind-mounted pins
+            await asyncio.to_thread(pins.repin, job, p, self.uid, self.gid)
 
     def _mount_quota(self, p: JobPaths, env: Environment) -> None:
         if os.path.ismount(p.fs) or env.diskQuota == "none":
@@ -211,6 +216,7 @@ class Workspace:
                 _run(["umount", str(p.fs)])
             except WorkspaceError:
                 _run(["umount", "-l", str(p.fs)])  # a lingering reader: detach now, free when it lets go
+        pins.unpin(p)  # first: a bind-mounted pin is unmounted, never deleted through
         # The algorithm made this tree (with diskQuota none, directly on the host's disk): never
         # shutil.rmtree it (recursion, links, mounts; see trees.py).
         _must_be_gone(p.fs, remove_tree(p.fs))

@@ -10,7 +10,9 @@ Everything under src was written by untrusted code, and dest is served to the jo
 host. So only regular files are copied: symlinks (which could point at host files once dest is read
 on the host), fifos, sockets and devices are skipped. The walk goes through directory file
 descriptors with O_NOFOLLOW at every level, so no path component is ever resolved through a symlink,
-even one swapped in mid-walk. Counts and sizes are capped so outputs cannot fill the host's disk.
+even one swapped in mid-walk. Counts and sizes are capped so outputs cannot fill the host's disk:
+sizes count as apparent sizes (holes included), and holes are copied as holes, so a sparse file
+costs the host only the blocks the algorithm really wrote (in its quota).
 
 Report JSON at plan.report. Exit 0 (ok), 3 (limits exceeded; dest emptied), 1 (any other error).
 """
@@ -31,6 +33,7 @@ MAX_SKIPPED = 1000  # the skipped list is capped too: the algorithm decides how 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 # O_NONBLOCK: should a fifo appear where a regular file was listed, open() must not block on it.
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+SEEK_DATA, SEEK_HOLE = getattr(os, "SEEK_DATA", 3), getattr(os, "SEEK_HOLE", 4)  # Linux values
 OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -142,20 +145,33 @@ class Filter:
         print("copied %s (%d bytes)" % (show(rel), size), flush=True)
 
     def _stream(self, in_fd: int, out_fd: int) -> int:
-        """Copy in 1 MiB chunks (constant memory), enforcing the byte cap even if the file grows."""
-        size, buf = 0, bytearray(CHUNK)
-        view = memoryview(buf)
-        with open(in_fd, "rb", buffering=0, closefd=False) as src:
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    return size
-                size += n
-                if self.total + size > self.max_bytes:
+        """Copy the file's data extents only (SEEK_DATA/SEEK_HOLE), in 1 MiB chunks, and leave its
+        holes as holes: a sparse file cost the algorithm no quota, so it must not cost the host
+        more than the blocks really written either. The byte cap counts the apparent size (what
+        the owner downloads) and is enforced as the copy goes, even if the file grows."""
+        pos = 0
+        while True:
+            start, end = _extent(in_fd, pos)
+            if start is None:
+                break
+            while start < end:
+                data = os.pread(in_fd, min(CHUNK, end - start), start)
+                if not data:
+                    break
+                if self.total + start + len(data) > self.max_bytes:
                     raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
                 written = 0
-                while written < n:
-                    written += os.write(out_fd, view[written:n])
+                while written < len(data):
+                    written += os.pwrite(out_fd, data[written:], start + written)
+                start += len(data)
+            if start <= pos:  # nothing read at this offset: the file ends here
+                break
+            pos = start
+        size = max(pos, os.fstat(in_fd).st_size)  # a trailing hole is still part of the file
+        if self.total + size > self.max_bytes:
+            raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+        os.ftruncate(out_fd, size)  # recreates the trailing hole without writing it
+        return size
 
     def run(self, src: str, dest: str) -> None:
         os.makedirs(dest, exist_ok=True)
@@ -171,6 +187,20 @@ class Filter:
         finally:
             os.close(src_fd)
             os.close(dest_fd)
+
+
+def _extent(fd: int, pos: int):
+    """(start, end) of the first data extent at or after pos, or (None, None) if only a hole (or
+    the end of the file) follows. Where the file system cannot tell, the rest is one extent."""
+    try:
+        start = os.lseek(fd, pos, SEEK_DATA)
+        return start, os.lseek(fd, start, SEEK_HOLE)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # no data after pos
+            return None, None
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    return pos, max(pos, os.fstat(fd).st_size)
 
 
 def kind_of(mode: int) -> str:

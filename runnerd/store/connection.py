@@ -19,7 +19,9 @@ from typing import Any
 
 import aiosqlite
 
-from runnerd.store.migrations import LATEST, MIGRATIONS
+from runnerd.store.migrations import LATEST, MIGRATIONS, OUTSIDE_TRANSACTION
+
+WRITER_SYNCHRONOUS = "FULL"
 
 
 def decimal_gt(a: str | None, b: str | None) -> int:
@@ -49,7 +51,10 @@ class Database:
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
             await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            # FULL: each commit fsyncs the WAL before COMMIT returns. With NORMAL a power loss could
+            # roll back commits an answer was already given for: claimed nonces (a replay window),
+            # accepted jobs, stops. Nonce claims are group-committed, so they share that fsync.
+            await writer.execute(f"PRAGMA synchronous={WRITER_SYNCHRONOUS}")
             await writer.execute("PRAGMA foreign_keys=ON")
             await writer.execute("PRAGMA busy_timeout=5000")
             await writer.create_function("nonce_gt", 2, decimal_gt, deterministic=True)
@@ -104,6 +109,19 @@ class Database:
         async with self._reader.execute(sql, tuple(params)) as cursor:
             return list(await cursor.fetchall())
 
+    async def reclaim(self) -> int:
+        """Give the pages freed by deleted rows back to the file system (incremental auto_vacuum),
+        then checkpoint the WAL into the main file and truncate both. Returns the file's pages."""
+        async with self._write_lock:
+            # Each step of this pragma frees one page and Python's execute() steps it only once;
+            # executescript (sqlite3_exec) runs it to the end.
+            await self._writer.executescript("PRAGMA incremental_vacuum;")
+            async with self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                await cursor.fetchall()
+            async with self._writer.execute("PRAGMA page_count") as cursor:
+                (pages,) = await cursor.fetchone()  # type: ignore[misc]
+        return pages
+
     async def ping(self) -> None:
         await self.fetchone("SELECT 1")
 
@@ -114,6 +132,12 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
     if version > LATEST:
         raise RuntimeError(f"database schema {version} is newer than this runnerd ({LATEST}); upgrade runnerd")
     for number, (_name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
+        if sql.startswith(OUTSIDE_TRANSACTION):  # e.g. VACUUM; each statement is safe to repeat
+            for statement in _statements(sql):
+                async with conn.execute(statement) as cursor:
+                    await cursor.fetchall()
+            await conn.execute(f"PRAGMA user_version={number}")
+            continue
         await conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(sql):

@@ -33,6 +33,15 @@ class AgreementInUse(Exception):
     pass
 
 
+class OwnerLimit(Exception):
+    """A start refused by a per-owner cap: `limit` is "jobs" or "results"; `used` and `cap` are the
+    owner's jobs in flight (or its kept results' bytes) and the configured bound."""
+
+    def __init__(self, limit: str, used: int, cap: int):
+        super().__init__(f"{limit}: {used} of {cap}")
+        self.limit, self.used, self.cap = limit, used, cap
+
+
 @dataclass
 class StepRecord:
     job_id: str
@@ -70,6 +79,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         slot=json.loads(row["slot"]) if row["slot"] else None,
         ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
         history=[(s, t) for s, t in json.loads(row["history"])],
+        restarted_from=row["restarted_from"],
     )
 
 
@@ -91,11 +101,11 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
 # Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
 _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids, NULL AS spec,"
            " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
-           " expires_at, ending, history")
+           " expires_at, ending, history, restarted_from")
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
-    "expires_at", "ending", "spec",
+    "expires_at", "ending", "spec", "result_bytes",
 }
 
 
@@ -119,10 +129,22 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def insert(self, job: Job, max_queue: int, max_jobs: int = 0) -> None:
-        """Insert a queued job, atomically checking the agreementId rule and the bound on jobs in
-        flight (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free"."""
+    async def insert(self, job: Job, max_queue: int, max_jobs: int = 0, owner_jobs: int = 0,
+                     owner_bytes: int = 0) -> None:
+        """Insert a queued job, atomically checking the agreementId rule, the owner's caps (jobs in
+        flight, bytes of kept results; 0: none) and the bound on the environment's jobs in flight
+        (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free".
+        Checks and insert share one write transaction: concurrent starts cannot both pass."""
         async with self.db.transaction() as tx:
+            if owner_jobs or owner_bytes:
+                # One row, kept exact by triggers (migration 0003): no count over the owner's jobs.
+                async with tx.execute("SELECT active, kept_bytes FROM owners WHERE owner_lc = ?",
+                                      (job.owner.lower(),)) as cur:
+                    active, kept = await cur.fetchone() or (0, 0)
+                if owner_jobs and active >= owner_jobs:
+                    raise OwnerLimit("jobs", active, owner_jobs)
+                if owner_bytes and kept > owner_bytes:
+                    raise OwnerLimit("results", kept, owner_bytes)
             # Per owner: a transferTxId is public on chain, and nothing here proves whose it is, so a
             # global rule would let anyone block someone else's order by reusing it first.
             async with tx.execute(
@@ -140,10 +162,12 @@ class JobStore:
                 raise QueueFull(job.environment)
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
-                " input_dids, spec, status, date_created, history) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " input_dids, spec, status, date_created, history, restarted_from, request)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
                  job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created,
-                 json.dumps([[int(job.status), job.date_created]])),
+                 json.dumps([[int(job.status), job.date_created]]), job.restarted_from,
+                 None if job.request is None else json.dumps(job.request)),
             )
 
     async def import_jobs(self, jobs: list[Job]) -> None:
@@ -160,6 +184,11 @@ class JobStore:
         """A job without its spec (status reads); the runner gets specs from transition()/active()."""
         rows = self.db.lookup(f"SELECT {_STATUS} FROM jobs WHERE job_id = ?", (job_id,))
         return _job_from_row(rows[0]) if rows else None
+
+    async def request_of(self, job_id: str) -> dict[str, Any] | None:
+        """What a restart of this job re-runs intake from (None if it was never kept or is gone)."""
+        row = await self.db.fetchone("SELECT request FROM jobs WHERE job_id = ?", (job_id,))
+        return json.loads(row[0]) if row and row[0] else None
 
     def status_of(self, job_id: str) -> JobStatus | None:
         rows = self.db.lookup("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
@@ -195,6 +224,10 @@ class JobStore:
                 raise IllegalTransition(job_id, current, status)
             if current != status or current.terminal:  # a finished job is never rewritten
                 check_transition(job_id, current, status)
+            if status.terminal:
+                # Its plan (raw code, custom data, the secret: up to maxRequestBytes) has served its
+                # purpose once the job ended: status reads, results and deletion never need it.
+                fields = {**fields, "spec": {}}
             sets = ", ".join(["status = ?", *(f"{c} = ?" for c in fields)])
             values = [int(status), *(_encode(c, v) for c, v in fields.items())]
             if current != status:
@@ -250,6 +283,23 @@ class JobStore:
         )
         return [_job_from_row(r) for r in rows]
 
+    async def prune(self, before: float, batch: int = 500) -> int:
+        """Delete the rows of jobs whose results were removed (expired) before `before`, in
+        batches so the writer is never held long. Returns how many went."""
+        pruned = 0
+        while True:
+            n = await self.db.write(
+                "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE removed = 1 AND"
+                " expires_at IS NOT NULL AND expires_at < ? LIMIT ?)", (before, batch))
+            pruned += n
+            if n < batch:
+                return pruned
+
+    def owner_usage(self, owner: str) -> tuple[int, int]:
+        """(jobs queued or running, bytes of kept results) of an owner."""
+        rows = self.db.lookup("SELECT active, kept_bytes FROM owners WHERE owner_lc = ?", (owner.lower(),))
+        return (rows[0][0], rows[0][1]) if rows else (0, 0)
+
     async def all_ids(self) -> set[str]:
         return {r[0] for r in await self.db.fetchall("SELECT job_id FROM jobs")}
 
@@ -283,4 +333,4 @@ class JobStore:
         return await self.nonces.claim(address, nonce)
 
 
-__all__ = ["JobStore", "StepRecord", "QueueFull", "AgreementInUse", "IllegalTransition"]
+__all__ = ["JobStore", "StepRecord", "QueueFull", "AgreementInUse", "OwnerLimit", "IllegalTransition"]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# A migration whose text starts with this runs statement by statement, not in one transaction.
+OUTSIDE_TRANSACTION = "-- outside a transaction\n"
+# The terminal statuses, spelled out: a shipped migration must not change when domain.py does.
+_TERMINAL = "7, 31, 32, 70, 71, 72, 73, 74, 75, 76"
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "0001_initial",
@@ -59,6 +64,69 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         -- [[status, epoch seconds], ...]: when each status was reached (for `submit --wait`)
         ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
+    (
+        "0003_owner_usage",
+        """
+        -- Disk the job's kept results occupy on the host (allocated blocks), set when it ends.
+        ALTER TABLE jobs ADD COLUMN result_bytes INTEGER NOT NULL DEFAULT 0;
+        -- Rows written before this migration: the sizes in their results list are the best guess.
+        UPDATE jobs SET result_bytes = COALESCE((SELECT SUM(json_extract(value, '$.filesize'))
+                                                 FROM json_each(jobs.results)), 0) WHERE removed = 0;
+        -- A finished job's plan (raw code, custom data, secret) is not needed any more.
+        UPDATE jobs SET spec = '{}' WHERE status IN (TERMINAL);
+        CREATE INDEX jobs_by_removal ON jobs(expires_at) WHERE removed = 1;
+
+        -- Per-owner usage, kept exact by the triggers below in the same transaction as every
+        -- change to a job: an admission reads one row instead of counting the owner's jobs.
+        CREATE TABLE owners (
+            owner_lc   TEXT PRIMARY KEY,
+            active     INTEGER NOT NULL DEFAULT 0,  -- jobs queued or running (not terminal)
+            kept_bytes INTEGER NOT NULL DEFAULT 0   -- result_bytes of its jobs not yet removed
+        ) WITHOUT ROWID;
+        INSERT INTO owners (owner_lc, active, kept_bytes)
+            SELECT owner_lc, SUM(status NOT IN (TERMINAL)), SUM(CASE WHEN removed = 0 THEN result_bytes ELSE 0 END)
+            FROM jobs GROUP BY owner_lc;
+        CREATE TRIGGER owners_on_insert AFTER INSERT ON jobs BEGIN
+            INSERT OR IGNORE INTO owners (owner_lc) VALUES (NEW.owner_lc);
+            UPDATE owners SET active = active + (NEW.status NOT IN (TERMINAL)),
+                              kept_bytes = kept_bytes + (CASE WHEN NEW.removed = 0 THEN NEW.result_bytes ELSE 0 END)
+            WHERE owner_lc = NEW.owner_lc;
+        END;
+        CREATE TRIGGER owners_on_update AFTER UPDATE OF status, removed, result_bytes ON jobs BEGIN
+            UPDATE owners SET active = active + (NEW.status NOT IN (TERMINAL)) - (OLD.status NOT IN (TERMINAL)),
+                              kept_bytes = kept_bytes + (CASE WHEN NEW.removed = 0 THEN NEW.result_bytes ELSE 0 END)
+                                                      - (CASE WHEN OLD.removed = 0 THEN OLD.result_bytes ELSE 0 END)
+            WHERE owner_lc = NEW.owner_lc;
+        END;
+        CREATE TRIGGER owners_on_delete AFTER DELETE ON jobs BEGIN
+            UPDATE owners SET active = active - (OLD.status NOT IN (TERMINAL)),
+                              kept_bytes = kept_bytes - (CASE WHEN OLD.removed = 0 THEN OLD.result_bytes ELSE 0 END)
+            WHERE owner_lc = OLD.owner_lc;
+            -- addresses are free to make: an owner with nothing left keeps no row
+            DELETE FROM owners WHERE owner_lc = OLD.owner_lc AND active = 0 AND kept_bytes = 0;
+        END;
+        """.replace("TERMINAL", _TERMINAL),
+    ),
+    (
+        "0004_incremental_vacuum",
+        # Rows pruned by the sweeper free pages; with incremental auto_vacuum the file can hand
+        # them back (PRAGMA incremental_vacuum). Changing auto_vacuum on an existing file takes
+        # effect only through a VACUUM, which cannot run inside a transaction.
+        OUTSIDE_TRANSACTION + """
+        PRAGMA auto_vacuum = INCREMENTAL;
+        VACUUM;
+        """,
+    ),
+    (
+        "0005_restart",
+        """
+        -- the job this one re-runs (POST compute with the jobId of a stopped or failed job)
+        ALTER TABLE jobs ADD COLUMN restarted_from TEXT;
+        -- JSON: the start request's inputs, algorithm and environment, what a restart re-runs
+        -- intake from (kept when the spec is dropped; small: no files, no DDOs)
+        ALTER TABLE jobs ADD COLUMN request TEXT;
         """,
     ),
 ]
