@@ -99,8 +99,12 @@ class _FakeDockerd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
-@pytest.mark.parametrize("mode", ["refused", "reset", "500", "503"])
-@pytest.mark.parametrize("method", ["create", "start", "wait", "inspect", "copy_logs", "pull", "list_owned"])
+# (A pull answered with a 5xx is left out: that is the registry's answer relayed by dockerd, and
+# the image is missing rather than Docker: ImageMissing, status 32.)
+@pytest.mark.parametrize("method,mode", [
+    (method, mode) for mode in ("refused", "reset", "500", "503")
+    for method in ("create", "start", "wait", "inspect", "copy_logs", "pull", "list_owned")
+    if not (method == "pull" and mode in ("500", "503"))])
 async def test_refused_reset_and_server_errors_are_outages(tmp_path, mode, method):
     path = str(tmp_path / "docker.sock")
     server = None
@@ -111,8 +115,6 @@ async def test_refused_reset_and_server_errors_are_outages(tmp_path, mode, metho
     else:
         server = _FakeDockerd(path, mode)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    if method == "pull" and mode in ("500", "503"):
-        pytest.skip("a pull's 5xx is the registry's answer relayed by dockerd: the image is missing, not Docker")
     runtime = DockerRuntime(timeout=5, base_url=f"unix://{path}")
     try:
         if mode != "refused":
