@@ -50,6 +50,10 @@ def test_failing_algorithm_ends_at_71_with_exit_code_and_log(shared_daemon):
     assert job["terminationDetails"]["exitCode"] == 3
     assert "exited with code 3" in job["error"]
     assert "about to fail" in result_of(client, job, "algorithmLog").decode()
+    # once, at warning, with the reason: what `journalctl -p warning` shows an operator (#14)
+    lines = [line for line in shared_daemon.log().splitlines() if f"job={job['jobId']}" in line and "71" in line]
+    warned = [line for line in lines if "level=warning" in line]
+    assert len(warned) == 1 and "Algorithm failed: " in warned[0] and "exited with code 3" in warned[0], lines
 
 
 def test_dataset_url_that_404s_ends_at_31(make_daemon, http_server):

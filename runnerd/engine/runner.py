@@ -68,7 +68,10 @@ class JobRunner:
         old = job.status
         job = await self.store.transition(job.job_id, status, **fields)
         if old != status:
-            log.info("job %s: %d %s", job.job_id, int(status), status.text)
+            if status.terminal and status not in (S.COMPLETED, S.STOPPED):  # once, where `-p warning` sees it
+                log.warning("job %s: %d %s: %s", job.job_id, int(status), status.text, job.error or "no reason")
+            else:
+                log.info("job %s: %d %s", job.job_id, int(status), status.text)
             self.hooks.status(job, old)
         return job
 
