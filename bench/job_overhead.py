@@ -60,7 +60,7 @@ def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list
     subprocess.run(["chown", "-R", "65532:65532", str(out)], check=True)
     common = ["docker", "run", "--rm", "--user", "65532:65532", "--read-only", "--tmpfs", "/tmp",
               "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--init", "--network", "none"]
-    plan_p = json.dumps({"downloads": [], "allow": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
+    plan_p = json.dumps({"downloads": [], "timeout": 60, "retries": 0, "maxBytes": 1 << 30,
                          "report": "/runnerd/out/report.json"})
     plan_f = json.dumps({"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": 1000,
                          "maxBytes": 1 << 30, "report": "/runnerd/out/report.json"})
@@ -69,7 +69,8 @@ def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list
     algo = ["--cpus", str(env["nCPU"]), "--memory", ram, "--memory-swap", ram, "--pids-limit", "512"]
     return [
         common + helper + ["-e", f"RUNNERD_PLAN={plan_p}", "-v", f"{out}/results:/runnerd/out",
-                           "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro", image, "python3",
+                           "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro",
+                           "-v", f"{STEPS}/netpolicy.py:/runnerd/netpolicy.py:ro", image, "python3",
                            "/runnerd/provision.py"],
         common + algo + ["-v", f"{work}/data.csv:/data/inputs/x/0:ro",
                          "-v", f"{work}/algo.py:/data/transformations/algorithm:ro",
