@@ -1,0 +1,35 @@
+"""Findings of the adversarial review of the #10 fixes (r1), over real HTTP to a real daemon."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import dataset, raw
+from tests.test_api_conformance import OceanStyle
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: Ocean's computeResult text `address + jobId + index + nonce` is "
+                   "the delete text `address + jobId + '' + nonce'` with nonce' = index followed by nonce, so a "
+                   "used result-download URL is a valid DELETE (and a signed status read) for ever after")
+def test_a_used_result_signature_is_not_a_delete(shared_daemon):
+    owner = OceanStyle(shared_daemon.url)
+    did = dataset(shared_daemon.assets)
+    job = owner.start(did, raw("print('hello')"))
+    done = owner.wait(job["jobId"])
+    assert len(done["results"]) >= 2
+    nonce = owner.next_nonce()
+    signature = owner.sign(f"{owner.address}{job['jobId']}1", nonce, "py")
+    r = owner.call("computeResult", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                            "index": 1, "nonce": nonce, "signature": signature})
+    assert r.status_code == 200, r.text
+    # Someone who saw that URL (a proxy's log, a shared link) replays its signature as a delete.
+    attacker = OceanStyle(shared_daemon.url)
+    r = attacker.call("computeDelete", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                               "nonce": f"1{nonce}", "signature": signature})
+    try:
+        assert r.status_code == 401, r.text
+    finally:
+        if r.status_code != 200:
+            owner.delete_py(job["jobId"])
