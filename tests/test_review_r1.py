@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.helpers import dataset, raw
 from tests.test_api_conformance import OceanStyle
+from tests.test_client_compat import Js
 
 pytestmark = pytest.mark.docker
 
@@ -33,3 +35,25 @@ def test_a_used_result_signature_is_not_a_delete(shared_daemon):
     finally:
         if r.status_code != 200:
             owner.delete_py(job["jobId"])
+
+
+def test_a_replayed_nonce_free_stop_answers_without_capability_urls(shared_daemon):
+    """ocean.js >= 3.3.3 stops with `consumerAddress + jobId` signed and no nonce: whoever saw that
+    request can send it again at any time. Its answer must not hand out the results' links."""
+    js = Js(shared_daemon.url)
+    did = dataset(shared_daemon.assets)
+    job_id = js.start(did, "open('/data/outputs/secret.txt', 'w').write('the data')\n")["jobId"]
+    try:
+        assert js.wait(job_id)["status"] == 70
+        body = {"signature": js.sign(js.address + job_id, ""), "consumerAddress": js.address,
+                "nonce": str(js.stored() + 1), "jobId": job_id}
+        stopped = js.http.put("/api/services/compute", json=body)  # the owner's own (late) stop
+        assert stopped.status_code == 200, stopped.text
+        replayed = httpx.put(f"{shared_daemon.url}/api/services/compute", json=body, timeout=60)
+        assert replayed.status_code == 200, replayed.text
+        job = replayed.json()[0]
+        assert job["results"] and job["resultsUrls"] == [] and job["algorithmLogUrl"] is None
+    finally:
+        js.http.request("DELETE", "/api/services/compute", json={
+            "consumerAddress": js.address, "jobId": job_id,
+            "signature": js.sign(js.address + job_id, str(js.stored() + 1))})

@@ -28,6 +28,14 @@ def texts_for(action: str, address: str, job_id: str, document_id: str, *, read:
     return [[address, job_id, document_id], own] if job_id or read else [own]
 
 
+def signed_nonce_free(params: dict[str, Any], nonce_free: list[list[str]] | None) -> bool:
+    """Whether the request is signed over one of the `nonce_free` texts: then nothing was claimed,
+    and anyone who saw the request can send it again, so its answer must give nothing away."""
+    signature = params.get("signature")
+    return bool(nonce_free) and isinstance(signature, str) and bool(signature) and \
+        signing.verify_any(consumer(params), nonce_free or [], "", signature) is not None
+
+
 async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list[str]], *,
                        nonce_free: list[list[str]] | None = None, nonce_optional: bool = False) -> str:
     """Verify that `consumerAddress` signed one of `texts` followed by the nonce, then claim that
@@ -39,7 +47,7 @@ async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list
     address = consumer(params)
     signature = params.get("signature")
     signature = signature if isinstance(signature, str) else ""
-    if nonce_free and signature and signing.verify_any(address, nonce_free, "", signature):
+    if signed_nonce_free(params, nonce_free):
         return address
     raw = params.get("nonce")
     nonce = signing.nonce_text(raw)
