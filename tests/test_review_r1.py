@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import httpx
 import pytest
 
@@ -57,3 +60,21 @@ def test_a_replayed_nonce_free_stop_answers_without_capability_urls(shared_daemo
         js.http.request("DELETE", "/api/services/compute", json={
             "consumerAddress": js.address, "jobId": job_id,
             "signature": js.sign(js.address + job_id, str(js.stored() + 1))})
+
+
+def test_what_a_job_was_started_with_leaves_its_row_when_its_results_expire(make_daemon):
+    """The restart record (raw code, custom data: up to maxRequestBytes) is kept so that a stopped
+    or failed job can be restarted, but not for the row's whole retention: start-then-stop loops
+    would otherwise fill the database for storageExpiry + jobRetentionSeconds."""
+    daemon = make_daemon(environments=[{"id": "ocean-compute", "nCPU": 0.25, "ramGB": 0.25, "diskGB": 0.05,
+                                        "storageExpiry": 0}], sweepIntervalSeconds=1)
+    client = daemon.client()
+    code = "print(1)\n#" + "x" * 200_000
+    job_id = client.start(dataset(daemon.assets), raw(code), "ocean-compute")["jobId"]
+    deadline = time.time() + 120
+    while client.job(job_id, signed=False)["removed"] != 1:
+        assert time.time() < deadline, "the job's results never expired"
+        time.sleep(0.5)
+    with sqlite3.connect(f"file:{daemon.data_dir / 'runnerd.db'}?mode=ro", uri=True) as db:
+        (request,) = db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    assert request is None or len(request) < 1000

@@ -105,7 +105,7 @@ _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, alg
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
-    "expires_at", "ending", "spec", "result_bytes",
+    "expires_at", "ending", "spec", "result_bytes", "request",
 }
 
 
@@ -119,6 +119,8 @@ def _encode(column: str, value: Any) -> Any:
         return None if value is None else int(value)
     if column == "spec":
         return json.dumps(value)
+    if column == "request":
+        return None if value is None else json.dumps(value)
     return value
 
 
