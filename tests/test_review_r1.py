@@ -78,3 +78,15 @@ def test_what_a_job_was_started_with_leaves_its_row_when_its_results_expire(make
     with sqlite3.connect(f"file:{daemon.data_dir / 'runnerd.db'}?mode=ro", uri=True) as db:
         (request,) = db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     assert request is None or len(request) < 1000
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: with a checksum Docker runs `image@digest` and ignores the tag, but "
+                   "rawAlgorithmImages matches the consumer's tag: a tag-restricted entry admits any image of "
+                   "that repository by digest (e.g. a trusted algorithm's, whose DDO publishes its checksum)")
+def test_a_tag_restricted_image_entry_does_not_admit_another_image_of_the_repository_by_digest():
+    from runnerd import imageref
+
+    secret = "sha256:" + "5e" * 32  # the digest of acme/runtime:trusted-algo, which is not listed
+    ref = imageref.from_parts("acme/runtime", "public-1", secret)
+    assert ref.reference == f"acme/runtime@{secret}"  # what Docker runs: the tag plays no part
+    assert not imageref.allowed_by(ref, ["acme/runtime:public-*"])
