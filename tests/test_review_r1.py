@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,3 +93,41 @@ def test_a_tag_restricted_image_entry_does_not_admit_another_image_of_the_reposi
     ref = imageref.from_parts("acme/runtime", "public-1", secret)
     assert ref.reference == f"acme/runtime@{secret}"  # what Docker runs: the tag plays no part
     assert not imageref.allowed_by(ref, ["acme/runtime:public-*"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_a_pin_bound_from_another_mount_of_the_same_filesystem_is_unmounted(tmp_path, tmp_assets):
+    """linkat answers EXDEV across two mounts of one filesystem too (an assets folder that is a bind
+    mount, as in containers and many systemd setups): the pin is then a bind mount whose st_dev is
+    its folder's. unpin must still unmount it, or the job's folder can never be removed."""
+    from runnerd.catalog import Catalog
+    from runnerd.config import parse_config
+    from runnerd.engine.intake import Intake
+    from runnerd.engine.pins import pin_all, unpin
+    from runnerd.layout import JobPaths
+    from tests.helpers import TEST_RAW_IMAGES
+
+    paths = JobPaths.for_job(tmp_path / "data", "a" * 32)
+    paths.root.mkdir(parents=True)
+    source, other = tmp_path / "src", tmp_path / "other-mount"
+    source.mkdir()
+    other.mkdir()
+    subprocess.run(["mount", "--bind", str(source), str(other)], check=True)
+    try:
+        (other / "rows.csv").write_text("same disk, other mount\n")
+        os.chmod(other / "rows.csv", 0o644)
+        did = dataset(tmp_assets, files=[{"type": "file", "path": str(other / "rows.csv")}])
+        settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}],
+                                 "assetRoots": [str(other)]})
+        job = Intake(settings, Catalog(tmp_assets, (other,))).build({
+            "environment": "env", "algorithm": raw("print(1)"),
+            "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x1"}}, "0x" + "1" * 40)
+        pin_all(job, paths, 65532, 65532)
+        pin = paths.pinned_input(0, 0)
+        assert pin.read_text() == "same disk, other mount\n"
+        unpin(paths)
+        assert str(pin) not in Path("/proc/self/mounts").read_text()
+        assert not paths.pinned.exists()
+    finally:
+        subprocess.run(["umount", str(paths.pinned_input(0, 0))], capture_output=True)
+        subprocess.run(["umount", str(other)], capture_output=True)
