@@ -18,10 +18,9 @@ from tests.test_client_compat import Js
 pytestmark = pytest.mark.docker
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Ocean's computeResult text `address + jobId + index + nonce` is "
-                   "the delete text `address + jobId + '' + nonce'` with nonce' = index followed by nonce, so a "
-                   "used result-download URL is a valid DELETE (and a signed status read) for ever after")
 def test_a_used_result_signature_is_not_a_delete(shared_daemon):
+    """Ocean's computeResult text `address + jobId + index + nonce` is the delete text
+    `address + jobId + "" + nonce'` with nonce' = index followed by nonce, a nonce never used."""
     owner = OceanStyle(shared_daemon.url)
     did = dataset(shared_daemon.assets)
     job = owner.start(did, raw("print('hello')"))
@@ -42,6 +41,32 @@ def test_a_used_result_signature_is_not_a_delete(shared_daemon):
         if r.status_code != 200:
             owner.delete_py(job["jobId"])
 
+
+def test_a_used_result_signature_is_not_a_signed_status_read(shared_daemon):
+    """The same text is a signed status read with nonce index+nonce: one used result-download URL
+    (say of the algorithm log) would yield capability URLs for every output."""
+    owner = OceanStyle(shared_daemon.url)
+    did = dataset(shared_daemon.assets)
+    job = owner.start(did, raw("open('/data/outputs/secret.txt', 'w').write('the data')"))
+    done = owner.wait(job["jobId"])
+    log_index = next(r["index"] for r in done["results"] if r["type"] == "algorithmLog")
+    assert log_index >= 1
+    nonce = owner.next_nonce()
+    signature = owner.sign(f"{owner.address}{job['jobId']}{log_index}", nonce, "py")
+    r = owner.call("computeResult", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                            "index": log_index, "nonce": nonce, "signature": signature})
+    assert r.status_code == 200, r.text
+    try:
+        r = httpx.get(f"{shared_daemon.url}/api/services/compute", timeout=60, params={
+            "consumerAddress": owner.address, "jobId": job["jobId"], "nonce": f"{log_index}{nonce}",
+            "signature": signature})
+        assert r.status_code == 401 or not r.json()[0]["resultsUrls"], r.text
+        r = httpx.get(f"{shared_daemon.url}/api/services/computeLogs", timeout=60, params={  # nor a log read
+            "consumerAddress": owner.address, "jobId": job["jobId"], "nonce": f"{log_index}{nonce}",
+            "signature": signature})
+        assert r.status_code == 401, r.text
+    finally:
+        owner.delete_py(job["jobId"])
 
 def test_a_replayed_nonce_free_stop_answers_without_capability_urls(shared_daemon):
     """ocean.js >= 3.3.3 stops with `consumerAddress + jobId` signed and no nonce: whoever saw that
@@ -131,3 +156,22 @@ def test_a_pin_bound_from_another_mount_of_the_same_filesystem_is_unmounted(tmp_
     finally:
         subprocess.run(["umount", str(paths.pinned_input(0, 0))], capture_output=True)
         subprocess.run(["umount", str(other)], capture_output=True)
+
+
+
+async def test_used_result_suffixes_go_with_their_job(tmp_path):
+    from runnerd.store import Database, JobStore
+    from tests.test_store import make_job
+
+    db = await Database.open(tmp_path / "runnerd.db")
+    try:
+        store = JobStore(db)
+        job = make_job()
+        await store.insert(job, max_queue=10)
+        await store.spend_suffix(job.job_id, "15")
+        await store.spend_suffix(job.job_id, "15")  # the same one twice is no error
+        assert store.suffix_spent(job.job_id, "15") and not store.suffix_spent(job.job_id, "16")
+        await store.delete(job.job_id)
+        assert not store.suffix_spent(job.job_id, "15")
+    finally:
+        await db.close()

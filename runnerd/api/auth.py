@@ -36,6 +36,13 @@ def signed_nonce_free(params: dict[str, Any], nonce_free: list[list[str]] | None
         signing.verify_any(consumer(params), nonce_free or [], "", signature) is not None
 
 
+def spent(store: JobStore, texts: list[list[str]], parts: list[str], nonce: str) -> bool:
+    """Whether `parts + nonce` (Ocean's text, `texts[0]`: consumerAddress + jobId + …) was already
+    used as a computeResult signature, whose index and nonce run together into this nonce."""
+    return parts is texts[0] and len(parts) >= 2 and bool(parts[1]) and \
+        store.suffix_spent(parts[1], "".join(parts[2:]) + nonce)
+
+
 async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list[str]], *,
                        nonce_free: list[list[str]] | None = None, nonce_optional: bool = False) -> str:
     """Verify that `consumerAddress` signed one of `texts` followed by the nonce, then claim that
@@ -63,7 +70,8 @@ async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list
     if not signature:
         raise Unauthorized("signature is required", "invalid_signature", "signature")
     for candidate in nonces:
-        if signing.verify_any(address, texts, candidate, signature):
+        parts = signing.verify_any(address, texts, candidate, signature)
+        if parts is not None and not spent(store, texts, parts, candidate):
             break
     else:
         raise Unauthorized(

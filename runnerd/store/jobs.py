@@ -192,6 +192,13 @@ class JobStore:
         row = await self.db.fetchone("SELECT request FROM jobs WHERE job_id = ?", (job_id,))
         return json.loads(row[0]) if row and row[0] else None
 
+    async def spend_suffix(self, job_id: str, suffix: str) -> None:
+        """Remember what followed the jobId in a used computeResult signature (migration 0006)."""
+        await self.db.write("INSERT OR IGNORE INTO result_suffixes (job_id, suffix) VALUES (?, ?)", (job_id, suffix))
+
+    def suffix_spent(self, job_id: str, suffix: str) -> bool:
+        return bool(self.db.lookup("SELECT 1 FROM result_suffixes WHERE job_id = ? AND suffix = ?", (job_id, suffix)))
+
     def status_of(self, job_id: str) -> JobStatus | None:
         rows = self.db.lookup("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
         return JobStatus(rows[0][0]) if rows else None
