@@ -28,6 +28,21 @@ def texts_for(action: str, address: str, job_id: str, document_id: str, *, read:
     return [[address, job_id, document_id], own] if job_id or read else [own]
 
 
+def signed_nonce_free(params: dict[str, Any], nonce_free: list[list[str]] | None) -> bool:
+    """Whether the request is signed over one of the `nonce_free` texts: then nothing was claimed,
+    and anyone who saw the request can send it again, so its answer must give nothing away."""
+    signature = params.get("signature")
+    return bool(nonce_free) and isinstance(signature, str) and bool(signature) and \
+        signing.verify_any(consumer(params), nonce_free or [], "", signature) is not None
+
+
+def spent(store: JobStore, texts: list[list[str]], parts: list[str], nonce: str) -> bool:
+    """Whether `parts + nonce` (Ocean's text, `texts[0]`: consumerAddress + jobId + …) was already
+    used as a computeResult signature, whose index and nonce run together into this nonce."""
+    return parts is texts[0] and len(parts) >= 2 and bool(parts[1]) and \
+        store.suffix_spent(parts[1], "".join(parts[2:]) + nonce)
+
+
 async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list[str]], *,
                        nonce_free: list[list[str]] | None = None, nonce_optional: bool = False) -> str:
     """Verify that `consumerAddress` signed one of `texts` followed by the nonce, then claim that
@@ -39,7 +54,7 @@ async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list
     address = consumer(params)
     signature = params.get("signature")
     signature = signature if isinstance(signature, str) else ""
-    if nonce_free and signature and signing.verify_any(address, nonce_free, "", signature):
+    if signed_nonce_free(params, nonce_free):
         return address
     raw = params.get("nonce")
     nonce = signing.nonce_text(raw)
@@ -55,7 +70,8 @@ async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list
     if not signature:
         raise Unauthorized("signature is required", "invalid_signature", "signature")
     for candidate in nonces:
-        if signing.verify_any(address, texts, candidate, signature):
+        parts = signing.verify_any(address, texts, candidate, signature)
+        if parts is not None and not spent(store, texts, parts, candidate):
             break
     else:
         raise Unauthorized(

@@ -90,15 +90,19 @@ async def stop_jobs(request: web.Request) -> web.Response:
     params = await read_params(request)
     job_id, document_id = text(params, "jobId", limit=64), text(params, "documentId")
     address = text(params, "consumerAddress")
+    nonce_free = [[address, job_id]] if job_id else None
     owner = await auth.authenticate(request.app[STORE], params,
                                     auth.texts_for("computeStop", address, job_id, document_id),
-                                    nonce_free=[[address, job_id]] if job_id else None)
+                                    nonce_free=nonce_free)
+    # A nonce-free stop can be replayed by anyone who saw it, at any time: like an unsigned status
+    # read, its answer carries no capability URLs.
+    urls = not auth.signed_nonce_free(params, nonce_free)
     jobs = await _jobs(request, owner, job_id, document_id)
     engine, store = request.app[ENGINE], request.app[STORE]
     await engine.stop_and_wait([j.job_id for j in jobs if not j.terminal], request.app[SETTINGS].stopWaitSeconds)
     base = base_url(request)
     fresh = [await store.get(j.job_id) or j for j in jobs]
-    return web.json_response([request.app[VIEW].render(j, base) for j in fresh])
+    return web.json_response([request.app[VIEW].render(j, base, urls=urls) for j in fresh])
 
 
 async def delete_jobs(request: web.Request) -> web.Response:

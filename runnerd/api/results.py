@@ -13,6 +13,7 @@ import stat
 
 from aiohttp import web
 
+from runnerd import signing
 from runnerd.api.keys import DATA_DIR, IDENTITY, STORE
 from runnerd.api.params import authenticate, read_params, text
 from runnerd.errors import BadRequest, NotFound, RangeNotSatisfiable, Unauthorized
@@ -59,10 +60,18 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
             raise Unauthorized("the result link is invalid or has expired; fetch the job status for a fresh one",
                                "invalid_token", "token")
     else:
+        # Ocean's text runs index and nonce together, so "1" + "23" is "12" + "3": what follows the
+        # jobId in a used result signature is never accepted again, here or as any other action's
+        # nonce (api/auth.py spent, migration 0006).
+        suffix = index_text + (signing.nonce_text(params.get("nonce")) or "")
+        if store.suffix_spent(job_id, suffix):
+            raise Unauthorized("this signature has been used already", "invalid_signature", "signature")
         owner = await authenticate(store, params, [text(params, "consumerAddress"), job_id, index_text])
     job = await store.get(job_id)
     if job is None or (owner is not None and job.owner.lower() != owner.lower()):
         raise NotFound(f"no job {job_id} belongs to {owner}" if owner else f"no job {job_id}", "not_found", "jobId")
+    if owner is not None:  # only the owner's own signatures, and only while the job exists (its row's trigger)
+        await store.spend_suffix(job_id, suffix)
     if index >= len(job.results):
         raise NotFound(f"job {job_id} has no result {index} (it has {len(job.results)})", "not_found", "index")
     result = job.results[index]

@@ -93,14 +93,22 @@ def unpin(paths: JobPaths) -> None:
     for entry in entries:
         path = Path(entry.path)
         if _mounted(path):
-            if _mount_cmd(["umount", str(path)]) != 0:
-                _mount_cmd(["umount", "-l", str(path)])
+            _unmount(path)
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        except OSError as exc:  # still busy: the sweeper's next pass removes the job folder again
-            log.warning("cannot remove pin %s: %s", path, exc)
+        except OSError as exc:
+            # A bind from another mount of the same filesystem (linkat says EXDEV across mounts
+            # too) has its folder's st_dev, so _mounted cannot tell; removing it says EBUSY.
+            if exc.errno == errno.EBUSY:
+                _unmount(path)
+                try:
+                    os.unlink(path)
+                    continue
+                except OSError as again:
+                    exc = again
+            log.warning("cannot remove pin %s: %s", path, exc)  # the sweeper's next pass tries again
     try:
         os.rmdir(paths.pinned)
     except OSError:
@@ -150,6 +158,11 @@ def _link_open_file(fd: int, pin: Path) -> None:
         os.link(f"/proc/self/fd/{fd}", pin, src_dir_fd=root, follow_symlinks=True)
     finally:
         os.close(root)
+
+
+def _unmount(path: Path) -> None:
+    if _mount_cmd(["umount", str(path)]) != 0:
+        _mount_cmd(["umount", "-l", str(path)])
 
 
 def _placeholder(pin: Path) -> None:

@@ -105,7 +105,7 @@ _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, alg
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
-    "expires_at", "ending", "spec", "result_bytes",
+    "expires_at", "ending", "spec", "result_bytes", "request",
 }
 
 
@@ -119,6 +119,8 @@ def _encode(column: str, value: Any) -> Any:
         return None if value is None else int(value)
     if column == "spec":
         return json.dumps(value)
+    if column == "request":
+        return None if value is None else json.dumps(value)
     return value
 
 
@@ -189,6 +191,13 @@ class JobStore:
         """What a restart of this job re-runs intake from (None if it was never kept or is gone)."""
         row = await self.db.fetchone("SELECT request FROM jobs WHERE job_id = ?", (job_id,))
         return json.loads(row[0]) if row and row[0] else None
+
+    async def spend_suffix(self, job_id: str, suffix: str) -> None:
+        """Remember what followed the jobId in a used computeResult signature (migration 0006)."""
+        await self.db.write("INSERT OR IGNORE INTO result_suffixes (job_id, suffix) VALUES (?, ?)", (job_id, suffix))
+
+    def suffix_spent(self, job_id: str, suffix: str) -> bool:
+        return bool(self.db.lookup("SELECT 1 FROM result_suffixes WHERE job_id = ? AND suffix = ?", (job_id, suffix)))
 
     def status_of(self, job_id: str) -> JobStatus | None:
         rows = self.db.lookup("SELECT status FROM jobs WHERE job_id = ?", (job_id,))

@@ -129,6 +129,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN request TEXT;
         """,
     ),
+    (
+        "0006_result_suffixes",
+        """
+        -- Ocean's computeResult text, consumerAddress + jobId + index + nonce, is also the text of a
+        -- status read, stop, delete or log read of that job with nonce index+nonce (the digits run
+        -- together), a nonce not yet used. What follows the jobId in each used result signature is
+        -- kept here, with its job, so that it is never accepted again in any other reading.
+        CREATE TABLE result_suffixes (
+            job_id TEXT NOT NULL,
+            suffix TEXT NOT NULL,
+            PRIMARY KEY (job_id, suffix)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER result_suffixes_on_delete AFTER DELETE ON jobs BEGIN
+            DELETE FROM result_suffixes WHERE job_id = OLD.job_id;
+        END;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
