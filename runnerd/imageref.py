@@ -162,6 +162,22 @@ def allowed_by(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
     return False
 
 
+def allowed_whatever_its_tag(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Whether an image pinned by digest is allowed by an entry that does not depend on its tag.
+    With a digest Docker runs `name@digest` and ignores the tag, so an entry like
+    `acme/runtime:public-*` cannot vouch for it alone: the digest must then be shown to be that
+    tag's image (engine/images.py checks it against the tag's local image)."""
+    for pattern in patterns:
+        if pattern == "*" or (ref.digest and pattern == ref.digest):
+            return True
+        if DIGEST.fullmatch(pattern):
+            continue
+        name, tag, digest = _pattern_parts(pattern)
+        if _glob(name, ref.canonical) and ((tag == "*" and not digest) or (digest and digest == ref.digest)):
+            return True
+    return False
+
+
 def digest_listed(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
     """Whether the reference's digest itself is allowed (`*` or a listed `sha256:`): only then may
     it name a local image by its id alone, whatever repository that image belongs to."""

@@ -122,6 +122,7 @@ class FakeRuntime:
                  default: Outcome | None = None, instance: str = ""):
         self.instance = instance  # like DockerRuntime: labels every container, scopes list_owned
         self.images: set[str] = set(images or ())
+        self.digests: dict[str, tuple[str, tuple[str, ...]]] = {}  # ref -> (id, repo digests)
         self.volumes: dict[str, list[str]] = {}  # image -> its VOLUME paths
         self.networks: set[str] = set()
         self.pullable: set[str] = set(pullable or ())
@@ -256,6 +257,12 @@ class FakeRuntime:
     async def ensure_network(self, name: str) -> None:
         self._enter("ensure_network")
         self.networks.add(name)
+
+    async def image_digests(self, ref: str) -> tuple[str, tuple[str, ...]]:
+        self._enter("image_digests")
+        if not self._image_present(ref):
+            raise ImageMissing(f"image {ref} is not present")
+        return self.digests.get(ref, ("sha256:" + "0" * 64, ()))
 
     async def image_volumes(self, ref: str) -> list[str]:
         self._enter("image_volumes")

@@ -108,16 +108,29 @@ def test_what_a_job_was_started_with_leaves_its_row_when_its_results_expire(make
     assert request is None or len(request) < 1000
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with a checksum Docker runs `image@digest` and ignores the tag, but "
-                   "rawAlgorithmImages matches the consumer's tag: a tag-restricted entry admits any image of "
-                   "that repository by digest (e.g. a trusted algorithm's, whose DDO publishes its checksum)")
-def test_a_tag_restricted_image_entry_does_not_admit_another_image_of_the_repository_by_digest():
-    from runnerd import imageref
+async def test_a_tag_restricted_image_entry_does_not_admit_another_image_of_the_repository_by_digest():
+    """With a checksum Docker runs `image@digest` and ignores the tag, so an entry such as
+    `acme/runtime:public-*` admits a digest only when it is the image that tag names here (a
+    trusted algorithm's image of the same repository, whose DDO publishes its checksum, must not
+    run as raw code)."""
+    from runnerd.engine.images import Images
+    from runnerd.errors import ImageMissing
+    from tests.fakes import FakeRuntime
 
-    secret = "sha256:" + "5e" * 32  # the digest of acme/runtime:trusted-algo, which is not listed
-    ref = imageref.from_parts("acme/runtime", "public-1", secret)
-    assert ref.reference == f"acme/runtime@{secret}"  # what Docker runs: the tag plays no part
-    assert not imageref.allowed_by(ref, ["acme/runtime:public-*"])
+    public, secret, image_id = ("sha256:" + c * 64 for c in "abc")
+    fake = FakeRuntime(images={"acme/runtime:public-1", f"acme/runtime@{public}", f"acme/runtime@{secret}", image_id})
+    fake.digests["acme/runtime:public-1"] = (image_id, (public,))
+    allowed = ("acme/runtime:public-*",)
+    images = Images(fake, "never")
+    with pytest.raises(ImageMissing, match="not that image's"):
+        await images.resolve("acme/runtime", "public-1", secret, allowed)
+    assert await images.resolve("acme/runtime", "public-1", public, allowed) == f"acme/runtime@{public}"
+    assert await images.resolve("acme/runtime", "public-1", image_id, allowed) == image_id  # a local build's id
+    with pytest.raises(ImageMissing):  # a tag the entry does not allow, whatever the digest
+        await images.resolve("acme/runtime", "private", public, allowed)
+    # an entry that allows every tag of the repository (or the digest itself) needs no such check
+    assert await images.resolve("acme/runtime", "x", secret, ("acme/runtime",)) == f"acme/runtime@{secret}"
+    assert await images.resolve("acme/runtime", "x", secret, (secret,)) == f"acme/runtime@{secret}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")

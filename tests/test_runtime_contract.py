@@ -275,6 +275,14 @@ async def test_a_missing_image_raises_image_missing(rt):
     assert not await rt.runtime.has_image(MISSING_IMAGE)
     assert await rt.runtime.has_image(BUSYBOX_IMAGE)
     with pytest.raises(ImageMissing):
+        await rt.runtime.image_digests(MISSING_IMAGE)
+    image_id, _ = await rt.runtime.image_digests(BUSYBOX_IMAGE)
+    assert image_id.startswith("sha256:")
+    if not hasattr(rt.runtime, "containers"):  # the real one: Docker's own id
+        out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", BUSYBOX_IMAGE],
+                             capture_output=True, text=True, check=True)
+        assert image_id == out.stdout.strip()
+    with pytest.raises(ImageMissing):
         await rt.create(rt.spec(EXIT3, "noimage", image=MISSING_IMAGE))
     owned = await rt.runtime.list_owned()
     assert not [c for c in owned if c.name == f"runnerd-contract-{rt.tag}-noimage"]

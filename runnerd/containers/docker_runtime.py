@@ -163,6 +163,14 @@ class DockerRuntime:
         except docker.errors.APIError:
             return False  # malformed reference: certainly not present
 
+    async def image_digests(self, ref: str) -> tuple[str, tuple[str, ...]]:
+        try:
+            data = await self._call(lambda: self._api.inspect_image(ref))
+        except docker.errors.NotFound as exc:
+            raise ImageMissing(f"image {ref} is not present") from exc
+        repo = tuple(d.rpartition("@")[2] for d in data.get("RepoDigests") or () if "@" in d)
+        return str(data.get("Id", "")), repo
+
     async def image_volumes(self, ref: str) -> list[str]:
         try:
             data = await self._call(lambda: self._api.inspect_image(ref))

@@ -84,6 +84,10 @@ class ContainerRuntime(Protocol):
 
     async def has_image(self, ref: str) -> bool: ...
 
+    async def image_digests(self, ref: str) -> tuple[str, tuple[str, ...]]:
+        """A present image's id and its repo digests (`sha256:…` each); raises ImageMissing when it
+        is not present."""
+
     async def image_volumes(self, ref: str) -> list[str]:
         """The paths an image declares as VOLUME (Docker would back each with an anonymous volume
         on the host disk, outside any quota; runnerd masks them with a tmpfs)."""

@@ -62,6 +62,10 @@ class Images:
             refused = imageref.registry_refusal(ref, self.registry_allow)
             if refused:
                 raise ImageMissing(f"image {ref.reference} is refused: {refused} (registryAllow)")
+            if ref.digest and not imageref.allowed_whatever_its_tag(ref, allowed):
+                exact = await self._tagged_as_allowed(ref, allowed)
+                if exact:
+                    return exact
         # A bare image id names any local image, whatever its repository: only for the operator's
         # images, or a consumer's whose digest itself is allowed.
         if ref.digest and (allowed is None or imageref.digest_listed(ref, allowed)):
@@ -83,6 +87,21 @@ class Images:
         if ref.digest and not await self.runtime.has_image(name):
             raise ImageMissing(f"the image {name} was pulled but no local image matches its checksum")
         return name
+
+    async def _tagged_as_allowed(self, ref: imageref.ImageRef, allowed: tuple[str, ...]) -> str | None:
+        """A consumer's `name` + `tag` + `checksum` allowed only through a tag pattern: the checksum
+        must be the image that tag names here (fetched under imagePull if need be), or any other
+        image of the repository would run by digest. Returns the image id when the checksum is
+        the id itself (immutable, so nothing can move between this check and the container)."""
+        tagged = imageref.ImageRef(ref.name, ref.registry, ref.repository, ref.tag or "latest")
+        name = await self._resolve(tagged, allowed)
+        image_id, repo_digests = await self.runtime.image_digests(name)
+        if ref.digest == image_id:
+            return image_id
+        if ref.digest not in repo_digests:
+            raise ImageMissing(f"the checksum given for image {tagged.reference} is not that image's: this environment "
+                               f"allows that image by its tag, so the checksum must be the tag's image")
+        return None
 
     @staticmethod
     def _pull_failed(name: str, exc: ImageMissing) -> ImageMissing:
