@@ -146,20 +146,26 @@ def _pattern_parts(pattern: str) -> tuple[str, str, str]:
     return f"{registry}/{repository}", tag, digest
 
 
-def allowed_by(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
-    """Whether a consumer's image is on an environment's rawAlgorithmImages list: `*` (any),
-    `sha256:<digest>` (exactly that image, whatever it is called), or `name[:tag-glob][@digest]`
-    (a name alone allows every tag; a digest pins the entry to one image)."""
+def _allowed(ref: ImageRef, patterns: tuple[str, ...] | list[str], by_tag: bool) -> bool:
     for pattern in patterns:
         if pattern == "*" or (ref.digest and pattern == ref.digest):
             return True
         if DIGEST.fullmatch(pattern):
             continue
         name, tag, digest = _pattern_parts(pattern)
-        if _glob(name, ref.canonical) and fnmatchcase(ref.tag or "latest", tag) \
-                and (not digest or digest == ref.digest):
+        if not _glob(name, ref.canonical):
+            continue
+        tag_ok = fnmatchcase(ref.tag or "latest", tag) if by_tag else tag == "*"
+        if (tag_ok or (digest and not by_tag)) and (not digest or digest == ref.digest):
             return True
     return False
+
+
+def allowed_by(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Whether a consumer's image is on an environment's rawAlgorithmImages list: `*` (any),
+    `sha256:<digest>` (exactly that image, whatever it is called), or `name[:tag-glob][@digest]`
+    (a name alone allows every tag; a digest pins the entry to one image)."""
+    return _allowed(ref, patterns, by_tag=True)
 
 
 def allowed_whatever_its_tag(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -167,15 +173,7 @@ def allowed_whatever_its_tag(ref: ImageRef, patterns: tuple[str, ...] | list[str
     With a digest Docker runs `name@digest` and ignores the tag, so an entry like
     `acme/runtime:public-*` cannot vouch for it alone: the digest must then be shown to be that
     tag's image (engine/images.py checks it against the tag's local image)."""
-    for pattern in patterns:
-        if pattern == "*" or (ref.digest and pattern == ref.digest):
-            return True
-        if DIGEST.fullmatch(pattern):
-            continue
-        name, tag, digest = _pattern_parts(pattern)
-        if _glob(name, ref.canonical) and ((tag == "*" and not digest) or (digest and digest == ref.digest)):
-            return True
-    return False
+    return _allowed(ref, patterns, by_tag=False)
 
 
 def digest_listed(ref: ImageRef, patterns: tuple[str, ...] | list[str]) -> bool:
