@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from runnerd import signing
-from runnerd.api.params import consumer
+from runnerd.api.params import bad_signature, claim, consumer
 from runnerd.errors import BadRequest, Unauthorized
 from runnerd.store import JobStore
 
@@ -74,11 +74,6 @@ async def authenticate(store: JobStore, params: dict[str, Any], texts: list[list
         if parts is not None and not spent(store, texts, parts, candidate):
             break
     else:
-        raise Unauthorized(
-            f"invalid signature for {address}: sign keccak256 of '{''.join(texts[0])}' followed by the nonce "
-            f"({nonces[0]}) with EIP-191 personal_sign", "invalid_signature", "signature")
-    if not await store.claim_nonce(address, candidate):
-        last = await store.nonce(address)
-        raise Unauthorized(f"invalid nonce: expected a nonce greater than {last or 0}, got {candidate}",
-                           "invalid_nonce", "nonce")
+        raise bad_signature(address, texts[0], nonces[0])
+    await claim(store, address, candidate)
     return address

@@ -126,11 +126,19 @@ async def authenticate(store: JobStore, params: dict[str, Any], parts: list[str]
     if not signature:
         raise Unauthorized("signature is required", "invalid_signature", "signature")
     if not signing.verify(address, parts, nonce, signature if isinstance(signature, str) else ""):
-        raise Unauthorized(
-            f"invalid signature for {address}: sign keccak256 of '{''.join(parts)}' followed by the nonce "
-            f"({nonce}) with EIP-191 personal_sign", "invalid_signature", "signature")
+        raise bad_signature(address, parts, nonce)
+    await claim(store, address, nonce)
+    return address
+
+
+def bad_signature(address: str, parts: list[str], nonce: str) -> Unauthorized:
+    return Unauthorized(f"invalid signature for {address}: sign keccak256 of '{''.join(parts)}' followed by the "
+                        f"nonce ({nonce}) with EIP-191 personal_sign", "invalid_signature", "signature")
+
+
+async def claim(store: JobStore, address: str, nonce: str) -> None:
+    """Claim the nonce (compare-and-set, durable before anything acts) or refuse the request."""
     if not await store.claim_nonce(address, nonce):
         last = await store.nonce(address)
         raise Unauthorized(f"invalid nonce: expected a nonce greater than {last or 0}, got {nonce}",
                            "invalid_nonce", "nonce")
-    return address
