@@ -99,3 +99,8 @@ class ImageMissing(Exception):
 
 class WorkspaceError(Exception):
     """A job's host-side directory or quota filesystem could not be prepared."""
+
+
+class AssetUnavailable(WorkspaceError):
+    """A local asset file is no longer as it was registered when its job starts. The message names
+    the DID and file index only (the consumer sees it); the path is in the daemon's log."""

@@ -33,7 +33,7 @@ from typing import Iterator
 
 from runnerd.catalog import mode_readable_by, open_no_follow, sha256_fd
 from runnerd.domain import Job
-from runnerd.errors import WorkspaceError
+from runnerd.errors import AssetUnavailable
 from runnerd.layout import JobPaths
 
 log = logging.getLogger("runnerd.pins")
@@ -68,7 +68,7 @@ def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: i
         _pin_checked(job_id, pin, source, what, sha, uid, gid)
     except OSError as exc:
         log.warning("job %s: cannot pin %s (%s) at %s: %s", job_id, what, source, pin, exc)
-        raise WorkspaceError(f"{what} cannot be pinned (see the node's log)") from None
+        raise AssetUnavailable(f"{what} cannot be pinned (see the node's log)") from None
 
 
 def repin(job: Job, paths: JobPaths, uid: int, gid: int) -> None:
@@ -120,15 +120,15 @@ def _pin_checked(job_id: str, pin: Path, source: str, what: str, sha: str | None
         fd = open_no_follow(source)
     except OSError as exc:
         log.warning("job %s: %s cannot be pinned from %s: %s", job_id, what, source, exc)
-        raise WorkspaceError(f"{what} is no longer available as registered (moved, not a regular file, "
+        raise AssetUnavailable(f"{what} is no longer available as registered (moved, not a regular file, "
                              f"or replaced by a symbolic link)") from None
     try:
         if not mode_readable_by(os.fstat(fd), uid, gid):
-            raise WorkspaceError(f"{what} is no longer readable by the job's user")
+            raise AssetUnavailable(f"{what} is no longer readable by the job's user")
         if sha is not None:
             with open(os.dup(fd), "rb") as f:
                 if sha256_fd(f) != sha:
-                    raise WorkspaceError(f"{what} has changed since its checksum was checked")
+                    raise AssetUnavailable(f"{what} has changed since its checksum was checked")
         try:
             if _is_placeholder(pin, os.lstat(pin)):
                 os.unlink(pin)  # a bind mount a reboot took away: pin afresh
@@ -140,11 +140,11 @@ def _pin_checked(job_id: str, pin: Path, source: str, what: str, sha: str | None
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 log.warning("job %s: cannot link %s (%s) to %s: %s", job_id, what, source, pin, exc)
-                raise WorkspaceError(f"{what} cannot be pinned (see the node's log)") from None
+                raise AssetUnavailable(f"{what} cannot be pinned (see the node's log)") from None
             _placeholder(pin)
         if _mount_cmd(["mount", "--bind", "--no-canonicalize", f"/proc/self/fd/{fd}", str(pin)], fd) != 0:
             log.warning("job %s: cannot bind-mount %s (%s) onto %s", job_id, what, source, pin)
-            raise WorkspaceError(f"{what} cannot be pinned (see the node's log)")
+            raise AssetUnavailable(f"{what} cannot be pinned (see the node's log)")
     finally:
         os.close(fd)
 

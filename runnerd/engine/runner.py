@@ -21,7 +21,7 @@ from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, occupied_bytes, read_report
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
+from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -130,6 +130,9 @@ class JobRunner:
             resolving = asyncio.ensure_future(self._outage().retry(lambda: self._images_of(job)))
             try:
                 await self.workspace.prepare(job, env)
+            except AssetUnavailable as exc:  # its own words are the consumer's (DID and file index only)
+                resolving.cancel()
+                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, str(exc))
             except (WorkspaceError, OSError) as exc:
                 resolving.cancel()
                 return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, reasons.internal(
