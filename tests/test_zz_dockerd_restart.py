@@ -39,11 +39,14 @@ def _restart_dockerd() -> None:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = [a.decode() for a in f.read().split(b"\0") if a]
     os.kill(pid, 15)
-    deadline = time.time() + 60
+    # dockerd stops each running container on its way down (a grace period each, in parallel), so
+    # its exit and its start get a deadline each
+    deadline = time.time() + 120
     while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
         time.sleep(0.2)
     subprocess.Popen(argv, stdout=open("/tmp/dockerd-restarted.log", "ab"), stderr=subprocess.STDOUT,
                      start_new_session=True)
+    deadline = time.time() + 90
     while subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         if time.time() > deadline:
             raise TimeoutError("dockerd did not come back")
