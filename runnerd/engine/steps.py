@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 # Exit codes of a container killed by SIGTERM/SIGKILL (128 + signal, as tini reports them).
 _KILLED = (137, 143)
+# How long after such an exit runnerd watches whether dockerd is going away: its shutdown stops
+# containers with their stop timeout (10 s) within its shutdown-timeout (15 s by default).
+DOCKER_SHUTDOWN_WATCH = 20.0
 LOST_WITH_DOCKER = "its container was lost when Docker restarted"
 
 
@@ -218,7 +221,7 @@ class StepDriver:
             if reattach:  # it ended while runnerd was down: with Docker or the host, most likely
                 return await self._abandon(rec, f"its container was stopped while runnerd was down, most likely by "
                                                 f"a Docker or host restart (exit code {result.exit_code})")
-            if outage.seen or not await self._docker_answers_after(1.0):
+            if outage.seen or not await self._docker_stays_up(DOCKER_SHUTDOWN_WATCH):
                 log.warning("job %s: %s step ended with exit code %d while Docker went away", rec.job_id,
                             rec.kind.value, result.exit_code)
                 return await self._abandon(rec, LOST_WITH_DOCKER)
@@ -251,14 +254,22 @@ class StepDriver:
             waiter.cancel()  # the thread blocked in Docker's wait returns once the container stops
             return None
 
-    async def _docker_answers_after(self, delay: float) -> bool:
-        await asyncio.sleep(delay)
-        try:
-            await self.runtime.ping()
-            return True
-        except RuntimeUnavailable:
-            self._docker_down()
-            return False
+    async def _docker_stays_up(self, window: float) -> bool:
+        """Whether Docker keeps answering for `window` seconds. A dockerd that stops (without
+        live-restore) first stops its containers, in parallel, each with a grace period, and may
+        answer its API meanwhile: a SIGTERM/SIGKILL exit followed by dockerd going away within its
+        shutdown time means the container was lost with it, not that the algorithm failed."""
+        waited = 0.0
+        while True:
+            try:
+                await self.runtime.ping()
+            except RuntimeUnavailable:
+                self._docker_down()
+                return False
+            if waited >= window:
+                return True
+            await asyncio.sleep(0.5)
+            waited += 0.5
 
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
         try:
