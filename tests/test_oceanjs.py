@@ -37,9 +37,9 @@ def _missing() -> str | None:
         return "no `node` on PATH (apt-get install nodejs npm)"
     installed = HERE / "node_modules" / "@oceanprotocol" / "lib" / "package.json"
     if not installed.exists():
-        return "ocean.js is not installed (npm ci --prefix tests/oceanjs)"
+        return "ocean.js is not installed (npm ci --prefix tests/oceanjs --omit=peer --ignore-scripts)"
     if json.loads(installed.read_text())["version"] != _pinned():
-        return "tests/oceanjs/node_modules is not the locked version (npm ci --prefix tests/oceanjs)"
+        return "tests/oceanjs/node_modules is not the locked version (npm ci --prefix tests/oceanjs --omit=peer --ignore-scripts)"
     return None
 
 
