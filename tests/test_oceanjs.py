@@ -39,7 +39,8 @@ def _missing() -> str | None:
     if not installed.exists():
         return "ocean.js is not installed (npm ci --prefix tests/oceanjs --omit=peer --ignore-scripts)"
     if json.loads(installed.read_text())["version"] != _pinned():
-        return "tests/oceanjs/node_modules is not the locked version (npm ci --prefix tests/oceanjs --omit=peer --ignore-scripts)"
+        return ("tests/oceanjs/node_modules is not the locked version "
+                "(npm ci --prefix tests/oceanjs --omit=peer --ignore-scripts)")
     return None
 
 
