@@ -19,7 +19,6 @@ import pytest
 from tests.helpers import Daemon, base_config, dataset, raw, wait_done
 from tests.netutil import docker_bridge_ip
 
-pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "images" / "console.png"
@@ -48,6 +47,44 @@ def _secret_job(daemon: Daemon, sleep: float = 0):
 def _assert_nothing_private(text: str) -> None:
     for mark in (CODE_MARK, CUSTOM_MARK, DATA_MARK, RESULT_MARK):
         assert mark not in text, mark
+
+
+# -- what the state says (no daemon) ------------------------------------------------------------
+
+
+def test_state_counts_the_hour_and_shows_only_listed_fields():
+    from runnerd.api.console_state import build_state
+    from runnerd.config import parse_config
+    from runnerd.domain import JobStatus
+    from runnerd.store.console import ConsoleJob
+
+    now = 10_000.0
+    owner = "0x" + "ab" * 20
+
+    def job(i, status, created, left=None, finished=None, error=None):
+        history = [(1, created)] + ([(40, left)] if left else []) + ([(int(status), finished)] if finished else [])
+        return ConsoleJob(f"j{i}", owner, "e", status, created, finished, error, tuple(history))
+
+    jobs = [
+        job(1, JobStatus.QUEUED, now - 150),                                   # queued the last 3 minutes
+        job(2, JobStatus.RUNNING, now - 1000, left=now - 700),                 # queued 300 s, long ago
+        job(3, JobStatus.COMPLETED, now - 500, left=now - 490, finished=now - 30),
+        job(4, JobStatus.ALGORITHM_FAILED, now - 400, left=now - 399, finished=now - 90, error="exited with code 3"),
+        job(5, JobStatus.COMPLETED, now - 9000, left=now - 8999, finished=now - 8000),  # before the hour
+    ]
+    settings = parse_config({"environments": [{"id": "e", "maxJobs": 2}]})
+    state = build_state(settings, None, "0x" + "cd" * 20, jobs, False, now)  # type: ignore[arg-type]
+    charts = state["charts"]
+    assert sum(charts["completed"]) == 1 and charts["completed"][-1] == 1
+    assert sum(charts["failed"]) == 1 and charts["failed"][-2] == 1
+    assert charts["queue"][-3:] == [1, 1, 1] and charts["queue"][-4] == 0  # job 1, at each minute's end
+    assert charts["queue"][-17] == 1 and charts["queue"][-12] == 0  # job 2: queued until 700 s ago
+    assert state["environments"][0]["queued"] == 1
+    rows = {j["jobId"]: j for j in state["jobs"]}
+    assert rows["j1"]["owner"] == "0xabab…abab"
+    assert [j["jobId"] for j in state["failures"]] == ["j4"] and rows["j4"]["error"] == "exited with code 3"
+    assert rows["j2"]["queuedSeconds"] == 300 and rows["j3"]["runSeconds"] == 460
+    assert [j["jobId"] for j in state["jobs"]][:2] == ["j1", "j2"]  # in flight first
 
 
 # -- the access rule over plain HTTP --------------------------------------------------------------
@@ -90,6 +127,7 @@ def bridge_daemon(tmp_path):
         pytest.fail(f"{len(left)} container(s) left behind", pytrace=False)
 
 
+@pytest.mark.docker
 def test_beyond_loopback_the_console_needs_the_operator_token(bridge_daemon):
     daemon = bridge_daemon
     token_file = daemon.data_dir / "console.token"
@@ -136,6 +174,7 @@ def test_beyond_loopback_the_console_needs_the_operator_token(bridge_daemon):
     assert httpx.get(daemon.url + "/").headers["Access-Control-Allow-Origin"] == "*"
 
 
+@pytest.mark.docker
 def test_on_loopback_only_local_requests_need_no_token(shared_daemon):
     state = f"{shared_daemon.url}/console/api/state"
     r = httpx.get(state)
@@ -193,6 +232,7 @@ def _wait(predicate, timeout: float = 90):
     raise TimeoutError("the page did not show it in time")
 
 
+@pytest.mark.docker
 def test_the_console_in_a_browser_follows_a_job_live(make_daemon):
     browser = _browser()
     from selenium.webdriver.common.by import By
@@ -222,12 +262,13 @@ def test_the_console_in_a_browser_follows_a_job_live(make_daemon):
         assert "1/2 running" in slots
         reason = browser.find_element(By.CSS_SELECTOR, f'#failures tr[data-job-id="{failed}"] .reason').text
         assert "exited with code 3" in reason
+        # the docs' picture: a job running, a failure below, the hour's charts
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
         # no reload: the page polls and shows the end
         _wait(lambda: (c := cells()) and c[3] == "70 Job completed")
         _wait(lambda: "0/2 running" in browser.find_element(By.CSS_SELECTOR, '[data-env="ocean-compute"] .slots').text)
         assert "2 in the hour (1 failed)" in browser.find_element(By.ID, "finished-total").text
         _assert_nothing_private(browser.page_source)
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        assert browser.save_screenshot(str(SCREENSHOT))
     finally:
         browser.quit()

@@ -40,6 +40,13 @@ function statusClass(code) {
   return "running";
 }
 
+function phaseClass(code) {
+  // the timeline tells the phases apart: preparing (10-30), running (40), publishing (50-60)
+  if (code >= 10 && code <= 30) return "prep";
+  if (code === 50 || code === 60) return "publish";
+  return statusClass(code);
+}
+
 function badge(job) {
   return el("span", {class: "status " + statusClass(job.status), title: job.statusText},
             el("b", {}, String(job.status)), " " + job.statusText);
@@ -73,9 +80,10 @@ function timeline(job, now) {
   const box = svg("svg", {class: "timeline", viewBox: "0 0 100 10", preserveAspectRatio: "none"});
   h.forEach((s, i) => {
     const until = i + 1 < h.length ? h[i + 1].date : end;
-    const x = 100 * (s.date - start) / span;
-    const w = Math.max(100 * (until - s.date) / span, i + 1 === h.length && job.terminal ? 1.5 : 0.4);
-    const r = svg("rect", {x: x.toFixed(2), y: 0, width: w.toFixed(2), height: 10, class: statusClass(s.status)});
+    let x = 100 * (s.date - start) / span;
+    let w = Math.max(100 * (until - s.date) / span, 0.4);
+    if (i + 1 === h.length && job.terminal) { x = Math.min(x, 97.5); w = 100 - x; }  // the end, visible
+    const r = svg("rect", {x: x.toFixed(2), y: 0, width: w.toFixed(2), height: 10, class: phaseClass(s.status)});
     const tip = svg("title");
     tip.textContent = `${s.status} ${s.statusText} at ${clock(s.date)} (${duration(until - s.date)})`;
     r.append(tip);
