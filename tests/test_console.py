@@ -87,6 +87,44 @@ def test_state_counts_the_hour_and_shows_only_listed_fields():
     assert [j["jobId"] for j in state["jobs"]][:2] == ["j1", "j2"]  # in flight first
 
 
+async def test_the_store_read_is_bounded_and_indexed(tmp_path):
+    from runnerd.domain import Job, JobStatus
+    from runnerd.store import Database
+    from runnerd.store import console as query
+
+    db = await Database.open(tmp_path / "runnerd.db")
+    try:
+        now = time.time()
+
+        def job(i, status, created, finished=None):
+            return Job(f"job{i:04}", "0x" + "ab" * 20, "did:op:x", "e", f"a{i}", "did:op:algo", ["did:op:x"],
+                       {"algorithm": {"rawcode": CODE_MARK}}, status, created, finished)
+
+        old = [job(i, JobStatus.COMPLETED, now - 9000 + i, now - 8000 + i) for i in range(300)]
+        recent = [job(300 + i, JobStatus.ALGORITHM_FAILED, now - 5000, now - 600 + i) for i in range(3)]
+        waiting = [job(400 + i, JobStatus.QUEUED, now - 7000 + i) for i in range(2)]  # older than the hour
+        await db_store(db).import_jobs([*waiting, *recent, *old])
+        jobs, cut = await db_store(db).console_jobs(now - 3600)
+        ids = {j.job_id for j in jobs}
+        assert not cut and len(ids) == 200 + 5  # the 200 newest rows, and what the hour's charts need
+        assert {j.job_id for j in recent + waiting} <= ids
+        assert [j.created for j in jobs] == sorted((j.created for j in jobs), reverse=True)
+        jobs, cut = await query.console_jobs(db, now - 3600, recent=10, cap=4)
+        assert cut and len(jobs) == 10 + 4  # the window's rows stop at the cap, and say so
+        plan = [r[3] for r in await db.fetchall("EXPLAIN QUERY PLAN " + query.WINDOW_SQL, (0, 1))]
+        assert not [step for step in plan if step.startswith("SCAN")], plan  # two index searches
+        plan = [r[3] for r in await db.fetchall("EXPLAIN QUERY PLAN " + query.NEWEST_SQL, (1,))]
+        assert plan == ["SCAN jobs"], plan  # in rowid order, stopping at the limit: no sort
+    finally:
+        await db.close()
+
+
+def db_store(db):
+    from runnerd.store import JobStore
+
+    return JobStore(db)
+
+
 # -- the access rule over plain HTTP --------------------------------------------------------------
 
 

@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from runnerd.domain import TERMINAL, JobStatus
 from runnerd.store.connection import Database
 
-_TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
+# In flight, spelt as IN (…) so that SQLite searches jobs_by_status (NOT IN would scan the table).
+_IN_FLIGHT_SQL = ",".join(str(int(s)) for s in sorted(JobStatus) if s not in TERMINAL and s != JobStatus.DELETED)
 # Deliberately a short list: what is not selected cannot leak into the page.
 _FIELDS = "job_id, owner, environment, status, date_created, date_finished, error, history"
+
+NEWEST_SQL = f"SELECT {_FIELDS} FROM jobs ORDER BY rowid DESC LIMIT ?"  # rowid order: no sort, stops at the limit
+WINDOW_SQL = (f"SELECT {_FIELDS} FROM jobs WHERE status IN ({_IN_FLIGHT_SQL})"  # jobs_by_status
+              f" UNION SELECT {_FIELDS} FROM jobs WHERE date_finished >= ? LIMIT ?")  # jobs_by_finish (0007)
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,8 @@ async def console_jobs(db: Database, since: float, recent: int = 200, cap: int =
     """The `recent` newest jobs, plus every job in flight and every job finished at or after
     `since` (what the hour's charts are drawn from), at most `cap` of those; newest first.
     Two indexed queries whatever the number of owners. Returns (jobs, whether `cap` cut it)."""
-    newest = await db.fetchall(f"SELECT {_FIELDS} FROM jobs ORDER BY rowid DESC LIMIT ?", (recent,))
-    window = await db.fetchall(
-        f"SELECT {_FIELDS} FROM jobs WHERE status NOT IN ({_TERMINAL_SQL})"
-        f" UNION SELECT {_FIELDS} FROM jobs WHERE date_finished >= ? LIMIT ?", (since, cap + 1))
+    newest = await db.fetchall(NEWEST_SQL, (recent,))
+    window = await db.fetchall(WINDOW_SQL, (since, cap + 1))
     cut = len(window) > cap
     jobs = {r[0]: _row(r) for r in [*window[:cap], *newest]}
     return sorted(jobs.values(), key=lambda j: j.created, reverse=True), cut
