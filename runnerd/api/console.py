@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from runnerd.api.keys import ENGINE, IDENTITY, SETTINGS, STORE
 from runnerd.api.console_state import HOUR, build_state
+from runnerd.api.keys import ENGINE, IDENTITY, SETTINGS, STORE
 from runnerd.errors import Unauthorized
 
 PREFIX = "/console"
@@ -88,7 +88,8 @@ def _matches(given: str | None, token: str) -> bool:
 
 
 def _check(request: web.Request) -> str | None:
-    """None if the request may see the console, else how it got in: "query" (set the cookie)."""
+    """How the request may see the console ("query": set the cookie, "header", "cookie", "local"),
+    or 401 `console_token`."""
     token = request.app[CONSOLE].token
     if _matches(request.query.get("token"), token):
         return "query"
