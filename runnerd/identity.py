@@ -51,3 +51,24 @@ class NodeIdentity:
         if expires < (now if now is not None else time.time()):
             return False
         return hmac.compare_digest(self._mac(job_id, index, expires).encode(), token.encode("utf-8", "replace"))
+
+
+CONSOLE_TOKEN_FILE = "console.token"
+
+
+def console_token(data_dir: Path) -> str:
+    """The web console's operator token (like Jupyter's): 32 random bytes as hex, made on first
+    start, kept in the data dir with mode 0600; delete the file and restart to change it."""
+    path = Path(data_dir) / CONSOLE_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    os.chmod(path, 0o600)
+    token = path.read_text().strip()
+    if len(token) < 32:  # an emptied or truncated file would be a guessable token
+        raise ValueError(f"{path} holds no usable token; delete it and restart to make a new one")
+    return token

@@ -694,6 +694,10 @@ def _bad_requests(c: OceanStyle, did: str, job_id: str) -> list[tuple[str, str, 
          "invalid", "chainId"),
         ("environments_chain_overlong", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "1" * 21}}, 400,
          "invalid", "chainId"),
+        # the web console (#14): a page of another site rebound to 127.0.0.1 names its own Host
+        *((f"console_foreign_host_{path}", "GET", path, {"headers": {"Host": "attacker.example"}}, 401,
+           "console_token", None)
+          for path in ("/console", "/console/console.js", "/console/console.css", "/console/api/state")),
     ]
 
 

@@ -6,19 +6,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from runnerd.api import followers, keys
+from runnerd.api import console, followers, keys
 from runnerd.api.middleware import cors, errors, gate, timing
 from runnerd.api.routes import setup_routes
 from runnerd.api.views import StatusView
 from runnerd.config import Settings
 from runnerd.engine.service import Engine
-from runnerd.identity import NodeIdentity
+from runnerd.identity import NodeIdentity, console_token
 from runnerd.metrics import Metrics
 from runnerd.store import JobStore
 
 
 def create_app(settings: Settings, engine: Engine, store: JobStore, identity: NodeIdentity,
-               data_dir: Path, metrics: Metrics | None = None) -> web.Application:
+               data_dir: Path, metrics: Metrics | None = None, host: str | None = None) -> web.Application:
+    """`host`: the address the daemon listens on (None: unknown, so the console asks for its token)."""
     metrics = metrics or Metrics()
     app = web.Application(client_max_size=settings.maxRequestBytes,
                           middlewares=[cors, timing(metrics), errors, gate])
@@ -30,6 +31,8 @@ def create_app(settings: Settings, engine: Engine, store: JobStore, identity: No
     app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl)
     app[keys.READY] = {"ready": False}
     app[keys.METRICS] = metrics
+    app[console.CONSOLE] = console.Console(console_token(data_dir),
+                                           console.is_loopback_host(host) and not settings.publicUrl)
     followers.install(app, settings, lambda job_id: store.status_of(job_id))
     setup_routes(app)
     return app

@@ -87,7 +87,10 @@ def _client_gone(request: web.Request) -> bool:
 
 @web.middleware
 async def cors(request: web.Request, handler):
-    """All origins, like Ocean Provider (flask-cors): browser wallets call providers directly."""
+    """All origins, like Ocean Provider (flask-cors): browser wallets call providers directly.
+    Not the operator's console: no other origin may read it (its access is by cookie or loopback)."""
+    if request.path == "/console" or request.path.startswith("/console/"):
+        return await handler(request)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         response: web.StreamResponse = web.Response(status=204, headers={
             "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",

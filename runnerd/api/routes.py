@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, discovery, docs, live, results
+from runnerd.api import compute, console, discovery, docs, live, results
 
 COMPUTE = "/api/services/compute"
 
@@ -23,3 +23,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/services/computeLogs", live.compute_logs, allow_head=False)
     app.router.add_get("/metrics", live.metrics)
     app.router.add_get("/openapi.json", docs.openapi_json)
+    console.setup(app)  # the operator's page: /console, /console/api/state

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from runnerd import notify
 from runnerd.api.app import create_app
+from runnerd.api.console import CONSOLE, console_url
 from runnerd.api.keys import READY
 from runnerd.api.transport import Listener
 from runnerd.config import Settings
@@ -32,7 +33,8 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_daemon(settings, data_dir, assets_dir) as daemon:
-        app = create_app(settings, daemon.engine, daemon.store, daemon.identity, daemon.data_dir, daemon.metrics)
+        app = create_app(settings, daemon.engine, daemon.store, daemon.identity, daemon.data_dir, daemon.metrics,
+                         host=host)
         # aiohttp's default header limits (8190 bytes a line): the parser's refusal is answered in
         # the error shape by transport.Connection. Connections, request heads and idle keep-alive are
         # bounded there too; bodies by params.read_json.
@@ -45,6 +47,9 @@ async def serve(settings: Settings, data_dir: Path, assets_dir: Path, host: str,
         site = await loop.create_server(listener, host, port, reuse_address=True, backlog=128)
         log.info("listening on http://%s:%d (data %s, assets %s, config %s)", host, port, daemon.data_dir,
                  daemon.assets_dir, settings.source)
+        gate = app[CONSOLE]
+        log.info("web console: %s%s", console_url(host, port, gate.token, gate.loopback_bound),
+                 "" if gate.loopback_bound else " (the token is in console.token in the data dir)")
         await daemon.engine.start()
         app[READY]["ready"] = True
         # Everything loaded so far lives as long as the process: move it out of the collector's

@@ -20,6 +20,7 @@ from runnerd.domain import (
     check_transition,
 )
 from runnerd.store.connection import Database
+from runnerd.store.console import ConsoleJob, console_jobs
 from runnerd.store.nonces import NonceLedger
 
 _TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
@@ -308,6 +309,10 @@ class JobStore:
         """(jobs queued or running, bytes of kept results) of an owner."""
         rows = self.db.lookup("SELECT active, kept_bytes FROM owners WHERE owner_lc = ?", (owner.lower(),))
         return (rows[0][0], rows[0][1]) if rows else (0, 0)
+
+    async def console_jobs(self, since: float) -> tuple[list[ConsoleJob], bool]:
+        """The web console's overview rows (store/console.py): limited fields, bounded."""
+        return await console_jobs(self.db, since)
 
     async def all_ids(self) -> set[str]:
         return {r[0] for r in await self.db.fetchall("SELECT job_id FROM jobs")}

@@ -146,6 +146,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         """,
     ),
+    (
+        "0007_finished_index",
+        """
+        -- the web console's charts read the jobs finished in the last hour (store/console.py)
+        CREATE INDEX jobs_by_finish ON jobs(date_finished) WHERE date_finished IS NOT NULL;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
