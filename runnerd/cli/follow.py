@@ -94,6 +94,7 @@ def wait(client: "Client", job: dict[str, Any], silent: bool = False, logs: bool
                 job = client.job(job_id, signed=False)
                 history = _history(job)
         if job.get("status") in TERMINAL:
+            client.refresh_nonce()  # the next requests are signed; others may have signed meanwhile
             return job, streamed
         time.sleep(min(delay, out.due()))
         delay = min(delay * 1.5, 1.0)
