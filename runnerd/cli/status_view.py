@@ -7,6 +7,7 @@ and `statusHistory`; the queue place from your own jobs and the environment's `q
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -135,13 +136,15 @@ def detail_view(job: dict[str, Any], places: dict[str, str], now: float) -> str:
     if job.get("error"):
         fields.append(("error", text(job.get("error"))))
     if isinstance(termination, dict) and termination:
-        fields.append(("termination", ", ".join(f"{text(k)} {text(v)}" for k, v in termination.items())))
+        fields.append(("termination", ", ".join(f"{text(k)} {text(v if isinstance(v, str) else json.dumps(v))}"
+                                                for k, v in termination.items())))
     out = [f"{label + ':':<16}{value}" for label, value in fields]
     out.append("history:")
     for step in _history(job):
         moment = date(step.get("date"))
         clock = time.strftime("%H:%M:%S", time.localtime(moment)) + f".{int(moment % 1 * 100):02d}"
-        out.append(f"  {clock}  +{moment - created:8.2f}s  {text(step.get('status')):>3} {text(step.get('statusText'))}")
+        since = f"+{moment - created:.2f}s"
+        out.append(f"  {clock} {since:>10}  {text(step.get('status')):>3} {text(step.get('statusText'))}")
     results = [r for r in job.get("results") or [] if isinstance(r, dict)]
     if results:
         out.append("results:")
