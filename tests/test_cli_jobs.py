@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -145,13 +146,19 @@ def test_status_table_filters_detail_watch_and_stop_delete_of_several(node):
     cells = re.split(r"\s{2,}", rows[running])
     assert cells[1] == "40 Running algorithm" and cells[2] == "ocean-compute"
     assert re.fullmatch(r"\d+s ago", cells[3]) and re.fullmatch(r"[\d.]+s", cells[4]) and cells[5] == "-"
-    assert re.split(r"\s{2,}", rows[first])[1:] == ["1 Warming up", "ocean-compute", cells[3][:0] or
-                                                    re.split(r"\s{2,}", rows[first])[3], "-", "1/2"]
+    queued = re.split(r"\s{2,}", rows[first])
+    assert queued[1:3] == ["1 Warming up", "ocean-compute"] and queued[4:] == ["-", "1/2"]  # never ran: no duration
     assert re.split(r"\s{2,}", rows[second])[-1] == "2/2"
     assert list(_rows(cli(daemon, "status", "--status", "queued", env=env).stdout)) == [first, second]
     assert list(_rows(cli(daemon, "status", "--status", "running", env=env).stdout)) == [running]
     assert _rows(cli(daemon, "status", "--env", "elsewhere", env=env).stdout) == {}
     assert "queue:          1/2" in cli(daemon, "status", first, env=env).stdout
+
+    interrupted = popen(daemon, "status", "--watch", env=env)
+    assert interrupted.stdout.readline().split()[0] == "JOB"  # the first view is drawn
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130 and "Traceback" not in err
 
     stopped = cli(daemon, "stop", first, second, env=env)
     assert stopped.returncode == 0 and [line.split()[:3] for line in stopped.stdout.splitlines()] == [
