@@ -190,5 +190,38 @@ def test_stop_and_delete_all_need_yes_off_a_terminal(node):
     deleted = cli(daemon, "delete", "--all", "--yes", env=env)
     assert deleted.returncode == 0 and "Job deleted successfully" in deleted.stdout
     assert _rows(cli(daemon, "status", env=env).stdout) == {}
+    kept = submit(QUICK).stdout.strip()
+    partly = cli(daemon, "delete", job_id, kept, env=env)  # one is gone already: the other is still deleted
+    assert partly.returncode == 1 and f"runnerd: {job_id}: HTTP 404" in partly.stderr and "Traceback" not in partly.stderr
+    assert kept in partly.stdout and "Job deleted successfully" in partly.stdout
     both = cli(daemon, "stop", job_id, "--all", env=env)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_wait_on_a_terminal_keeps_a_heartbeat_line_while_the_algorithm_is_silent(node):
+    """On a terminal the heartbeat is one status line rewritten in place (\\r, erase line), wiped
+    before the next log line; off a terminal (the tests above) there is never a \\r."""
+    import pty
+
+    daemon, env, _, did, tmp = node
+    (tmp / "quiet.py").write_text("import time\nprint('a', flush=True)\ntime.sleep(3)\nprint('b', flush=True)\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "runnerd", "submit", "--dataset", did, "--algo-file",
+                             str(tmp / "quiet.py"), "--image", IMAGE, "--wait", "--output", str(tmp / "q")],
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, cwd=daemon.root,
+                            env={**os.environ, "RUNNERD_URL": daemon.url, **env})
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal's other end closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    screen = seen.decode().replace("\r\n", "\n")
+    assert re.search(r"\r\x1b\[K\[\s*[\d.]+s\]  40 Running algorithm \(still running\)", screen), screen
+    assert "\r\x1b[K  | b\n" in screen  # the status line is wiped before the next line
