@@ -84,6 +84,13 @@ class Client:
             self._nonce += 1
             return str(self._nonce)
 
+    def refresh_nonce(self) -> None:
+        """Fetch the stored nonce again for the next signed request: after a long wait (`submit
+        --wait`) another process signing with the same key (`runnerd stop` in another shell) may
+        have used the nonces this client would count to."""
+        with self._lock:
+            self._nonce = None
+
     def reserve_nonces(self, n: int) -> int:
         """The first of n consecutive nonces set aside for requests signed elsewhere."""
         first = int(self.next_nonce())

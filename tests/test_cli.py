@@ -68,7 +68,7 @@ def test_submit_wait_shows_stages_and_downloads_results(user):
                    "--output", str(out), env=env)
     job_id = proc.stdout.strip()
     assert len(job_id) == 32
-    stages = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    stages = [line for line in proc.stderr.splitlines() if line.startswith("[") and "(still " not in line]
     texts = " | ".join(stages)
     expected = ["Warming up", "Job started", "Configuring volumes", "Provisioning success", "Running algorithm",
                 "Filtering results", "Publishing results", "Job completed"]
