@@ -175,8 +175,8 @@ async def test_happy_path_with_the_fake_reaches_70(rig):
 
 
 async def test_local_data_raw_code_job_runs_no_provision_container(rig):
-    """Nothing to download (#13): no provision container, the same statuses, a configurationLog of
-    labels, and the filter's container created while the algorithm runs."""
+    """Nothing to download (#13): no provision container, the same statuses, and a configurationLog
+    of labels that runnerd wrote itself."""
     rig.fake.script(Outcome(logs="hello from the algorithm\n", duration=0.05), image=ALGO)
     job = await rig.finished((await rig.submit(did=rig.local_did)).job_id)
     assert job.status == S.COMPLETED, job.error

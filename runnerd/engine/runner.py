@@ -146,11 +146,13 @@ class JobRunner:
                                               slot={**images, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
             if stop.is_set():
                 return await self._finish_stopped(job)
+            # Create the algorithm and filter containers while provisioning runs. With nothing to
+            # provision the algorithm's create is the critical path, and the filter's beside it costs
+            # less than beside the algorithm's run (#13: measured both on 2 cores).
+            self._early[job.job_id] = asyncio.gather(
+                self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
+                self.steps.create(job.job_id, StepKind.FILTER, self._filter_spec(job, env, paths)))
             if specs.provision_plan(job, self.settings)["downloads"]:
-                # Create the algorithm and filter containers while provisioning runs.
-                self._early[job.job_id] = asyncio.gather(
-                    self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
-                    self.steps.create(job.job_id, StepKind.FILTER, self._filter_spec(job, env, paths)))
                 ending = await self._provision(job, paths, stop)
                 if ending is not None:
                     return await self._finish_early(job, ending.status, ending.error, **ending.extra)
@@ -183,7 +185,6 @@ class JobRunner:
             else:
                 job = await self._move(job, S.FILTERING, **fields)
         if job.status == S.FILTERING:
-            await self._early_creates_done(job.job_id)
             await self.workspace.ensure_mounted(job, env)
             job = await self._filter(job, env, paths)
         if job.status == S.PUBLISHING:
@@ -274,13 +275,6 @@ class JobRunner:
     def _filter_spec(self, job: Job, env: Environment, paths: JobPaths):
         return lambda: specs.build_filter(job, env, self.settings, paths, self._helper_volumes(job))
 
-    def _filter_ahead(self, job: Job, env: Environment, paths: JobPaths) -> None:
-        """Create the filter's container while the algorithm runs, unless provisioning did (a no-op
-        then): off the critical path, and after the algorithm's start, which it would slow down."""
-        if job.job_id not in self._early:
-            self._early[job.job_id] = asyncio.ensure_future(
-                self.steps.create(job.job_id, StepKind.FILTER, self._filter_spec(job, env, paths)))
-
     def _helper_volumes(self, job: Job) -> tuple[str, ...]:
         return tuple((job.slot or {}).get("helperVolumes") or ())
 
@@ -294,8 +288,7 @@ class JobRunner:
         capture = LogCapture(str(paths.log("algorithm.log")), env.log_bytes, follow=True)
         started = time.monotonic()
         outcome = await self.steps.run(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
-                                       max_seconds=env.maxJobDuration, stop=stop, logs=capture,
-                                       started=lambda: self._filter_ahead(job, env, paths))
+                                       max_seconds=env.maxJobDuration, stop=stop, logs=capture)
         self.hooks.step(StepKind.ALGORITHM, time.monotonic() - started)
         if outcome.lost or outcome.refused:
             return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost or outcome.refused}",
@@ -352,7 +345,6 @@ class JobRunner:
     async def _publish(self, job: Job, env: Environment, paths: JobPaths) -> Job:
         if not job.results:
             job.results = _logs_only(paths)
-        await self._early_creates_done(job.job_id)  # the filter's, when the algorithm overran its quota
         await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
         # A container created early but never started (the filter after a quota overrun), or,
         # after a crash, one whose removal was lost.

@@ -111,9 +111,9 @@ class StepDriver:
 
     async def run(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec], *,
                   max_seconds: float | None = None, stop: asyncio.Event | None = None,
-                  logs: LogCapture | None = None, started: Callable[[], None] | None = None) -> StepOutcome:
+                  logs: LogCapture | None = None) -> StepOutcome:
         """Run (or resume) the step and return how it ended. `max_seconds` counts from the
-        container's start, across restarts of runnerd; `started` is called once it has started."""
+        container's start, across restarts of runnerd."""
         outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None)
         rec = (await self.store.steps(job_id)).get(kind)
         if rec is not None and rec.state == StepState.EXITED:
@@ -136,8 +136,6 @@ class StepDriver:
                 outage.seen = False  # only an outage while it runs can explain how it ends
                 if self.hooks:
                     self.hooks.container_start(time.monotonic() - asked)
-                if started is not None:
-                    started()
             elif reattach:
                 state = await outage.retry(lambda: self.runtime.inspect(cid))
                 if state is None:
