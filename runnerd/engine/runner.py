@@ -147,8 +147,8 @@ class JobRunner:
             if stop.is_set():
                 return await self._finish_stopped(job)
             # Create the algorithm and filter containers while provisioning runs. With nothing to
-            # provision the algorithm's create is the critical path, and the filter's beside it costs
-            # less than beside the algorithm's run (#13: measured both on 2 cores).
+            # provision the algorithm's create is the critical path; making the filter's beside it
+            # measured the same as making it while the algorithm runs (#13, 2 cores), and is simpler.
             self._early[job.job_id] = asyncio.gather(
                 self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
                 self.steps.create(job.job_id, StepKind.FILTER, self._filter_spec(job, env, paths)))
