@@ -157,7 +157,9 @@ class JobRunner:
                 if ending is not None:
                     return await self._finish_early(job, ending.status, ending.error, **ending.extra)
             else:  # every input and the code are already in place: a container would have nothing to do
+                started = time.monotonic()
                 await self.workspace.write_log(job.job_id, "configuration.log", specs.prepared_locally(job))
+                self.hooks.step(StepKind.PROVISION, time.monotonic() - started)  # the step ran, in runnerd
             job = await self._move(job, S.PROVISIONED)
         if job.status == S.PROVISIONED:
             await self._early_creates_done(job.job_id)
