@@ -7,6 +7,7 @@ containers (provision, algorithm, filter) run with plain `docker run --rm` in se
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import tempfile
 import time
@@ -18,7 +19,16 @@ ALGO = "print('hello from the algorithm')\n"
 STEPS = ROOT / "runnerd" / "steps"
 
 
-def run_runnerd(n: int, image: str, poll: float) -> list[float]:
+GAPS = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70))
+
+
+def status_gaps(job: dict) -> dict[str, float]:
+    """Seconds between consecutive statuses, from the job's own statusHistory: where the time goes."""
+    at = {h["status"]: float(h["date"]) for h in job.get("statusHistory") or ()}
+    return {f"{a}-{b}": at[b] - at[a] for a, b in GAPS if a in at and b in at}
+
+
+def run_runnerd(n: int, image: str, poll: float, gaps: list | None = None) -> list[float]:
     daemon = start_daemon([ENV])
     try:
         client = daemon.client()
@@ -35,6 +45,8 @@ def run_runnerd(n: int, image: str, poll: float) -> list[float]:
             assert job["status"] == 70, job
             if i:  # the first job warms caches (page cache, Docker's image layers)
                 times.append(elapsed)
+                if gaps is not None:
+                    gaps.append(status_gaps(job))
                 progress(f"runnerd job {i}/{n}: {elapsed:.3f}s")
         return times
     finally:
@@ -104,14 +116,19 @@ def main() -> None:
     p.add_argument("--poll", type=float, default=0.02, help="status poll interval of the client (s)")
     args = p.parse_args()
     docker = summary(run_docker(args.n, args.image))
-    ours = summary(run_runnerd(args.n, args.image, args.poll))
+    gaps: list[dict[str, float]] = []
+    ours = summary(run_runnerd(args.n, args.image, args.poll, gaps))
+    medians = {k: statistics.median(g[k] for g in gaps if k in g) for k in gaps[0]} if gaps else {}
     rows = [["docker run --rm x3 (baseline)", docker["median"], docker["p95"], 1.0],
             ["runnerd job via HTTP API", ours["median"], ours["p95"], ours["median"] / docker["median"]]]
     print(table(f"Per-job overhead, {args.n} sequential trivial jobs (seconds)",
                 ["what", "median", "p95", "ratio (median)"], rows))
+    print(table("runnerd statusHistory gaps, median (ms)", list(medians),
+                [[f"{v * 1000:.0f}" for v in medians.values()]]))
     write_json(args.json, {"bench": "job_overhead", "n": args.n, "poll": args.poll, "baseline": docker,
                            "runnerd": ours, "ratio_median": ours["median"] / docker["median"],
-                           "ratio_p95": ours["p95"] / docker["p95"]})
+                           "ratio_p95": ours["p95"] / docker["p95"],
+                           "gaps_median": medians})
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def test_metrics_move_as_jobs_run(make_daemon):
     assert value(after, "runnerd_running_jobs", environment=env) == 0
     for step in ("provision", "algorithm", "filter"):
         assert value(after, "runnerd_step_duration_seconds_count", step=step) == 2
-    assert value(after, "runnerd_container_start_seconds_count") >= 6
+    # local data and raw code: the provision step runs without a container (#13), two per job
+    assert value(after, "runnerd_container_start_seconds_count") >= 4
     started = value(after, "runnerd_job_transitions_total", status="40")
     assert started == 2
     route = "/api/services/compute"

@@ -79,6 +79,25 @@ def test_kill_9_in_every_step_then_restart_finishes_every_job(make_daemon, http_
     assert docker_containers(f"runnerd.job={in_algorithm}") == []
 
 
+def test_kill_9_right_after_a_skipped_provision_then_restart_finishes_the_job(make_daemon):
+    """A local-data raw-code job runs no provision container (#13): killed as soon as it reports
+    30 (while its algorithm's container is being created, or just started), it still finishes."""
+    daemon = make_daemon()
+    client = daemon.client()
+    job_id = client.start(dataset(daemon.assets), raw(SLEEPER.format(seconds=1)), "ocean-compute")["jobId"]
+    deadline = time.time() + 60
+    while client.job(job_id)["status"] < 30 and time.time() < deadline:
+        time.sleep(0.005)
+    daemon.kill()  # SIGKILL: no cleanup of any kind
+    daemon.start()
+    job = wait_done(client, job_id, timeout=120)
+    assert job["status"] == 70, (job, daemon.log()[-3000:])
+    assert [h["status"] for h in job["statusHistory"]] == [1, 10, 20, 30, 40, 50, 60, 70]
+    assert result_of(client, job, "output", "out.txt") == b"done"
+    assert "local file, mounted read-only" in result_of(client, job, "configurationLog").decode()
+    assert docker_containers(f"runnerd.job={job_id}") == []
+
+
 def test_algorithm_container_removed_behind_our_back_ends_at_76(make_daemon):
     daemon = make_daemon()
     client = daemon.client()

@@ -70,8 +70,9 @@ class Rig:
     assets: Path
     data: Path
     statuses: StatusLog
-    dataset_did: str
+    dataset_did: str  # a URL dataset: every job runs all three steps (the fake fetches nothing)
     settings: Settings | None = None
+    local_did: str = ""  # a local file: nothing to download, no provision container
 
     async def restart(self, while_down: Callable[[], None] | None = None) -> None:
         """What a daemon restart does to the engine: shut it down (containers keep running), then
@@ -84,10 +85,10 @@ class Rig:
                              Hooks(status=self.statuses), cores=[0, 1])
         await self.engine.start()
 
-    async def submit(self, algorithm: dict | None = None) -> Job:
+    async def submit(self, algorithm: dict | None = None, did: str | None = None) -> Job:
         params = {
             "environment": "env",
-            "dataset": {"documentId": self.dataset_did, "serviceId": "compute",
+            "dataset": {"documentId": did or self.dataset_did, "serviceId": "compute",
                         "transferTxId": "0x" + uuid.uuid4().hex},
             "algorithm": algorithm or raw("print('hello from the algorithm')", image=ALGO),
         }
@@ -141,7 +142,8 @@ async def rig(tmp_path, request):
     fake = FakeRuntime(images={HELPER, ALGO})
     statuses = StatusLog()
     engine = Engine(settings, store, fake, Catalog(assets), data, Hooks(status=statuses), cores=[0, 1])
-    the_rig = Rig(engine, store, fake, assets, data, statuses, dataset(assets, b"x,y\n1,2\n"), settings)
+    the_rig = Rig(engine, store, fake, assets, data, statuses, dataset(assets, url="http://datasets.example/x.csv"),
+                  settings, dataset(assets, b"x,y\n1,2\n"))
     await engine.start()
     try:
         yield the_rig
@@ -170,6 +172,32 @@ async def test_happy_path_with_the_fake_reaches_70(rig):
     assert "algorithmLog" in {r.type.value for r in job.results}
     steps = await rig.store.steps(job.job_id)
     assert {k: s.state for k, s in steps.items()} == {k: StepState.EXITED for k in StepKind}
+
+
+async def test_local_data_raw_code_job_runs_no_provision_container(rig):
+    """Nothing to download (#13): no provision container, the same statuses, and a configurationLog
+    of labels that runnerd wrote itself."""
+    rig.fake.script(Outcome(logs="hello from the algorithm\n", duration=0.05), image=ALGO)
+    job = await rig.finished((await rig.submit(did=rig.local_did)).job_id)
+    assert job.status == S.COMPLETED, job.error
+    assert rig.statuses.sequence(job.job_id) == HAPPY
+    assert sorted(c.spec.labels["runnerd.step"] for c in rig.fake.of_job(job.job_id)) == ["algorithm", "filter"]
+    assert StepKind.PROVISION not in await rig.store.steps(job.job_id)
+    log = rig.log_text(job.job_id, "configuration.log")
+    assert f"dataset {rig.local_did} file 0: local file, mounted read-only" in log
+    assert "algorithm: raw code, 33 bytes" in log and str(rig.data) not in log and str(rig.assets) not in log
+    assert rig.fake.containers == {}
+
+
+async def test_local_job_restarted_right_after_30_finishes(rig):
+    rig.fake.script(Outcome(duration=0.5), image=ALGO)  # still running when the engine goes
+    job_id = (await rig.submit(did=rig.local_did)).job_id
+    await rig.wait_for(job_id, {40})
+    await rig.restart()
+    job = await rig.finished(job_id)
+    assert job.status == S.COMPLETED, job.error
+    assert StepKind.PROVISION not in await rig.store.steps(job_id)
+    assert rig.fake.containers == {}
 
 
 # ------------------------------------------------------------------------------ Docker outages

@@ -483,3 +483,22 @@ def test_hold_reserves_a_recovered_jobs_resources():
     slot = alloc.take(env)
     assert slot.cpuset == "2,3" and slot.gpus == ("1",)
     assert alloc.take(env) is None
+
+
+def test_a_published_local_algorithm_on_local_data_has_nothing_to_download(tmp_assets, paths):
+    """No download, so no provision container (#13); the configurationLog runnerd writes instead
+    names each input and the algorithm by label, never by the operator's paths."""
+    settings = settings_for()
+    did = dataset(tmp_assets, b"a\n1\n")
+    algo_did = algorithm_asset(tmp_assets, "print(1)")
+    job = build_job(tmp_assets, settings, datasets=[did], algorithm={"documentId": algo_did, "serviceId": "access"})
+    assert specs.provision_plan(job, settings)["downloads"] == []
+    lines = specs.prepared_locally(job)
+    assert lines[:2] == [f"dataset {did} file 0: local file, mounted read-only",
+                         f"algorithm {algo_did}: local file, mounted read-only"]
+    assert not any(str(tmp_assets) in line for line in lines)
+    raw_job = build_job(tmp_assets, settings, datasets=[did], algorithm=raw_algorithm())
+    assert specs.prepared_locally(raw_job)[1] == f"algorithm: raw code, {len(raw_job.spec['algorithm']['code']['rawcode'])} bytes"
+    url_did = dataset(tmp_assets, url="http://files.example/data.csv")
+    assert len(specs.provision_plan(build_job(tmp_assets, settings, datasets=[url_did], algorithm=raw_algorithm()),
+                                    settings)["downloads"]) == 1

@@ -90,6 +90,23 @@ def provision_plan(job: Job, settings: Settings) -> dict:
     }
 
 
+def prepared_locally(job: Job) -> list[str]:
+    """The configurationLog of a job with nothing to download (its provision step is skipped):
+    what runnerd prepared itself, named like the provision step names its downloads (`dataset
+    <did> file <i>`), never by a host path."""
+    lines = [f"dataset {item['did']} file {index}: local file, mounted read-only"
+             for item in job.spec["inputs"] for index, f in enumerate(item["files"]) if f["type"] == "file"]
+    algo = job.spec["algorithm"]
+    label = f"algorithm {algo['did']}" if algo.get("did") else "algorithm"
+    code = algo["code"]
+    if code["type"] == "raw":
+        lines.append(f"{label}: raw code, {len(code['rawcode'].encode('utf-8'))} bytes")
+    elif code["type"] == "file":
+        lines.append(f"{label}: local file, mounted read-only")
+    lines.append("nothing to download: provisioned without a container")
+    return lines
+
+
 def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data: Mount, out: Path,
                  network: str, volumes: tuple[str, ...]) -> ContainerSpec:
     """Provision and filter: runnerd's own stdlib script in helperImage, its plan in the env,

@@ -7,6 +7,7 @@ following links and only regular files are listed (the API opens them with O_NOF
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -21,6 +22,22 @@ LOG_FILES = (
     ("filtering.log", ResultType.FILTERING_LOG),
 )
 _REPORT_LIMIT = 4 * 1024 * 1024
+log = logging.getLogger("runnerd.runner")  # the provision detail is part of the job's story in the log
+
+
+def log_provision_detail(job_id: str, detail) -> None:
+    """The operator's side of the provision step's report: which URL each download was, where it
+    was redirected and the raw error. Only ever the daemon's log: consumers see labels, never URLs."""
+    for entry in detail if isinstance(detail, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        hops = entry.get("redirects") or []
+        via = f" redirected to {' -> '.join(map(str, hops))}" if isinstance(hops, list) and hops else ""
+        what = f"{entry.get('label', '?')} {entry.get('url') or ''}{via}".strip()[:4000]  # servers chose the hops
+        if entry.get("error"):
+            log.warning("job %s: provision: %s: %s", job_id, what, str(entry["error"])[:4000])
+        else:
+            log.info("job %s: provision: %s: fetched", job_id, what)
 
 
 def read_report(path: Path) -> dict[str, Any] | None:

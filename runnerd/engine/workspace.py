@@ -101,6 +101,12 @@ class Workspace:
                 self._give(d)
         return p
 
+    async def write_log(self, job_id: str, name: str, lines: list[str]) -> None:
+        """A log runnerd writes itself (the configurationLog of a job with nothing to download),
+        replacing any left by an attempt that crashed."""
+        path = self.paths(job_id).log(name)
+        await asyncio.to_thread(path.write_text, "".join(f"{line}\n" for line in lines), encoding="utf-8")
+
     async def ensure_mounted(self, job: Job, env: Environment) -> None:
         """Mount the job's quota filesystem again if it is not (after a host reboot), touching
         nothing inside it: once job code has run there, root only mounts and unmounts it."""
