@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from eth_account import Account
 
-from common import parser, pct, progress, start_daemon, stop_daemon, summary, table, write_json
+from common import parser, pct, progress, stop_daemon, summary, table, write_json
 from runnerd import signing
 from runnerd.domain import Job, JobStatus, ResultFile, ResultType
 from runnerd.store import Database, JobStore

@@ -97,7 +97,8 @@ def render(text: str) -> str:
         if not pattern.search(text):
             raise SystemExit(f"{DOC}: no marker pair for {name}; expected a line starting with "
                              f"{begin.split(' (')[0]!r} and a line {end!r}")
-        text = pattern.sub(lambda _m: f"{begin}\n\n{table(keys)}\n\n{end}", text, count=1)
+        replacement = f"{begin}\n\n{table(keys)}\n\n{end}"
+        text = pattern.sub(lambda _m, r=replacement: r, text, count=1)
     return text
 
 

@@ -69,7 +69,6 @@ def test_submit_wait_shows_stages_and_downloads_results(user):
     job_id = proc.stdout.strip()
     assert len(job_id) == 32
     stages = [line for line in proc.stderr.splitlines() if line.startswith("[") and "(still " not in line]
-    texts = " | ".join(stages)
     expected = ["Warming up", "Job started", "Configuring volumes", "Provisioning success", "Running algorithm",
                 "Filtering results", "Publishing results", "Job completed"]
     assert [re.sub(r"^\[.*?\]\s+\d+ ", "", s) for s in stages] == expected, proc.stderr  # every stage, in order

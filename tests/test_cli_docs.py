@@ -91,7 +91,7 @@ def test_the_typical_session_and_the_wait_sample_are_real_output(make_daemon, tm
     documented = samples("A typical session:")
     report = "\n".join(f"$ {name}\n{out}" for name, out in actual) + "\n$ submit --wait\n" + wait
     assert len(documented) == len(actual), report
-    for (command, doc), (name, out) in zip(documented, actual):
+    for (command, doc), (_name, out) in zip(documented, actual):
         assert shape(doc) == shape(out), f"`{command}` in the guide differs from real output:\n{report}"
     ((_, doc_wait),) = samples("Run it as raw code")
     assert shape(doc_wait) == shape(wait), f"the --wait sample differs from real output:\n{report}"

@@ -126,7 +126,8 @@ def test_wait_shows_the_log_live_and_a_failure_says_why_and_what_next(node):
     tail = [line for line in quiet.stderr.splitlines() if line.startswith("  | ")]
     assert tail == [f"  | line {i}" for i in range(10, 30)], quiet.stderr  # the last 20 lines only
     assert "the last 20 lines of the algorithm's log" in quiet.stderr
-    assert "ended at 71 Algorithm failed" in quiet.stderr and "runnerd: next: your code exited with code 3" in quiet.stderr
+    assert "ended at 71 Algorithm failed" in quiet.stderr
+    assert "runnerd: next: your code exited with code 3" in quiet.stderr
 
 
 def _rows(stdout):
@@ -192,7 +193,8 @@ def test_stop_and_delete_all_need_yes_off_a_terminal(node):
     assert _rows(cli(daemon, "status", env=env).stdout) == {}
     kept = submit(QUICK).stdout.strip()
     partly = cli(daemon, "delete", job_id, kept, env=env)  # one is gone already: the other is still deleted
-    assert partly.returncode == 1 and f"runnerd: {job_id}: HTTP 404" in partly.stderr and "Traceback" not in partly.stderr
+    assert partly.returncode == 1 and f"runnerd: {job_id}: HTTP 404" in partly.stderr
+    assert "Traceback" not in partly.stderr
     assert kept in partly.stdout and "Job deleted successfully" in partly.stdout
     both = cli(daemon, "stop", job_id, "--all", env=env)
     assert both.returncode == 2 and "not both" in both.stderr

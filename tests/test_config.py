@@ -4,6 +4,7 @@ a bad file is refused with a ConfigError that names the key path (SPEC §4). Als
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -108,9 +109,9 @@ def test_good_multi_environment_file_with_gpus_and_allow_list(tmp_path):
 
 def test_settings_are_frozen(tmp_path):
     settings = load_config(write(tmp_path, minimal()))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         settings.jobUser = "0:0"  # type: ignore[misc]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         settings.environments[0].ramGB = 100  # type: ignore[misc]
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.helpers import Daemon, base_config, dataset, raw, result_of, wait_done
+from tests.helpers import Daemon, dataset, raw, result_of, wait_done
 from tests.netutil import BridgeServer, docker_bridge_ip
 
 pytestmark = pytest.mark.docker

@@ -197,7 +197,7 @@ def test_docker_away_while_a_job_provisions_the_job_completes(make_daemon, tmp_p
     proxy.down()
 
 
-DEEP_TREE = f"""
+DEEP_TREE = """
 import os
 os.chdir('/data/outputs')
 for level in range(6000):

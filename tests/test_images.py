@@ -7,7 +7,6 @@ runtime, and a recording proxy in front of the real Docker socket)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket

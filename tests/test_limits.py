@@ -41,7 +41,8 @@ def test_misbehaving_algorithms_each_end_in_their_own_status(daemon):
         "forkbomb": FORK_BOMB,
         "timeout": "print('spinning', flush=True)\nwhile True:\n    pass",
         "disk": DISK_FILLER,
-        "flood": "import sys\nline = b'y' * 1023 + b'\\n'\nfor _ in range(40 * 1024):\n    sys.stdout.buffer.write(line)",
+        "flood": ("import sys\nline = b'y' * 1023 + b'\\n'\n"
+                  "for _ in range(40 * 1024):\n    sys.stdout.buffer.write(line)"),
         "good": "print('fine')\nopen('/data/outputs/ok.txt', 'w').write('ok')",
     }
     started = {name: _run(daemon, code) for name, code in cases.items()}

@@ -23,7 +23,8 @@ UID, GID = 65532, 65532
 
 
 def _job(assets: Path, did: str, roots: tuple[str, ...] = ()):
-    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}], "assetRoots": list(roots)})
+    settings = parse_config({"environments": [{"id": "env", "rawAlgorithmImages": TEST_RAW_IMAGES}],
+                             "assetRoots": list(roots)})
     return Intake(settings, Catalog(assets, tuple(Path(r) for r in roots))).build({
         "environment": "env", "algorithm": raw("print(1)"),
         "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x1"}}, OWNER)

@@ -28,7 +28,8 @@ for i in range(1500):
         f.write(os.urandom(16 * 1024))
 print("wrote 1500 files")
 """
-READ_INPUT = "import json, os\nd = json.loads(os.environ['DIDS'])[0]\nprint('input:', open(f'/data/inputs/{d}/0').read())"
+READ_INPUT = ("import json, os\nd = json.loads(os.environ['DIDS'])[0]\n"
+              "print('input:', open(f'/data/inputs/{d}/0').read())")
 
 
 def _wait_for(client, job_id: str, status: int, timeout: float = 60) -> dict:

@@ -498,7 +498,8 @@ def test_a_published_local_algorithm_on_local_data_has_nothing_to_download(tmp_a
                          f"algorithm {algo_did}: local file, mounted read-only"]
     assert not any(str(tmp_assets) in line for line in lines)
     raw_job = build_job(tmp_assets, settings, datasets=[did], algorithm=raw_algorithm())
-    assert specs.prepared_locally(raw_job)[1] == f"algorithm: raw code, {len(raw_job.spec['algorithm']['code']['rawcode'])} bytes"
+    code_bytes = len(raw_job.spec["algorithm"]["code"]["rawcode"])
+    assert specs.prepared_locally(raw_job)[1] == f"algorithm: raw code, {code_bytes} bytes"
     url_did = dataset(tmp_assets, url="http://files.example/data.csv")
     assert len(specs.provision_plan(build_job(tmp_assets, settings, datasets=[url_did], algorithm=raw_algorithm()),
                                     settings)["downloads"]) == 1

@@ -151,7 +151,8 @@ def _add(args: argparse.Namespace) -> int:
                  f"http(s) URL)")
             return 2
         roots = _allowed_roots(assets, settings)
-        entries = [{"type": "file", "path": _place_file(f, assets, roots, args.in_place, args.copy, notes)} for f in files]
+        entries = [{"type": "file", "path": _place_file(f, assets, roots, args.in_place, args.copy, notes)}
+                   for f in files]
         did, name = did_for(args.type, str(Path(os.path.realpath(source)))), source.name
     if args.type == "algorithm" and not (args.image and args.entrypoint):
         _say("runnerd: an algorithm needs --image and --entrypoint (e.g. --image python --tag 3.12-slim "
@@ -159,7 +160,8 @@ def _add(args: argparse.Namespace) -> int:
         return 2
     for entry in entries:
         if entry["type"] == "file" and not os.stat(entry["path"]).st_mode & 0o004:
-            notes.append(f"warning: {entry['path']} is not world-readable; jobs run as jobUser (default 65532:65532) and "
+            notes.append(f"warning: {entry['path']} is not world-readable; jobs run as jobUser "
+                         f"(default 65532:65532) and "
                  f"are refused unless it can read the file (chmod o+r {entry['path']})")
     ddo = _ddo(args, did, entries, name)
     out = assets / f"{did.removeprefix('did:op:')}.json"

@@ -170,7 +170,7 @@ class StepDriver:
             rec.state, rec.started_at = StepState.RUNNING, time.time()
             await self.store.save_step(rec)
             try:
-                await outage.retry(lambda: self.runtime.start(cid))
+                await outage.retry(lambda c=cid: self.runtime.start(c))
                 return rec
             except ContainerGone:
                 if attempt == 1:
