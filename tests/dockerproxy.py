@@ -9,8 +9,10 @@ import threading
 
 
 class DockerProxy:
-    def __init__(self, path: str, upstream: str = "/var/run/docker.sock"):
+    def __init__(self, path: str, upstream: str = "/var/run/docker.sock", record: bool = False):
+        """`record`: keep every byte that goes through, both ways, in `seen` (what a daemon asked)."""
         self.path, self.upstream = path, upstream
+        self.record, self.seen = record, bytearray()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -59,10 +61,11 @@ class DockerProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self.record:
+                    self.seen += data
                 dst.sendall(data)
         except OSError:
             pass

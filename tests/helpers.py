@@ -207,8 +207,9 @@ def raw(code: str, image: str = PY_IMAGE, entrypoint: str = "python3 $ALGO", che
                                                     "checksum": checksum}}}
 
 
-def wait_done(client: Client, job_id: str, timeout: float = 120, statuses: set[int] | None = None) -> dict[str, Any]:
-    """Poll until the job reaches a terminal status (or one of `statuses`)."""
+def wait_done(client: Client, job_id: str, timeout: float = 120, statuses: set[int] | None = None,
+              poll: float = 0.2) -> dict[str, Any]:
+    """Poll (every `poll` seconds) until the job reaches a terminal status (or one of `statuses`)."""
     wanted = statuses or TERMINAL
     deadline = time.time() + timeout
     job: dict[str, Any] = {}
@@ -216,7 +217,7 @@ def wait_done(client: Client, job_id: str, timeout: float = 120, statuses: set[i
         job = client.job(job_id)
         if job["status"] in wanted:
             return job
-        time.sleep(0.2)
+        time.sleep(poll)
     raise TimeoutError(f"job {job_id} still at {job.get('status')} after {timeout}s: {job}")
 
 

@@ -161,14 +161,7 @@ def test_connections_beyond_max_connections_are_refused(make_daemon):
     finally:
         for sock in held:
             sock.close()
-    deadline = time.time() + WAIT  # the slots come back once those close
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{daemon.url}/health", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    daemon.wait_healthy(WAIT)  # the slots come back once those close
     text = httpx.get(f"{daemon.url}/metrics").text
     assert re.search(r'runnerd_api_refused_total\{reason="connections"\} [1-9]', text), text
 

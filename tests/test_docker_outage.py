@@ -133,16 +133,6 @@ async def test_refused_reset_and_server_errors_are_outages(tmp_path, mode, metho
 SLEEPER = "import time\nprint('working', flush=True)\ntime.sleep({seconds})\nopen('/data/outputs/o', 'w').write('o')"
 
 
-def _wait_for(client, job_id: str, statuses: set[int], timeout: float = 90) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.job(job_id)
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {client.job(job_id)}")
-
-
 def _docker_down_seen(daemon) -> None:
     deadline = time.time() + 30
     while httpx.get(f"{daemon.url}/health").json().get("docker") != "down" and time.time() < deadline:
@@ -158,7 +148,7 @@ def test_job_queued_while_docker_is_away_waits_in_the_queue_and_completes(make_d
     client = daemon.client()
     did = dataset(daemon.assets)
     running = client.start(did, raw(SLEEPER.format(seconds=60)), "one")["jobId"]
-    _wait_for(client, running, {40})
+    wait_done(client, running, 90, {40}, poll=0.05)
     queued = client.start(did, raw("print('queued one')"), "one")["jobId"]
     assert client.job(queued)["status"] == 1
     proxy.down(refuse=True)
@@ -186,7 +176,7 @@ def test_docker_away_while_a_job_provisions_the_job_completes(make_daemon, tmp_p
     daemon = make_daemon(dockerOutageSeconds=120)
     client = daemon.client()
     job_id = client.start(dataset(daemon.assets), raw("print('after the outage')"), "ocean-compute")["jobId"]
-    _wait_for(client, job_id, {20, 30, 40})  # cut as early in its life as the poll allows
+    wait_done(client, job_id, 90, {20, 30, 40}, poll=0.05)  # cut as early in its life as the poll allows
     proxy.down()
     _docker_down_seen(daemon)
     time.sleep(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from types import SimpleNamespace
 
@@ -238,28 +237,6 @@ async def test_dockers_pull_error_body_is_detail_not_message():
 
 # -- against the real daemon --------------------------------------------------------------------------
 
-class RecordingProxy(DockerProxy):
-    """The Docker socket proxy, keeping every byte that went through it."""
-
-    def __init__(self, path: str):
-        self.seen = bytearray()
-        super().__init__(path)
-
-    def _pipe(self, src, dst) -> None:  # type: ignore[override]
-        try:
-            while data := src.recv(65536):
-                self.seen += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 @pytest.mark.docker
 def test_a_local_registry_is_refused_at_submit_and_again_before_any_pull(make_daemon, tmp_path, monkeypatch):
     env = {"id": "ocean-compute", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05,
@@ -278,7 +255,7 @@ def test_a_local_registry_is_refused_at_submit_and_again_before_any_pull(make_da
     assert client.job(job_id)["status"] == 1
 
     daemon.stop()
-    proxy = RecordingProxy(str(tmp_path / "docker.sock"))
+    proxy = DockerProxy(str(tmp_path / "docker.sock"), record=True)
     monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
     daemon.config.update(registryAllow=[], diskFloorGB=0)  # the operator tightened the policy
     daemon.start()
