@@ -95,12 +95,8 @@ def remove_tree(path: str | os.PathLike) -> list[str]:
     except OSError as exc:
         if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
             return [f"cannot open the top directory: {exc.strerror}"]
-        try:  # a file or a symlink: remove just that (a link's target is never touched)
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc2:
-            problems.append(f"cannot remove the top entry: {exc2.strerror}")
+        # a file or a symlink: remove just that (a link's target is never touched)
+        _remove(os.unlink, path, what="the top entry", problems=problems)
         return problems
     top_st = os.fstat(top_fd)
     mounts = _mounts_under(path)
@@ -127,24 +123,26 @@ def remove_tree(path: str | os.PathLike) -> list[str]:
                     raise TreeChanged("a directory moved while its tree was removed")
                 parent.fd = fd
             level.close()
-            try:
-                os.rmdir(level.name, dir_fd=parent.fd)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
+            if not _remove(os.rmdir, level.name, dir_fd=parent.fd, what="a directory", problems=problems):
                 parent.skip.add(level.name)
-                problems.append(f"cannot remove a directory: {exc.strerror}")
     finally:
         for level in stack:
             level.close()
     if not problems:
-        try:
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            problems.append(f"cannot remove the top directory: {exc.strerror}")
+        _remove(os.rmdir, path, what="the top directory", problems=problems)
     return problems
+
+
+def _remove(remove, name: str, *, what: str, problems: list[str], dir_fd: int | None = None) -> bool:
+    """unlink/rmdir one name; already gone counts as removed. False (and the reason noted) if not."""
+    try:
+        remove(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        problems.append(f"cannot remove {what}: {exc.strerror}")
+        return False
+    return True
 
 
 def _next_subdir(level: _Level, device: int, mounts: set[tuple[int, int]],
