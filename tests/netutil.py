@@ -21,8 +21,7 @@ def docker_bridge_ip() -> str:
 class BridgeServer:
     def __init__(self, host: str | None = None):
         self.host = host or docker_bridge_ip()
-        self.files: dict[str, bytes] = {}  # path -> body, answered 200
-        self.routes: dict[str, tuple[int, dict, bytes]] = {}  # path (query ignored) -> status, headers, body
+        self.files: dict[str, bytes] = {}
         self.paths: list[str] = []
         self.delay = 0.0  # seconds to wait before answering (to catch a job mid-provisioning)
         server = self
@@ -31,15 +30,6 @@ class BridgeServer:
             def do_GET(self):  # noqa: N802
                 server.paths.append(self.path)
                 time.sleep(server.delay)
-                route = server.routes.get(self.path.split("?", 1)[0])
-                if route is not None:
-                    status, headers, body = route
-                    self.send_response(status)
-                    for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_response(404)

@@ -13,18 +13,54 @@ every redirect points at another local address. Nothing else is ever contacted.
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.helpers import PY_IMAGE, dataset, raw, result_of, wait_done
-from tests.netutil import BridgeServer
+from tests.netutil import docker_bridge_ip
 
 pytestmark = pytest.mark.docker
 
 
+class RouteServer:
+    """An HTTP server on docker0: path -> (status, headers, body); records every path asked for."""
+
+    def __init__(self):
+        self.host = docker_bridge_ip()
+        self.routes: dict[str, tuple[int, dict, bytes]] = {}
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server.paths.append(self.path)
+                status, headers, body = server.routes.get(self.path.split("?", 1)[0], (404, {}, b""))
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((self.host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @pytest.fixture
 def servers():
-    a, b = BridgeServer(), BridgeServer()
+    a, b = RouteServer(), RouteServer()
     yield a, b
     a.close()
     b.close()
