@@ -32,7 +32,7 @@ def fake_jobs(n: int, owners: list[str]) -> list[Job]:
         jobs.append(Job(
             job_id=uuid.uuid4().hex, owner=owners[i % len(owners)], document_id="did:op:" + "ab" * 32,
             environment="bench", agreement_id="0x" + secrets.token_hex(32), algo_did="raw",
-            input_dids=["did:op:" + "ab" * 32], spec={"inputs": [], "algorithm": {}, "secret": "x"},
+            input_dids=["did:op:" + "ab" * 32],
             status=JobStatus.COMPLETED, date_created=now - n + i, date_finished=now - n + i + 1,
             results=[ResultFile("result.json", 100, ResultType.OUTPUT, "results/outputs/result.json"),
                      ResultFile("algorithm.log", 10, ResultType.ALGORITHM_LOG, "logs/algorithm.log")]))

@@ -6,8 +6,9 @@ No I/O and no imports from other runnerd modules: this is the file to read first
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Union
 
 
 class JobStatus(enum.IntEnum):
@@ -158,7 +159,9 @@ class ResultFile:
 
 @dataclass
 class Job:
-    """One compute job as stored. `spec` is the validated, self-contained plan for running it."""
+    """One compute job as stored, without its plan: what status reads, the API and the hooks see.
+    The runner works on a `PlannedJob`; the two are different types so that a status row can
+    never be mistaken for the job to run (its plan is not loaded, and is dropped once it ends)."""
 
     job_id: str
     owner: str
@@ -167,7 +170,6 @@ class Job:
     agreement_id: str
     algo_did: str
     input_dids: list[str]
-    spec: dict[str, Any]
     status: JobStatus = JobStatus.QUEUED
     date_created: float = 0.0
     date_finished: float | None = None
@@ -178,7 +180,8 @@ class Job:
     termination: dict[str, Any] | None = None
     error: str | None = None
     queue_seq: int = 0
-    slot: dict[str, Any] | None = None  # resources held while running: cpus, gpus
+    slot: Slot | None = None  # the cores and GPUs the scheduler gave it, while it runs
+    images: ResolvedImages | None = None  # what the runner resolved its images to (set while configuring)
     ending: JobStatus | None = None  # decided once the algorithm ends, applied when publishing ends
     history: list[tuple[int, float]] = field(default_factory=list)  # (status, when it was reached)
     restarted_from: str | None = None  # the stopped/failed job this one re-runs
@@ -188,6 +191,195 @@ class Job:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    def with_plan(self, plan: JobPlan) -> PlannedJob:
+        return PlannedJob(**{f.name: getattr(self, f.name) for f in fields(Job)}, plan=plan)
+
+
+@dataclass
+class PlannedJob(Job):
+    """A job with the plan it runs (from intake, or loaded by the runner)."""
+
+    plan: JobPlan = field(kw_only=True)
+
 
 # stopreq values, as Ocean's operator uses them
 STOPREQ_NONE, STOPREQ_USER, STOPREQ_TIMEOUT = 0, 1, 2
+
+
+# -- what a job holds while it runs ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The resources the scheduler gave a running job (recorded, so a restart re-adopts them)."""
+
+    cpuset: str | None = None  # e.g. "0,1" when whole cores are pinned
+    gpus: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"cpuset": self.cpuset, "gpus": list(self.gpus)})
+
+    @staticmethod
+    def from_json(text: str) -> Slot:
+        raw = json.loads(text)
+        return Slot(raw.get("cpuset"), tuple(raw.get("gpus") or ()))
+
+
+@dataclass(frozen=True)
+class ResolvedImages:
+    """The algorithm's image as resolved (pulled, pinned to what the host has) and the VOLUMEs it
+    and the helper image declare (each gets a tmpfs: containers/spec.py `volume_masks`)."""
+
+    algorithm: str  # the image reference the algorithm's container is created from
+    volumes: tuple[str, ...] = ()
+    helper_volumes: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"image": self.algorithm, "volumes": list(self.volumes),
+                           "helperVolumes": list(self.helper_volumes)})
+
+    @staticmethod
+    def from_json(text: str) -> ResolvedImages | None:
+        raw = json.loads(text)
+        if not raw.get("image"):
+            return None
+        return ResolvedImages(raw["image"], tuple(raw.get("volumes") or ()), tuple(raw.get("helperVolumes") or ()))
+
+
+# -- the job plan: what intake decided, self-contained, so a job runs the same after a restart ---
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file on this host (under the assets dir or an assetRoots entry): bind-mounted read-only
+    from its pin (engine/pins.py), never copied."""
+
+    path: str
+    sha256: str | None = None  # the trusted checksum verified at submit: the pin must still match
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file the provision step downloads (the consumer sees its label, never the URL)."""
+
+    url: str
+    sha256: str | None = None
+    origin: str | None = None  # "consumer": the consumer's own URL (algorithm.meta.url)
+
+
+@dataclass(frozen=True)
+class RawCode:
+    """An algorithm sent as text (algorithm.meta.rawcode)."""
+
+    text: str
+
+
+AssetFile = Union[LocalFile, RemoteFile]
+AlgorithmCode = Union[LocalFile, RemoteFile, RawCode]
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    did: str
+    ddo: dict[str, Any]  # the public DDO, written to /data/ddos/<did>
+    files: tuple[AssetFile, ...]
+    userdata: Any = None
+
+
+@dataclass(frozen=True)
+class AlgorithmContainer:
+    entrypoint: str  # replaces the image's ENTRYPOINT; `$ALGO` is the algorithm's path
+    image: str
+    tag: str = ""
+    checksum: str = ""  # sha256:<hex>, lower case, or ""
+
+
+@dataclass(frozen=True)
+class AlgorithmPlan:
+    did: str | None  # None for a raw algorithm (algorithm.meta)
+    ddo: dict[str, Any] | None
+    code: AlgorithmCode
+    container: AlgorithmContainer
+    algocustomdata: Any = None  # written to /data/inputs/algoCustomData.json
+    userdata: Any = None
+
+    @property
+    def consumer_code(self) -> bool:
+        """Whether the code's URL is the consumer's (fetched under the strict public-only rule):
+        when intake says so, or when no published algorithm stands behind it (plans stored
+        before the marker existed)."""
+        return isinstance(self.code, RemoteFile) and (self.code.origin == "consumer" or not self.did)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The validated plan intake built: inputs with their files, the algorithm with its code and
+    container, custom data, network consent and the job's secret. Stored as JSON (`to_json` and
+    `from_json` are the only place that knows the stored form; rows of older versions load)."""
+
+    inputs: tuple[InputPlan, ...]
+    algorithm: AlgorithmPlan
+    network: bool  # the environment and every input allow the algorithm the job network
+    secret: str  # the algorithm's `secret` variable, random per job
+
+    def to_json(self) -> str:
+        algo = self.algorithm
+        return json.dumps({
+            "inputs": [{"did": i.did, "ddo": i.ddo, "files": [_file_out(f) for f in i.files],
+                        "userdata": i.userdata} for i in self.inputs],
+            "algorithm": {"did": algo.did, "ddo": algo.ddo, "code": _file_out(algo.code),
+                          "entrypoint": algo.container.entrypoint, "image": algo.container.image,
+                          "tag": algo.container.tag, "checksum": algo.container.checksum,
+                          "algocustomdata": algo.algocustomdata, "userdata": algo.userdata},
+            "network": self.network,
+            "secret": self.secret,
+        })
+
+    @staticmethod
+    def from_json(text: str) -> JobPlan:
+        """Raises ValueError (or KeyError) on a plan that is not one (a dropped plan is `{}`)."""
+        raw = json.loads(text)
+        algo = raw["algorithm"]
+        return JobPlan(
+            inputs=tuple(InputPlan(i["did"], i.get("ddo") or {}, tuple(_file_in(f) for f in i["files"]),
+                                   i.get("userdata")) for i in raw["inputs"]),
+            algorithm=AlgorithmPlan(
+                did=algo.get("did"), ddo=algo.get("ddo"), code=_file_in(algo["code"]),
+                container=AlgorithmContainer(algo["entrypoint"], algo["image"], algo.get("tag") or "",
+                                             algo.get("checksum") or ""),
+                algocustomdata=algo.get("algocustomdata"), userdata=algo.get("userdata")),
+            network=bool(raw.get("network", False)),
+            secret=raw["secret"],
+        )
+
+
+def _file_out(f: AlgorithmCode) -> dict[str, Any]:
+    if isinstance(f, RawCode):
+        return {"type": "raw", "rawcode": f.text}
+    if isinstance(f, LocalFile):
+        return {"type": "file", "path": f.path, **({"sha256": f.sha256} if f.sha256 else {})}
+    return {"type": "url", "url": f.url, "sha256": f.sha256, **({"origin": f.origin} if f.origin else {})}
+
+
+def _file_in(raw: dict[str, Any]) -> Any:
+    kind = raw["type"]
+    if kind == "raw":
+        return RawCode(raw["rawcode"])
+    if kind == "file":
+        return LocalFile(raw["path"], raw.get("sha256"))
+    if kind == "url":
+        return RemoteFile(raw["url"], raw.get("sha256"), raw.get("origin"))
+    raise ValueError(f"unknown file type {kind!r}")
+
+
+def asset_file(resolved: dict[str, Any]) -> AssetFile:
+    """A catalog-resolved DDO file ({type: file, path} or {type: url, url, sha256}) as a plan file."""
+    f = _file_in(resolved)
+    if isinstance(f, RawCode):
+        raise ValueError("a DDO file cannot be raw code")
+    return f
+
+
+def file_dict(f: AlgorithmCode) -> dict[str, Any]:
+    """The catalog's form of a plan file (catalog.sha256_of takes it)."""
+    return _file_out(f)

@@ -98,7 +98,7 @@ async def test_the_store_read_is_bounded_and_indexed(tmp_path):
 
         def job(i, status, created, finished=None):
             return Job(f"job{i:04}", "0x" + "ab" * 20, "did:op:x", "e", f"a{i}", "did:op:algo", ["did:op:x"],
-                       {"algorithm": {"rawcode": CODE_MARK}}, status, created, finished)
+                       status, created, finished)
 
         old = [job(i, JobStatus.COMPLETED, now - 9000 + i, now - 8000 + i) for i in range(300)]
         recent = [job(300 + i, JobStatus.ALGORITHM_FAILED, now - 5000, now - 600 + i) for i in range(3)]

@@ -223,7 +223,8 @@ def test_every_metric_is_in_the_operator_guide(name: str):
 
 
 def _algorithm_variables() -> list[str]:
-    job = types.SimpleNamespace(spec={"algorithm": {"did": None}, "inputs": [], "secret": "x"})
+    job = types.SimpleNamespace(plan=types.SimpleNamespace(algorithm=types.SimpleNamespace(did=None), inputs=(),
+                                                           secret="x"))
     return sorted(algorithm_env(job))
 
 

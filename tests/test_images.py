@@ -168,7 +168,7 @@ def test_a_published_algorithm_image_is_the_operators_choice(intake):
     check, assets = intake
     algo = algorithm_asset(assets, "print(1)", image="operator/trusted-algo:2")
     job = check.build(_start(dataset(assets, allow_raw=False), {"documentId": algo, "serviceId": "access"}), OWNER)
-    assert job.spec["algorithm"]["image"] == "operator/trusted-algo"
+    assert job.plan.algorithm.container.image == "operator/trusted-algo"
 
 
 # -- where the image is resolved (a job queued under an older policy) -------------------------------

@@ -31,7 +31,7 @@ def params(did: str, **extra) -> dict:
 def test_a_valid_start_builds_a_job(intake):
     check, did, other = intake
     job = check.build(params(did, additionalDatasets=[{"documentId": other, "serviceId": "compute"}]), OWNER)
-    assert job.input_dids == [did, other] and job.spec["network"] is False
+    assert job.input_dids == [did, other] and job.plan.network is False
 
 
 def test_the_same_dataset_twice_is_refused(intake):
@@ -102,7 +102,7 @@ def test_with_access_inputs_the_datasets_compute_policy_still_rules(tmp_assets):
     plain = dataset(tmp_assets, service_type="access")  # offered for download only: Provider's rule, any algorithm
     job = check.build(params(main, additionalDatasets=[{"documentId": open_, "serviceId": "access"},
                                                       {"documentId": plain, "serviceId": "compute"}]), OWNER)
-    assert job.input_dids == [main, open_, plain] and job.spec["network"] is False
+    assert job.input_dids == [main, open_, plain] and job.plan.network is False
     with pytest.raises(PolicyRejected) as refused:  # the raw algorithm may not read it for compute: nor so
         check.build(params(main, additionalDatasets=[{"documentId": closed, "serviceId": "access"}]), OWNER)
     assert (refused.value.code, refused.value.field) == ("no_raw_algo_allowed", "datasets[1]")
@@ -139,7 +139,7 @@ def _ref(did: str) -> dict:
 def test_datasets_list_beside_dataset_adds_inputs(intake):
     check, a, b = intake
     job = check.build(params(a, datasets=[_ref(a), _ref(b)]), OWNER)  # what ocean.js >= 4 sends
-    assert job.input_dids == [a, b] and [i["did"] for i in job.spec["inputs"]] == [a, b]
+    assert job.input_dids == [a, b] and [i.did for i in job.plan.inputs] == [a, b]
     # the same inputs given both ways agree; [A] alone adds nothing
     assert check.build(params(a, datasets=[_ref(a), _ref(b)], additionalDatasets=[_ref(b)]), OWNER).input_dids == [a, b]
     assert check.build(params(a, datasets=[_ref(a)]), OWNER).input_dids == [a]
@@ -189,7 +189,7 @@ def test_a_symlink_to_another_asset_is_refused(tmp_assets):
     check = Intake(_settings(), Catalog(tmp_assets))
     with pytest.raises(PolicyRejected):
         check.build(params(mine), OWNER)
-    assert check.build(params(theirs), OWNER).spec["inputs"][0]["files"][0]["path"].endswith("/files/theirs")
+    assert check.build(params(theirs), OWNER).plan.inputs[0].files[0].path.endswith("/files/theirs")
 
 
 def test_an_asset_root_may_itself_be_a_symlink(tmp_path):
@@ -198,4 +198,4 @@ def test_an_asset_root_may_itself_be_a_symlink(tmp_path):
     (tmp_path / "assets").symlink_to(real)  # the operator's own layout: trusted
     did = dataset(tmp_path / "assets")
     job = Intake(_settings(), Catalog(tmp_path / "assets")).build(params(did), OWNER)
-    assert job.spec["inputs"][0]["files"][0]["path"].startswith(str(real.resolve()))
+    assert job.plan.inputs[0].files[0].path.startswith(str(real.resolve()))

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from runnerd.domain import TERMINAL, Job, JobStatus
+from runnerd.domain import TERMINAL, AlgorithmContainer, AlgorithmPlan, JobPlan, JobStatus, PlannedJob, RawCode
 from runnerd.engine.owners import StartRate
 from runnerd.engine.sweeper import Sweeper
 from runnerd.store import Database, JobStore, OwnerLimit
@@ -22,10 +22,11 @@ A, B = "0xAAaa000000000000000000000000000000000001", "0xbbbb00000000000000000000
 TO_END = [S.STARTED, S.CONFIGURING, S.PROVISIONED, S.RUNNING, S.FILTERING, S.PUBLISHING]
 
 
-def make_job(owner: str = A, spec_bytes: int = 100) -> Job:
-    return Job(job_id=uuid.uuid4().hex, owner=owner, document_id="did:op:" + "ab" * 32, environment="env",
-               agreement_id="0x" + uuid.uuid4().hex, algo_did="raw", input_dids=[],
-               spec={"inputs": [], "algorithm": {"code": "x" * spec_bytes}, "secret": "s3cr3t"}, date_created=1.0)
+def make_job(owner: str = A, spec_bytes: int = 100) -> PlannedJob:
+    algorithm = AlgorithmPlan(None, None, RawCode("x" * spec_bytes), AlgorithmContainer("python3 $ALGO", "img"))
+    return PlannedJob(job_id=uuid.uuid4().hex, owner=owner, document_id="did:op:" + "ab" * 32, environment="env",
+                      agreement_id="0x" + uuid.uuid4().hex, algo_did="raw", input_dids=[],
+                      plan=JobPlan((), algorithm, network=False, secret="s3cr3t"), date_created=1.0)
 
 
 @pytest.fixture

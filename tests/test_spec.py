@@ -5,6 +5,7 @@ Allocator (cores and GPUs). All pure: no Docker daemon is contacted."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -16,8 +17,7 @@ from runnerd.config import parse_config
 from runnerd.containers import spec as specs
 from runnerd.containers.docker_runtime import to_sdk_kwargs
 from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec
-from runnerd.containers.spec import Slot
-from runnerd.domain import Job, StepKind
+from runnerd.domain import JobPlan, PlannedJob, RemoteFile, Slot, StepKind
 from runnerd.engine.intake import Intake
 from runnerd.engine.pins import pin_all
 from runnerd.engine.scheduler import Allocator
@@ -40,7 +40,7 @@ def raw_algorithm(entrypoint="python3 $ALGO", image="repo/algo", tag="1.0", chec
             "algocustomdata": {"k": 1}}
 
 
-def build_job(assets: Path, settings, *, algorithm=None, datasets: list[str] | None = None) -> Job:
+def build_job(assets: Path, settings, *, algorithm=None, datasets: list[str] | None = None) -> PlannedJob:
     """A Job exactly as the engine's Intake builds it from a start request."""
     if datasets is None:
         datasets = [dataset(assets)]
@@ -180,9 +180,9 @@ def test_algorithm_env_vars(tmp_assets, paths):
     assert env["VOLUME"] == "/data" and env["INPUTS"] == "/data/inputs"
     assert env["OUTPUTS"] == "/data/outputs" and env["LOGS"] == "/data/logs"
     assert env["HOME"] == "/tmp"
-    assert env["secret"] == job.spec["secret"] and len(env["secret"]) >= 16
+    assert env["secret"] == job.plan.secret and len(env["secret"]) >= 16
     other = build_job(tmp_assets, settings, datasets=[d0])
-    assert other.spec["secret"] != job.spec["secret"]  # random per job
+    assert other.plan.secret != job.plan.secret  # random per job
 
 
 def test_writable_rootfs_caps_gpus_and_runtime_when_the_environment_relaxes_them(tmp_assets, paths):
@@ -221,7 +221,7 @@ def test_algorithm_network_needs_environment_and_every_input(tmp_assets, paths, 
                                                               expected):
     settings = settings_for(allowNetwork=env_allows)
     job = build_job(tmp_assets, settings, datasets=[dataset(tmp_assets, network=dataset_allows)])
-    assert job.spec["network"] is (env_allows and dataset_allows)
+    assert job.plan.network is (env_allows and dataset_allows)
     spec = specs.build_algorithm(job, settings.environments[0], settings, paths, "img:1", Slot())
     assert spec.network == expected
     assert to_sdk_kwargs(spec)["network_mode"] == expected
@@ -239,11 +239,13 @@ def test_network_follows_the_job_spec_flag(tmp_assets, paths):
     settings = settings_for(allowNetwork=False)
     job = build_job(tmp_assets, settings)
     env = settings.environments[0]
-    job.spec["network"] = True
+    job = job.with_plan(replace(job.plan, network=True))
     assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "runnerd"
-    job.spec["network"] = False
+    job = job.with_plan(replace(job.plan, network=False))
     assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "none"
-    del job.spec["network"]
+    stored = json.loads(job.with_plan(replace(job.plan, network=True)).plan.to_json())
+    del stored["network"]  # a plan stored without the flag never has the network
+    job = job.with_plan(JobPlan.from_json(json.dumps(stored)))
     assert specs.build_algorithm(job, env, settings, paths, "img:1", Slot()).network == "none"
 
 
@@ -339,12 +341,14 @@ def test_provision_allow_list_only_for_the_operators_urls(tmp_assets, paths):
     consumer = {"meta": {"url": "http://files.internal/other",
                          "container": {"entrypoint": "python3 $ALGO", "image": "img", "tag": "1"}}}
     job = build_job(tmp_assets, settings, datasets=[url_did], algorithm=consumer)
-    assert job.spec["algorithm"]["code"]["origin"] == "consumer"
+    assert isinstance(job.plan.algorithm.code, RemoteFile) and job.plan.algorithm.code.origin == "consumer"
     dataset_dl, algo_dl = json.loads(specs.build_provision(job, settings, paths).env["RUNNERD_PLAN"])["downloads"]
     assert dataset_dl["allow"] == ["10.0.0.0/8", "files.internal"]
     assert algo_dl["allow"] == [] and algo_dl["label"] == "algorithm"
     # A spec stored without the marker (before it existed) is still the consumer's: no DID behind it.
-    del job.spec["algorithm"]["code"]["origin"]
+    stored = json.loads(job.plan.to_json())
+    del stored["algorithm"]["code"]["origin"]
+    job = job.with_plan(JobPlan.from_json(json.dumps(stored)))
     assert specs.provision_plan(job, settings)["downloads"][1]["allow"] == []
 
     # A published algorithm's URL is the operator's, like a dataset's.
@@ -364,7 +368,7 @@ def test_provision_allow_list_only_for_the_operators_urls(tmp_assets, paths):
 def test_filter_spec_reads_outputs_read_only_offline(tmp_assets, paths):
     settings = settings_for(maxOutputFiles=7, allowNetwork=True)
     job = build_job(tmp_assets, settings, datasets=[dataset(tmp_assets, network=True)])
-    assert job.spec["network"] is True
+    assert job.plan.network is True
     spec = specs.build_filter(job, settings.environments[0], settings, paths)
     assert spec.name == f"runnerd-{job.job_id}-filter"
     assert spec.labels == {LABEL_JOB: job.job_id, LABEL_STEP: "filter"}
@@ -498,7 +502,7 @@ def test_a_published_local_algorithm_on_local_data_has_nothing_to_download(tmp_a
                          f"algorithm {algo_did}: local file, mounted read-only"]
     assert not any(str(tmp_assets) in line for line in lines)
     raw_job = build_job(tmp_assets, settings, datasets=[did], algorithm=raw_algorithm())
-    code_bytes = len(raw_job.spec["algorithm"]["code"]["rawcode"])
+    code_bytes = len(raw_job.plan.algorithm.code.text)
     assert specs.prepared_locally(raw_job)[1] == f"algorithm: raw code, {code_bytes} bytes"
     url_did = dataset(tmp_assets, url="http://files.example/data.csv")
     assert len(specs.provision_plan(build_job(tmp_assets, settings, datasets=[url_did], algorithm=raw_algorithm()),

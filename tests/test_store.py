@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import uuid
@@ -13,11 +14,20 @@ import pytest
 from runnerd.domain import (
     ALLOWED_TRANSITIONS,
     TERMINAL,
+    AlgorithmContainer,
+    AlgorithmPlan,
     IllegalTransition,
     Job,
+    JobPlan,
     JobStatus,
+    LocalFile,
+    PlannedJob,
+    RawCode,
+    RemoteFile,
+    ResolvedImages,
     ResultFile,
     ResultType,
+    Slot,
     StepKind,
     StepState,
 )
@@ -30,11 +40,12 @@ HAPPY_PATH = [S.QUEUED, S.STARTED, S.CONFIGURING, S.PROVISIONED, S.RUNNING, S.FI
 
 
 def make_job(environment: str = "env", owner: str = OWNER, agreement: str | None = None,
-             document_id: str = "did:op:" + "ab" * 32, created: float = 1.0) -> Job:
-    return Job(
+             document_id: str = "did:op:" + "ab" * 32, created: float = 1.0) -> PlannedJob:
+    return PlannedJob(
         job_id=uuid.uuid4().hex, owner=owner, document_id=document_id, environment=environment,
         agreement_id=agreement or "0x" + uuid.uuid4().hex, algo_did="raw", input_dids=[document_id],
-        spec={"inputs": [], "algorithm": {"entrypoint": "python3 $ALGO"}, "network": False, "secret": "s"},
+        plan=JobPlan((), AlgorithmPlan(None, None, RawCode("print(1)"), AlgorithmContainer("python3 $ALGO", "img")),
+                     network=False, secret="s"),
         date_created=created,
     )
 
@@ -166,15 +177,72 @@ async def test_insert_get_roundtrip(store):
     assert (got.job_id, got.owner, got.document_id, got.environment, got.agreement_id, got.algo_did) == (
         job.job_id, job.owner, job.document_id, job.environment, job.agreement_id, job.algo_did)
     assert got.input_dids == job.input_dids
-    assert got.spec == {}  # status reads leave the (possibly large) spec out ...
-    started = await store.transition(job.job_id, S.STARTED)
-    assert started.spec == job.spec  # ... the runner gets it with the job it drives
-    assert [j.spec for j in await store.active()] == [job.spec]
+    assert not isinstance(got, PlannedJob) and not hasattr(got, "plan")  # status reads leave the (possibly
+    started = await store.transition(job.job_id, S.STARTED)  # large) plan out, and say so by their type ...
+    assert not hasattr(started, "plan")
+    planned = await store.planned(job.job_id)  # ... the runner loads it with the job it drives
+    assert isinstance(planned, PlannedJob) and planned.plan == job.plan and planned.status == S.STARTED
+    assert [(await store.planned(j.job_id)).plan for j in await store.active()] == [job.plan]
     assert got.status == S.QUEUED and got.date_created == 1.0 and started.status == S.STARTED
     assert got.date_finished is None and got.stopreq == 0 and got.removed == 0
     assert got.results == [] and got.termination is None and got.error is None and got.slot is None
     assert got.ending is None
     assert await store.get("0" * 32) is None
+    await walk(store, job.job_id, [S.INTERRUPTED])
+    assert await store.planned(job.job_id) is None  # an ended job's plan is dropped: nothing to run
+
+
+# What the runner of version 0.x (before #12) wrote: the plan as an untyped dict, and `slot` holding
+# the scheduler's cores and GPUs together with the images the runner resolved.
+OLD_PLAN = {
+    "inputs": [{"did": "did:op:" + "ab" * 32, "ddo": {"id": "did:op:" + "ab" * 32}, "userdata": {"u": 1},
+                "files": [{"type": "file", "path": "/srv/assets/a.csv"},
+                          {"type": "url", "url": "https://files.example/b.csv", "sha256": None}]}],
+    "algorithm": {"did": "did:op:" + "cd" * 32, "ddo": {"id": "did:op:" + "cd" * 32},
+                  "code": {"type": "file", "path": "/srv/assets/algo.py", "sha256": "ef" * 32},
+                  "entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11", "checksum": "",
+                  "algocustomdata": {"k": [1, 2]}, "userdata": None},
+    "network": True, "secret": "0123abcd",
+}
+OLD_SLOT = {"image": "python@sha256:" + "9" * 64, "volumes": ["/var/lib/x"], "helperVolumes": [],
+            "cpuset": "0,1", "gpus": ["GPU-a"]}
+
+
+async def test_rows_of_the_previous_schema_migrate_and_their_plans_load(tmp_path):
+    """Crash recovery reads rows written before the typed plan (#12): migration 0008 splits `slot`
+    into the resources held and the images resolved, and the stored plan loads as a JobPlan."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for _name, sql in MIGRATIONS[:7]:
+            conn.executescript(sql)
+        conn.execute("PRAGMA user_version=7")
+        for job_id, slot in (("a", OLD_SLOT), ("b", {"cpuset": None, "gpus": []}), ("c", None)):
+            conn.execute("INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id,"
+                         " algo_did, input_dids, spec, status, date_created, slot)"
+                         " VALUES (?,'o','o','d','e','x','raw','[]',?,40,1,?)",
+                         (job_id, json.dumps(OLD_PLAN), slot and json.dumps(slot)))
+    database = await Database.open(path)
+    try:
+        store = JobStore(database)
+        a = await store.planned("a")
+        assert a.slot == Slot("0,1", ("GPU-a",))
+        assert a.images == ResolvedImages("python@sha256:" + "9" * 64, ("/var/lib/x",), ())
+        b, c = await store.get("b"), await store.get("c")
+        assert (b.slot, b.images) == (Slot(None, ()), None) and (c.slot, c.images) == (None, None)
+        plan = a.plan
+        assert [i.files for i in plan.inputs] == [(LocalFile("/srv/assets/a.csv"),
+                                                   RemoteFile("https://files.example/b.csv"))]
+        assert plan.inputs[0].userdata == {"u": 1} and plan.inputs[0].ddo == OLD_PLAN["inputs"][0]["ddo"]
+        assert plan.algorithm.code == LocalFile("/srv/assets/algo.py", "ef" * 32)
+        assert plan.algorithm.container == AlgorithmContainer("python3 $ALGO", "python", "3.11", "")
+        assert plan.algorithm.algocustomdata == {"k": [1, 2]} and plan.algorithm.did == "did:op:" + "cd" * 32
+        assert plan.network is True and plan.secret == "0123abcd"
+        assert json.loads(plan.to_json()) == OLD_PLAN  # and it is stored again in the same form
+    finally:
+        await database.close()
+    with sqlite3.connect(path) as conn:
+        assert json.loads(conn.execute("SELECT slot FROM jobs WHERE job_id = 'a'").fetchone()[0]) == {
+            "cpuset": "0,1", "gpus": ["GPU-a"]}
 
 
 async def test_list_for_owner_is_case_insensitive_and_filters(store):
@@ -251,8 +319,8 @@ async def test_transition_compare_and_set(store):
     with pytest.raises(IllegalTransition):
         await store.transition(job.job_id, S.CONFIGURING, expect=S.STARTED)  # it is still at 1
     assert (await store.get(job.job_id)).status == S.QUEUED
-    moved = await store.transition(job.job_id, S.STARTED, expect=S.QUEUED, slot={"cpuset": "0", "gpus": []})
-    assert moved.status == S.STARTED and moved.slot == {"cpuset": "0", "gpus": []}
+    moved = await store.transition(job.job_id, S.STARTED, expect=S.QUEUED, slot=Slot("0", ()))
+    assert moved.status == S.STARTED and moved.slot == Slot("0", ()) and moved.images is None
     # a second admission with the same expectation loses the race
     with pytest.raises(IllegalTransition):
         await store.transition(job.job_id, S.STARTED, expect=S.QUEUED)
@@ -483,7 +551,7 @@ async def test_status_history_records_every_change_once(store):
     job = make_job()
     await store.insert(job, max_queue=10)
     await walk(store, job.job_id, [S.STARTED, S.CONFIGURING])
-    await store.transition(job.job_id, S.CONFIGURING, slot={"image": "x"})  # same status: no new entry
+    await store.transition(job.job_id, S.CONFIGURING, images=ResolvedImages("x"))  # same status: no new entry
     await walk(store, job.job_id, [S.DATA_PROVISIONING_FAILED])
     history = (await store.get(job.job_id)).history
     assert [s for s, _ in history] == [1, 10, 20, 31]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 from runnerd import imageref, layout
 from runnerd.config import Environment, Settings
 from runnerd.containers.runtime import JOB_NETWORK, LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
-from runnerd.domain import Job, StepKind
+from runnerd.domain import Job, LocalFile, PlannedJob, RawCode, RemoteFile, Slot, StepKind
 from runnerd.layout import JobPaths, did_dir
 
 STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
@@ -22,14 +21,6 @@ HELPER_MEMORY = 512 * 1024 * 1024  # provision/filter are ours and stream; they 
 HELPER_PIDS = 64
 HELPER_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777"}
 STEP_MODULES = {StepKind.PROVISION: ("netpolicy.py",)}  # stdlib modules a step script imports from its folder
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Resources the scheduler gave a running job."""
-
-    cpuset: str | None = None  # e.g. "0,1" when whole cores are pinned
-    gpus: tuple[str, ...] = ()
 
 
 def volume_masks(volumes: tuple[str, ...] | list[str], mounts: tuple[Mount, ...], tmpfs: dict[str, str],
@@ -59,27 +50,25 @@ def image_reference(image: str, tag: str, checksum: str) -> str:
     return imageref.join(image, tag, checksum)
 
 
-def provision_plan(job: Job, settings: Settings) -> dict:
+def provision_plan(job: PlannedJob, settings: Settings) -> dict:
     """What the provision step must download, and where, for this job. Each download carries the
     label the consumer sees instead of its URL, and its own allow-list: provisionAllow lets the
     operator's own DDO URLs reach the LAN; a URL the consumer sent (algorithm.meta.url) gets none."""
     operator_allow = list(settings.provisionAllow)
-    downloads = []
-    for item in job.spec["inputs"]:  # inputs are always the catalog's (the operator's) DDOs
-        for index, f in enumerate(item["files"]):
-            if f["type"] == "url":
+    downloads: list[dict[str, object]] = []
+    for item in job.plan.inputs:  # inputs are always the catalog's (the operator's) DDOs
+        for index, f in enumerate(item.files):
+            if isinstance(f, RemoteFile):
                 downloads.append({
-                    "kind": "dataset", "label": f"dataset {item['did']} file {index}", "url": f["url"],
-                    "sha256": f.get("sha256"), "dest": f"{layout.INPUTS}/{did_dir(item['did'])}/{index}",
+                    "kind": "dataset", "label": f"dataset {item.did} file {index}", "url": f.url,
+                    "sha256": f.sha256, "dest": f"{layout.INPUTS}/{did_dir(item.did)}/{index}",
                     "allow": operator_allow,
                 })
-    algo = job.spec["algorithm"]
-    code = algo["code"]
-    if code["type"] == "url":
-        # From the consumer when intake says so, or when there is no published algorithm behind it.
-        consumer = code.get("origin") == "consumer" or not algo.get("did")
-        downloads.append({"kind": "algorithm", "label": "algorithm" if consumer else f"algorithm {algo['did']}",
-                          "url": code["url"], "sha256": code.get("sha256"), "dest": layout.ALGORITHM,
+    algo = job.plan.algorithm
+    if isinstance(algo.code, RemoteFile):
+        consumer = algo.consumer_code
+        downloads.append({"kind": "algorithm", "label": "algorithm" if consumer else f"algorithm {algo.did}",
+                          "url": algo.code.url, "sha256": algo.code.sha256, "dest": layout.ALGORITHM,
                           "allow": [] if consumer else operator_allow, "consumer": consumer})
     return {
         "downloads": downloads,
@@ -90,18 +79,18 @@ def provision_plan(job: Job, settings: Settings) -> dict:
     }
 
 
-def prepared_locally(job: Job) -> list[str]:
+def prepared_locally(job: PlannedJob) -> list[str]:
     """The configurationLog of a job with nothing to download (its provision step is skipped):
     what runnerd prepared itself, named like the provision step names its downloads (`dataset
     <did> file <i>`), never by a host path."""
-    lines = [f"dataset {item['did']} file {index}: local file, mounted read-only"
-             for item in job.spec["inputs"] for index, f in enumerate(item["files"]) if f["type"] == "file"]
-    algo = job.spec["algorithm"]
-    label = f"algorithm {algo['did']}" if algo.get("did") else "algorithm"
-    code = algo["code"]
-    if code["type"] == "raw":
-        lines.append(f"{label}: raw code, {len(code['rawcode'].encode('utf-8'))} bytes")
-    elif code["type"] == "file":
+    lines = [f"dataset {item.did} file {index}: local file, mounted read-only"
+             for item in job.plan.inputs for index, f in enumerate(item.files) if isinstance(f, LocalFile)]
+    algo = job.plan.algorithm
+    label = f"algorithm {algo.did}" if algo.did else "algorithm"
+    code = algo.code
+    if isinstance(code, RawCode):
+        lines.append(f"{label}: raw code, {len(code.text.encode('utf-8'))} bytes")
+    elif isinstance(code, LocalFile):
         lines.append(f"{label}: local file, mounted read-only")
     lines.append("nothing to download: provisioned without a container")
     return lines
@@ -131,23 +120,24 @@ def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data:
     )
 
 
-def build_provision(job: Job, settings: Settings, paths: JobPaths, volumes: tuple[str, ...] = ()) -> ContainerSpec:
+def build_provision(job: PlannedJob, settings: Settings, paths: JobPaths,
+                    volumes: tuple[str, ...] = ()) -> ContainerSpec:
     plan = provision_plan(job, settings)
     # The only step that may reach the network, and only when there is something to fetch.
     return _helper_step(job, StepKind.PROVISION, settings, plan, Mount(str(paths.fs), layout.DATA, read_only=False),
                         paths.provision_out, JOB_NETWORK if plan["downloads"] else "none", volumes)
 
 
-def algorithm_env(job: Job) -> dict[str, str]:
-    algo = job.spec["algorithm"]
+def algorithm_env(job: PlannedJob) -> dict[str, str]:
+    algo = job.plan.algorithm
     return {
-        "DIDS": json.dumps([did_dir(i["did"]) for i in job.spec["inputs"]]),
-        "TRANSFORMATION_DID": did_dir(algo["did"]) if algo.get("did") else "",
+        "DIDS": json.dumps([did_dir(i.did) for i in job.plan.inputs]),
+        "TRANSFORMATION_DID": did_dir(algo.did) if algo.did else "",
         "VOLUME": layout.DATA,
         "INPUTS": layout.INPUTS,
         "OUTPUTS": layout.OUTPUTS,
         "LOGS": layout.LOGS,
-        "secret": job.spec["secret"],
+        "secret": job.plan.secret,
         "HOME": "/tmp",  # the root filesystem is read-only; HOME must be writable
     }
 
@@ -156,10 +146,10 @@ NO_GPUS = {"NVIDIA_VISIBLE_DEVICES": "void"}  # where nvidia is Docker's default
 # ask for every GPU (NVIDIA_VISIBLE_DEVICES=all in their ENV); "void" hands out none
 
 
-def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPaths, image_ref: str,
+def build_algorithm(job: PlannedJob, env: Environment, settings: Settings, paths: JobPaths, image_ref: str,
                     slot: Slot, volumes: tuple[str, ...] = ()) -> ContainerSpec:
-    algo = job.spec["algorithm"]
-    argv = algorithm_command(algo["entrypoint"])
+    algo = job.plan.algorithm
+    argv = algorithm_command(algo.container.entrypoint)
     mounts = [
         Mount(str(paths.fs / "inputs"), layout.INPUTS),
         Mount(str(paths.fs / "ddos"), layout.DDOS),
@@ -169,12 +159,12 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
     ]
     # Local datasets and algorithms are bind-mounted read-only where Ocean puts them, never copied,
     # from the job's pins (engine/pins.py): the files runnerd opened and checked, under neutral names.
-    for i, item in enumerate(job.spec["inputs"]):
-        for index, f in enumerate(item["files"]):
-            if f["type"] == "file":
-                target = f"{layout.INPUTS}/{did_dir(item['did'])}/{index}"
+    for i, item in enumerate(job.plan.inputs):
+        for index, f in enumerate(item.files):
+            if isinstance(f, LocalFile):
+                target = f"{layout.INPUTS}/{did_dir(item.did)}/{index}"
                 mounts.append(Mount(str(paths.pinned_input(i, index)), target))
-    if algo["code"]["type"] == "file":
+    if isinstance(algo.code, LocalFile):
         mounts.append(Mount(str(paths.pinned_algorithm), layout.ALGORITHM))
     tmp = {"/tmp": f"rw,nosuid,nodev,size={env.tmpSizeMB}m,mode=1777"}
     return ContainerSpec(
@@ -189,7 +179,7 @@ def build_algorithm(job: Job, env: Environment, settings: Settings, paths: JobPa
         working_dir=None,  # the image's own WORKDIR, as Ocean's operator leaves it
         mounts=tuple(mounts),
         tmpfs={**tmp, **volume_masks(volumes, tuple(mounts), tmp, env.tmpSizeMB)},
-        network=JOB_NETWORK if job.spec.get("network") else "none",
+        network=JOB_NETWORK if job.plan.network else "none",
         read_only_rootfs=env.readOnlyRootfs,
         cap_add=tuple(env.capAdd),
         memory_bytes=env.ram_bytes,

@@ -1,8 +1,8 @@
 """Turn a verified start request into a Job: Ocean's start-time policy, in Ocean's order and with
 Ocean's codes (reference/provider-compute.md §8), against the local catalog.
 
-The Job's `spec` is self-contained (resolved files, DDOs, container, code), so a job runs the same
-way after a restart even if its DDO files have changed since.
+The job's plan (domain.JobPlan) is self-contained (resolved files, DDOs, container, code), so a job
+runs the same way after a restart even if its DDO files have changed since.
 """
 
 from __future__ import annotations
@@ -15,13 +15,26 @@ import re
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from runnerd import imageref
 from runnerd.catalog import DID_RE, Asset, AssetError, Catalog, mode_readable_by, open_no_follow
 from runnerd.config import Environment, Settings
 from runnerd.containers.spec import algorithm_command
-from runnerd.domain import Job
+from runnerd.domain import (
+    AlgorithmContainer,
+    AlgorithmPlan,
+    AssetFile,
+    InputPlan,
+    JobPlan,
+    LocalFile,
+    PlannedJob,
+    RawCode,
+    RemoteFile,
+    asset_file,
+    file_dict,
+)
 from runnerd.errors import BadRequest, PolicyRejected
 
 log = logging.getLogger("runnerd.intake")
@@ -94,22 +107,22 @@ def readable_by(path: str, job_user: str) -> bool:
 
 
 def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str,
-              job_user: str) -> list[dict[str, Any]]:
+              job_user: str) -> list[AssetFile]:
     # Consumers read these messages: they name the DID and the file's index, never a path or URL
     # of the operator's (the details go to the daemon's log).
     files = service.get("files") or []
     if not files:
         raise PolicyRejected(f"{asset.did}: service {service.get('id')!r} lists no files", "file_unavailable", res)
-    resolved = []
+    resolved: list[AssetFile] = []
     for index, entry in enumerate(files):
         try:
-            resolved.append(catalog.resolve_file(entry))
+            resolved.append(asset_file(catalog.resolve_file(entry)))
         except AssetError as exc:
             log.warning("%s file %d refused: %s", asset.did, index, exc)
             raise PolicyRejected(f"{asset.did}: file {index} {exc.public}", "file_unavailable", res) from None
     for index, f in enumerate(resolved):
         try:
-            readable = f["type"] != "file" or readable_by(f["path"], job_user)
+            readable = not isinstance(f, LocalFile) or readable_by(f.path, job_user)
         except OSError as exc:  # changed since resolve_file looked at it
             log.warning("%s file %d refused: %s", asset.did, index, exc)
             raise PolicyRejected(f"{asset.did}: file {index} cannot be used", "file_unavailable", res) from None
@@ -146,7 +159,7 @@ class Intake:
         self.settings = settings
         self.catalog = catalog
 
-    def build(self, params: dict[str, Any], owner: str) -> Job:
+    def build(self, params: dict[str, Any], owner: str) -> PlannedJob:
         environment = _field(params, "environment", "environment")
         env = self.settings.environment(environment)
         if env is None:
@@ -169,59 +182,60 @@ class Intake:
             raise BadRequest("algorithm must be an object with documentId or meta", "missing_meta_documentId",
                              "algorithm")
 
-        algo_spec, algo_asset = self._algorithm(algorithm)
-        inputs = []
+        algo, algo_asset = self._algorithm(algorithm)
+        inputs, inputs_allow_network = [], []
         for i, item in enumerate([dataset, *extra]):
             res = "dataset" if i == 0 else f"datasets[{i}]"
-            inputs.append(self._input(item, res, i == 0, algo_spec, algo_asset))
+            plan, allow_network, verified = self._input(item, res, i == 0, algo, algo_asset)
+            inputs.append(plan)
+            inputs_allow_network.append(allow_network)
+            if verified and isinstance(algo.code, LocalFile):  # the workspace checks the file it pins against it
+                algo = replace(algo, code=replace(algo.code, sha256=verified))
         if algo_asset is None:  # the consumer chose the image; a published algorithm's is the operator's
-            self._check_raw_image(algo_spec, env)
+            self._check_raw_image(algo.container, env)
 
-        dids = [i["did"] for i in inputs]
+        dids = [i.did for i in inputs]
         if len(set(dids)) != len(dids):  # each input gets its own /data/inputs/<did> folder
             raise BadRequest("the same dataset is given twice (dataset and additionalDatasets)", "invalid",
                              "additionalDatasets")
-        inputs_allow_network = [i.pop("allowNetworkAccess") for i in inputs]
-        return Job(
+        return PlannedJob(
             job_id=uuid.uuid4().hex,
             owner=owner,
-            document_id=inputs[0]["did"],
+            document_id=dids[0],
             environment=env.id,
             agreement_id=_field(dataset, "transferTxId", "dataset.transferTxId"),
-            algo_did=algo_spec["did"] or "raw",
-            input_dids=[i["did"] for i in inputs],
+            algo_did=algo.did or "raw",
+            input_dids=dids,
             date_created=time.time(),
-            spec={
-                "inputs": inputs,
-                "algorithm": algo_spec,
-                "network": env.allowNetwork and all(inputs_allow_network),
-                "secret": secrets.token_hex(16),
-            },
+            plan=JobPlan(
+                inputs=tuple(inputs),
+                algorithm=algo,
+                network=env.allowNetwork and all(inputs_allow_network),
+                secret=secrets.token_hex(16),
+            ),
         )
 
     # -- algorithm ----------------------------------------------------------------------------
 
-    def _algorithm(self, algorithm: dict[str, Any]) -> tuple[dict[str, Any], Asset | None]:
+    def _algorithm(self, algorithm: dict[str, Any]) -> tuple[AlgorithmPlan, Asset | None]:
         meta = algorithm.get("meta")
-        common = {
-            "algocustomdata": _userdata(algorithm.get("algocustomdata"), "algorithm.algocustomdata"),
-            "userdata": _userdata(algorithm.get("userdata") or algorithm.get("algouserdata"), "algorithm.userdata"),
-        }
+        custom = _userdata(algorithm.get("algocustomdata"), "algorithm.algocustomdata")
+        userdata = _userdata(algorithm.get("userdata") or algorithm.get("algouserdata"), "algorithm.userdata")
         if meta:  # `meta` wins over documentId
             if not isinstance(meta, dict):
                 raise BadRequest("algorithm.meta must be an object", "invalid", "algorithm.meta")
             rawcode, url = meta.get("rawcode"), meta.get("url")
             if isinstance(rawcode, str) and rawcode:
-                code: dict[str, Any] = {"type": "raw", "rawcode": rawcode}
+                code: RawCode | RemoteFile = RawCode(rawcode)
             elif isinstance(url, str) and url.startswith(("http://", "https://")):
                 # The consumer's URL: the provision step fetches it under the strict public-only
                 # rule, never with the operator's provisionAllow.
-                code = {"type": "url", "url": url, "sha256": None, "origin": "consumer"}
+                code = RemoteFile(url, None, origin="consumer")
             else:
                 raise BadRequest("algorithm.meta needs rawcode or an http(s) url", "meta_oneof_url_rawcode_remote",
                                  "algorithm")
             container = self._container(meta.get("container"))
-            return {"did": None, "ddo": None, "code": code, **container, **common}, None
+            return AlgorithmPlan(None, None, code, container, custom, userdata), None
 
         did = _field(algorithm, "documentId", "algorithm.documentId", required=False)
         if not did:
@@ -240,10 +254,10 @@ class Intake:
             raise PolicyRejected(f"{did}: an algorithm service must list exactly one file", "file_unavailable",
                                  "algorithm")
         container = self._container(asset.ddo.get("metadata", {}).get("algorithm", {}).get("container"))
-        return {"did": asset.did, "ddo": asset.public_ddo(), "code": files[0], **container, **common}, asset
+        return AlgorithmPlan(asset.did, asset.public_ddo(), files[0], container, custom, userdata), asset
 
     @staticmethod
-    def _container(container: Any) -> dict[str, str]:
+    def _container(container: Any) -> AlgorithmContainer:
         if not isinstance(container, dict):
             raise BadRequest("algorithm container {entrypoint, image, tag, checksum} is required",
                              "missing_entrypoint_image_checksum", "algorithm.container")
@@ -269,12 +283,12 @@ class Intake:
         except ValueError as exc:
             raise BadRequest(f"algorithm entrypoint cannot be split into arguments: {exc}", "invalid",
                              "algorithm.container") from None
-        return {"entrypoint": entrypoint, "image": image.strip(), "tag": tag, "checksum": checksum.lower()}
+        return AlgorithmContainer(entrypoint, image.strip(), tag, checksum.lower())
 
-    def _check_raw_image(self, algo: dict[str, Any], env: Environment) -> None:
+    def _check_raw_image(self, container: AlgorithmContainer, env: Environment) -> None:
         """A raw algorithm runs only an image the environment lists, and never makes dockerd contact
         a registry on this host or its network (dockerd pulls as root from the host's network)."""
-        ref = imageref.from_parts(algo["image"], algo["tag"], algo["checksum"])
+        ref = imageref.from_parts(container.image, container.tag, container.checksum)
         if not imageref.allowed_by(ref, env.rawAlgorithmImages):
             raise PolicyRejected(f"environment {env.id!r} does not allow the image {ref.reference} for raw "
                                  "algorithms (the operator lists the allowed ones in rawAlgorithmImages)",
@@ -286,12 +300,14 @@ class Intake:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def _input(self, item: dict[str, Any], res: str, main: bool, algo: dict[str, Any],
-               algo_asset: Asset | None) -> dict[str, Any]:
+    def _input(self, item: dict[str, Any], res: str, main: bool, algo: AlgorithmPlan,
+               algo_asset: Asset | None) -> tuple[InputPlan, bool, str | None]:
         """Every input must be an asset of type dataset, named through a compute service, and
         passes that service's own compute policy. An additional input named through an access
         service is taken only with `accessInputs: true`, and then still under the policy of every
-        compute service the dataset has (docs/operator-guide.md, "Which inputs a job may have")."""
+        compute service the dataset has (docs/operator-guide.md, "Which inputs a job may have").
+        Returns the input, whether it allows the algorithm network access, and the algorithm
+        files' checksum if a policy had it verified."""
         did = _field(item, "documentId", f"{res}.documentId")
         _field(item, "serviceId", f"{res}.serviceId")
         if main:
@@ -320,25 +336,24 @@ class Intake:
             # Opted in: the dataset's compute services still rule what may read it. A dataset with
             # none is offered for download only, which Provider lets any algorithm read.
             policies = [s.get("compute") or {} for s in asset.ddo.get("services", []) if s.get("type") == "compute"]
+        verified = None
         for compute in policies:
-            self._check_policy(compute, res, algo, algo_asset)
+            verified = self._check_policy(compute, res, algo, algo_asset) or verified
         files = _files_of(self.catalog, asset, service, res, self.settings.jobUser)
-        return {
-            "did": asset.did,
-            "ddo": asset.public_ddo(),
-            "files": files,
-            "userdata": _userdata(item.get("userdata"), f"{res}.userdata"),
-            # An input with no compute policy never widens the algorithm's network.
-            "allowNetworkAccess": bool(policies) and all(bool(c.get("allowNetworkAccess", False)) for c in policies),
-        }
+        userdata = _userdata(item.get("userdata"), f"{res}.userdata")
+        plan = InputPlan(asset.did, asset.public_ddo(), tuple(files), userdata)
+        # An input with no compute policy never widens the algorithm's network.
+        allow_network = bool(policies) and all(bool(c.get("allowNetworkAccess", False)) for c in policies)
+        return plan, allow_network, verified
 
-    def _check_policy(self, compute: dict[str, Any], res: str, algo: dict[str, Any],
-                      algo_asset: Asset | None) -> None:
+    def _check_policy(self, compute: dict[str, Any], res: str, algo: AlgorithmPlan,
+                      algo_asset: Asset | None) -> str | None:
+        """Refuse what the policy does not allow; the algorithm files' checksum if it was checked."""
         if algo_asset is None:
             if not compute.get("allowRawAlgorithm", False):
                 raise PolicyRejected("this dataset does not allow raw algorithms (algorithm.meta)",
                                      "no_raw_algo_allowed", res)
-            return
+            return None
         publishers = compute.get("publisherTrustedAlgorithmPublishers") or []
         if publishers and "*" not in publishers and algo_asset.owner.lower() not in {
                 str(p).lower() for p in publishers}:
@@ -346,7 +361,7 @@ class Intake:
                                  "not_trusted_algo_publisher", res)
         trusted = compute.get("publisherTrustedAlgorithms") or []
         if not trusted or "*" in trusted:
-            return  # Provider v2: both lists empty = any published algorithm
+            return None  # Provider v2: both lists empty = any published algorithm
         entry = None
         for candidate in trusted:
             if not isinstance(candidate, dict) or not candidate.get("did"):
@@ -356,9 +371,10 @@ class Intake:
                 entry = candidate
         if entry is None:
             raise PolicyRejected(f"algorithm {algo_asset.did} is not trusted by this dataset", "not_trusted_algo", res)
+        actual = None
         if entry.get("filesChecksum"):
             try:
-                actual = self.catalog.sha256_of(algo["code"])
+                actual = self.catalog.sha256_of(file_dict(algo.code))
             except OSError as exc:
                 log.warning("algorithm %s: checksum failed: %s", algo_asset.did, exc)
                 actual = None
@@ -368,10 +384,9 @@ class Intake:
             if str(entry["filesChecksum"]).lower() != actual:
                 raise PolicyRejected("the algorithm's files differ from the trusted checksum",
                                      "algorithm_file_checksum_mismatch", res)
-            if algo["code"]["type"] == "file":
-                algo["code"]["sha256"] = actual  # the workspace checks the file it pins against it
         if entry.get("containerSectionChecksum"):
-            section = hashlib.sha256((algo["entrypoint"] + algo["checksum"]).encode()).hexdigest()
+            section = hashlib.sha256((algo.container.entrypoint + algo.container.checksum).encode()).hexdigest()
             if str(entry["containerSectionChecksum"]).lower() != section:
                 raise PolicyRejected("the algorithm's container differs from the trusted checksum",
                                      "algorithm_container_checksum_mismatch", res)
+        return actual

@@ -32,25 +32,25 @@ from pathlib import Path
 from typing import Iterator
 
 from runnerd.catalog import mode_readable_by, open_no_follow, sha256_fd
-from runnerd.domain import Job
+from runnerd.domain import LocalFile, PlannedJob
 from runnerd.errors import AssetUnavailable
 from runnerd.layout import JobPaths
 
 log = logging.getLogger("runnerd.pins")
 
 
-def _wanted(job: Job, paths: JobPaths) -> Iterator[tuple[Path, str, str, str | None]]:
+def _wanted(job: PlannedJob, paths: JobPaths) -> Iterator[tuple[Path, str, str, str | None]]:
     """(pin, source path, what to call it in errors, expected sha256) for each local file."""
-    for i, item in enumerate(job.spec["inputs"]):
-        for j, f in enumerate(item["files"]):
-            if f["type"] == "file":
-                yield paths.pinned_input(i, j), f["path"], f"dataset {item['did']} file {j}", None
-    algo = job.spec["algorithm"]
-    if algo["code"]["type"] == "file":
-        yield paths.pinned_algorithm, algo["code"]["path"], f"algorithm {algo.get('did')}", algo["code"].get("sha256")
+    for i, item in enumerate(job.plan.inputs):
+        for j, f in enumerate(item.files):
+            if isinstance(f, LocalFile):
+                yield paths.pinned_input(i, j), f.path, f"dataset {item.did} file {j}", None
+    algo = job.plan.algorithm
+    if isinstance(algo.code, LocalFile):
+        yield paths.pinned_algorithm, algo.code.path, f"algorithm {algo.did}", algo.code.sha256
 
 
-def pin_all(job: Job, paths: JobPaths, uid: int, gid: int) -> None:
+def pin_all(job: PlannedJob, paths: JobPaths, uid: int, gid: int) -> None:
     """Pin every local file of the job afresh (prepare runs again after a crash before anything
     ran, so a new pin is as good as an old one)."""
     unpin(paths)
@@ -71,7 +71,7 @@ def _pin(job_id: str, pin: Path, source: str, what: str, sha: str | None, uid: i
         raise AssetUnavailable(f"{what} cannot be pinned (see the node's log)") from None
 
 
-def repin(job: Job, paths: JobPaths, uid: int, gid: int) -> None:
+def repin(job: PlannedJob, paths: JobPaths, uid: int, gid: int) -> None:
     """Make again the pins a host reboot took away (bind mounts) or that are missing."""
     for pin, source, what, sha in _wanted(job, paths):
         try:

@@ -14,8 +14,8 @@ from typing import Callable
 from runnerd.config import Environment, Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.containers.spec import Slot
-from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, StepKind, StepState
+from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, PlannedJob, ResolvedImages, Slot, StepKind
+from runnerd.domain import StepState
 from runnerd.engine import reasons
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, log_provision_detail, occupied_bytes, read_report
@@ -64,7 +64,11 @@ class JobRunner:
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
                                 self.hooks)
 
-    async def _move(self, job: Job, status: JobStatus, **fields) -> Job:
+    async def _move(self, job: PlannedJob, status: JobStatus, **fields) -> PlannedJob:
+        """A step forward of a job being driven: the row as written, with the plan it runs."""
+        return (await self._record(job, status, **fields)).with_plan(job.plan)
+
+    async def _record(self, job: Job, status: JobStatus, **fields) -> Job:
         old = job.status
         job = await self.store.transition(job.job_id, status, **fields)
         if old != status:
@@ -85,15 +89,20 @@ class JobRunner:
         finally:
             self._recovered.discard(job.job_id)
 
-    async def _run(self, job: Job, slot: Slot, stop: asyncio.Event) -> Job:
-        env = self.settings.environment(job.environment)
+    async def _run(self, row: Job, slot: Slot, stop: asyncio.Event) -> Job:
+        env = self.settings.environment(row.environment)
         if env is None:  # the environment was removed from the config while the job was in flight
-            return await self._finish_early(job, S.INTERRUPTED, f"environment {job.environment!r} no longer exists")
-        if job.stopreq:
-            stop.set()
-        paths = self.workspace.paths(job.job_id)
+            return await self._finish_early(row, S.INTERRUPTED, f"environment {row.environment!r} no longer exists")
+        job: Job = row
         try:
-            return await self._pipeline(job, env, slot, stop, paths)
+            planned = await self.store.planned(row.job_id)
+            if planned is None:  # deleted or ended meanwhile: nothing to drive
+                return await self.store.get(row.job_id) or row
+            job = planned
+            if job.stopreq:
+                stop.set()
+            paths = self.workspace.paths(job.job_id)
+            return await self._pipeline(planned, env, slot, stop, paths)
         except asyncio.CancelledError:
             raise  # shutdown: leave containers alone, recovery picks the job up
         except RuntimeUnavailable as exc:  # an outage outlasted dockerOutageSeconds outside a step
@@ -117,13 +126,13 @@ class JobRunner:
                       type(exc).__name__, exc)
         now = time.time()
         env = self.settings.environment(current.environment)
-        return await self._move(current, S.INTERRUPTED, error=why, date_finished=now, results=[],
-                                expires_at=now + (env.storageExpiry if env else 0))
+        return await self._record(current, S.INTERRUPTED, error=why, date_finished=now, results=[],
+                                  expires_at=now + (env.storageExpiry if env else 0))
 
     def _outage(self) -> Outage:
         return Outage(self.settings.dockerOutageSeconds, self.hooks.docker)
 
-    async def _pipeline(self, job: Job, env: Environment, slot: Slot, stop: asyncio.Event,
+    async def _pipeline(self, job: PlannedJob, env: Environment, slot: Slot, stop: asyncio.Event,
                         paths: JobPaths) -> Job:
         if job.status in (S.STARTED, S.CONFIGURING):
             job = await self._move(job, S.CONFIGURING)
@@ -142,8 +151,7 @@ class JobRunner:
                 return await self._finish_stopped(job)
             if isinstance(images, Ending):
                 return await self._finish_early(job, images.status, images.error)
-            job = await self.store.transition(job.job_id, S.CONFIGURING,
-                                              slot={**images, "cpuset": slot.cpuset, "gpus": list(slot.gpus)})
+            job = await self._move(job, S.CONFIGURING, images=images)
             if stop.is_set():
                 return await self._finish_stopped(job)
             # Create the algorithm and filter containers while provisioning runs. With nothing to
@@ -195,7 +203,7 @@ class JobRunner:
 
     # -- steps --------------------------------------------------------------------------------
 
-    async def _provision(self, job: Job, paths: JobPaths, stop: asyncio.Event) -> Ending | None:
+    async def _provision(self, job: PlannedJob, paths: JobPaths, stop: asyncio.Event) -> Ending | None:
         capture = LogCapture(str(paths.log("configuration.log")), _CONFIG_LOG_LIMIT, follow=False)
         outcome = await self._helper_step(job, StepKind.PROVISION, lambda: specs.build_provision(
             job, self.settings, paths, self._helper_volumes(job)), capture, stop)
@@ -233,13 +241,14 @@ class JobRunner:
         self.hooks.step(kind, time.monotonic() - started)
         return outcome
 
-    async def _images_of(self, job: Job) -> dict | Ending:
+    async def _images_of(self, job: PlannedJob) -> ResolvedImages | Ending:
         """Resolve (pull if allowed) the algorithm's and the helper's images, and the VOLUMEs they
         declare; an Ending if one is not available."""
-        algo = job.spec["algorithm"]
+        algo = job.plan.algorithm
         env = self.settings.environment(job.environment)
-        raw = None if algo.get("did") else (env.rawAlgorithmImages if env else ())  # the consumer's choice
-        image, helper = await asyncio.gather(self.images.resolve(algo["image"], algo["tag"], algo["checksum"], raw),
+        raw = None if algo.did else (env.rawAlgorithmImages if env else ())  # the consumer's choice
+        c = algo.container
+        image, helper = await asyncio.gather(self.images.resolve(c.image, c.tag, c.checksum, raw),
                                              self.images.resolve_ref(self.settings.helperImage),
                                              return_exceptions=True)
         if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
@@ -254,7 +263,7 @@ class JobRunner:
             volumes, helper_volumes = await asyncio.gather(self.images.volumes(image), self.images.volumes(helper))
         except ImageMissing as exc:  # removed in between
             return Ending(S.ALGORITHM_PROVISIONING_FAILED, str(exc))
-        return {"image": image, "volumes": volumes, "helperVolumes": helper_volumes}
+        return ResolvedImages(image, tuple(volumes), tuple(helper_volumes))
 
     @staticmethod
     async def _unless_stopped(task: asyncio.Future, stop: asyncio.Event):
@@ -267,25 +276,25 @@ class JobRunner:
         task.cancel()
         return None
 
-    def _algorithm_spec(self, job: Job, env: Environment, slot: Slot, paths: JobPaths):
-        held = job.slot or {}
-        image_ref = held.get("image") or specs.image_reference(
-            job.spec["algorithm"]["image"], job.spec["algorithm"]["tag"], job.spec["algorithm"]["checksum"])
-        volumes = tuple(held.get("volumes") or ())
+    def _algorithm_spec(self, job: PlannedJob, env: Environment, slot: Slot, paths: JobPaths):
+        c = job.plan.algorithm.container
+        image_ref = job.images.algorithm if job.images else specs.image_reference(c.image, c.tag, c.checksum)
+        volumes = job.images.volumes if job.images else ()
         return lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot, volumes)
 
     def _filter_spec(self, job: Job, env: Environment, paths: JobPaths):
         return lambda: specs.build_filter(job, env, self.settings, paths, self._helper_volumes(job))
 
-    def _helper_volumes(self, job: Job) -> tuple[str, ...]:
-        return tuple((job.slot or {}).get("helperVolumes") or ())
+    @staticmethod
+    def _helper_volumes(job: Job) -> tuple[str, ...]:
+        return job.images.helper_volumes if job.images else ()
 
     async def _early_creates_done(self, job_id: str) -> None:
         task = self._early.pop(job_id, None)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _algorithm(self, job: Job, env: Environment, slot: Slot, paths: JobPaths,
+    async def _algorithm(self, job: PlannedJob, env: Environment, slot: Slot, paths: JobPaths,
                          stop: asyncio.Event) -> Ending:
         capture = LogCapture(str(paths.log("algorithm.log")), env.log_bytes, follow=True)
         started = time.monotonic()
@@ -321,7 +330,7 @@ class JobRunner:
                           {**details, "reason": "exit_code"})
         return Ending(S.COMPLETED, None, details)
 
-    async def _filter(self, job: Job, env: Environment, paths: JobPaths) -> Job:
+    async def _filter(self, job: PlannedJob, env: Environment, paths: JobPaths) -> PlannedJob:
         capture = LogCapture(str(paths.log("filtering.log")), _CONFIG_LOG_LIMIT, follow=False)
         outcome = await self._helper_step(job, StepKind.FILTER, self._filter_spec(job, env, paths), capture)
         ending, error = job.ending or S.COMPLETED, job.error
@@ -352,8 +361,8 @@ class JobRunner:
         # after a crash, one whose removal was lost.
         await self.remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
         now = time.time()
-        return await self._move(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
-                                expires_at=now + env.storageExpiry, result_bytes=occupied_bytes(paths))
+        return await self._record(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
+                                  expires_at=now + env.storageExpiry, result_bytes=occupied_bytes(paths))
 
     async def _finish_stopped(self, job: Job) -> Job:
         """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
@@ -370,8 +379,8 @@ class JobRunner:
         await self.workspace.release_fs(job.job_id)  # never fails: a failed cleanup is retried later
         now = time.time()
         expiry = env.storageExpiry if env else 0
-        return await self._move(job, status, error=error, date_finished=now, results=results,
-                                expires_at=now + expiry, result_bytes=occupied_bytes(paths), **extra)
+        return await self._record(job, status, error=error, date_finished=now, results=results,
+                                  expires_at=now + expiry, result_bytes=occupied_bytes(paths), **extra)
 
     async def remove_containers(self, job_id: str, only_unstarted: bool = False) -> None:
         """Remove the containers of a job's recorded steps (all, or only those never started)."""

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runnerd.config import Environment, Settings
-from runnerd.containers.spec import Slot
-from runnerd.domain import IllegalTransition, Job, JobStatus
+from runnerd.domain import IllegalTransition, Job, JobStatus, Slot
 from runnerd.engine.runner import JobRunner
 from runnerd.store import JobStore
 
@@ -67,11 +66,6 @@ class Allocator:
         if slot.cpuset:
             self.cores_used.difference_update(int(c) for c in slot.cpuset.split(","))
         self.gpus_used.difference_update(slot.gpus)
-
-
-def slot_of(job: Job) -> Slot:
-    raw = job.slot or {}
-    return Slot(raw.get("cpuset"), tuple(raw.get("gpus") or ()))
 
 
 class Scheduler:
@@ -151,7 +145,7 @@ class Scheduler:
                     break  # waits for a GPU to be released
                 try:
                     job = await self.store.transition(queued[0].job_id, JobStatus.STARTED, expect=JobStatus.QUEUED,
-                                                      slot={"cpuset": slot.cpuset, "gpus": list(slot.gpus)})
+                                                      slot=slot)
                 except (IllegalTransition, KeyError):  # stopped or deleted while we looked
                     self.allocator.release(slot)
                     continue
@@ -165,7 +159,7 @@ class Scheduler:
 
     def adopt(self, job: Job) -> None:
         """Take over a job found in flight at startup, with the resources it already holds."""
-        slot = slot_of(job)
+        slot = job.slot or Slot()
         self.allocator.hold(slot)
         self._launch(job, slot, recovered=True)
 

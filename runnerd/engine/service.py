@@ -15,7 +15,7 @@ from pathlib import Path
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
 from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
-from runnerd.domain import Job, JobStatus
+from runnerd.domain import Job, JobStatus, PlannedJob
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
@@ -141,12 +141,12 @@ class Engine:
             self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
             raise
 
-    async def _submit(self, params: dict, owner: str) -> Job:
+    async def _submit(self, params: dict, owner: str) -> PlannedJob:
         job = self.intake.build(params, owner)
         job.request = restart_record(params)
         return await self._enqueue(job, owner)
 
-    async def _restart(self, old: Job, params: dict, owner: str) -> Job:
+    async def _restart(self, old: Job, params: dict, owner: str) -> PlannedJob:
         """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
         policy and limits) on the inputs, algorithm and environment the original was started
         with; the original is never rewritten. `dataset.transferTxId` of this request, if any,
@@ -165,7 +165,7 @@ class Engine:
         job.request, job.restarted_from = record, old.job_id
         return await self._enqueue(job, owner)
 
-    async def _enqueue(self, job: Job, owner: str) -> Job:
+    async def _enqueue(self, job: PlannedJob, owner: str) -> PlannedJob:
         env = self.settings.environment(job.environment)
         assert env is not None
         try:

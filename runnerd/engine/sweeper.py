@@ -65,7 +65,7 @@ class Sweeper:
             await self.workspace.remove(job.job_id)
             # The row stays so its owner sees `removed: 1`; what it carried (code, custom data) goes,
             # the restart record too (up to maxRequestBytes; a restart then says restart_unavailable).
-            await self.store.update(job.job_id, removed=1, results=[], spec={}, request=None)
+            await self.store.update(job.job_id, removed=1, results=[], spec=None, request=None)
             log.info("job %s: results expired and removed", job.job_id)
         return len(jobs)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from runnerd import layout
 from runnerd.config import Environment
-from runnerd.domain import Job, JobStatus
+from runnerd.domain import JobStatus, LocalFile, PlannedJob, RawCode
 from runnerd.engine import pins
 from runnerd.engine.trees import remove_tree
 from runnerd.errors import WorkspaceError
@@ -53,12 +53,12 @@ class Workspace:
 
     # -- setup --------------------------------------------------------------------------------
 
-    async def prepare(self, job: Job, env: Environment) -> JobPaths:
+    async def prepare(self, job: PlannedJob, env: Environment) -> JobPaths:
         """Create (idempotently) the job's quota filesystem, folders and the files runnerd writes
         itself: DDOs, algoCustomData.json, raw algorithm code, mount points for local files."""
         return await asyncio.to_thread(self._prepare, job, env)
 
-    def _prepare(self, job: Job, env: Environment) -> JobPaths:
+    def _prepare(self, job: PlannedJob, env: Environment) -> JobPaths:
         # Every mode is explicit: the daemon may run under a strict umask (the systemd unit's 0077),
         # and the job's containers run as jobUser, not root.
         p = self.paths(job.job_id)
@@ -70,27 +70,26 @@ class Workspace:
         for sub in (".", *layout.FS_SUBDIRS):
             (p.fs / sub).mkdir(exist_ok=True)
             os.chmod(p.fs / sub, 0o755)
-        spec = job.spec
-        for item in spec["inputs"]:
-            folder = p.fs / "inputs" / did_dir(item["did"])
+        for item in job.plan.inputs:
+            folder = p.fs / "inputs" / did_dir(item.did)
             folder.mkdir(exist_ok=True)
             os.chmod(folder, 0o755)
-            for index, f in enumerate(item["files"]):
-                if f["type"] == "file":
+            for index, f in enumerate(item.files):
+                if isinstance(f, LocalFile):
                     (folder / str(index)).touch(mode=0o644)  # mount point for the read-only bind
-            _write_json(p.fs / "ddos" / did_dir(item["did"]), item["ddo"])
-        algo = spec["algorithm"]
-        if algo.get("did") and algo.get("ddo"):
-            _write_json(p.fs / "ddos" / did_dir(algo["did"]), algo["ddo"])
-        if algo.get("algocustomdata") is not None:
-            _write_json(p.fs / "inputs" / "algoCustomData.json", algo["algocustomdata"])
+            _write_json(p.fs / "ddos" / did_dir(item.did), item.ddo)
+        algo = job.plan.algorithm
+        if algo.did and algo.ddo:
+            _write_json(p.fs / "ddos" / did_dir(algo.did), algo.ddo)
+        if algo.algocustomdata is not None:
+            _write_json(p.fs / "inputs" / "algoCustomData.json", algo.algocustomdata)
         # What the algorithm will mount: the local files as runnerd opens and checks them now.
         pins.pin_all(job, p, self.uid, self.gid)
         code_path = p.fs / "transformations" / "algorithm"
-        if algo["code"]["type"] == "raw":
-            code_path.write_text(algo["code"]["rawcode"], encoding="utf-8")
+        if isinstance(algo.code, RawCode):
+            code_path.write_text(algo.code.text, encoding="utf-8")
             os.chmod(code_path, 0o755)
-        elif algo["code"]["type"] == "file":
+        elif isinstance(algo.code, LocalFile):
             code_path.touch(mode=0o644)
         # The job's uid writes inputs (provision), outputs and logs (algorithm), results (filter).
         # The root of the job's filesystem stays root's: the job's uid gets only the folders it
@@ -107,7 +106,7 @@ class Workspace:
         path = self.paths(job_id).log(name)
         await asyncio.to_thread(path.write_text, "".join(f"{line}\n" for line in lines), encoding="utf-8")
 
-    async def ensure_mounted(self, job: Job, env: Environment) -> None:
+    async def ensure_mounted(self, job: PlannedJob, env: Environment) -> None:
         """Mount the job's quota filesystem again if it is not (after a host reboot), touching
         nothing inside it: once job code has run there, root only mounts and unmounts it."""
         p = self.paths(job.job_id)

@@ -12,9 +12,13 @@ from runnerd.domain import (
     TERMINAL,
     IllegalTransition,
     Job,
+    JobPlan,
     JobStatus,
+    PlannedJob,
+    ResolvedImages,
     ResultFile,
     ResultType,
+    Slot,
     StepKind,
     StepState,
     check_transition,
@@ -58,6 +62,7 @@ class StepRecord:
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
+    """A row without its plan (the columns of _STATUS)."""
     return Job(
         job_id=row["job_id"],
         owner=row["owner"],
@@ -66,7 +71,6 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         agreement_id=row["agreement_id"],
         algo_did=row["algo_did"],
         input_dids=json.loads(row["input_dids"]),
-        spec=json.loads(row["spec"]) if row["spec"] else {},
         status=JobStatus(row["status"]),
         date_created=row["date_created"],
         date_started=row["date_started"],
@@ -77,7 +81,8 @@ def _job_from_row(row: sqlite3.Row) -> Job:
                  for r in json.loads(row["results"])],
         termination=json.loads(row["termination"]) if row["termination"] else None,
         error=row["error"],
-        slot=json.loads(row["slot"]) if row["slot"] else None,
+        slot=Slot.from_json(row["slot"]) if row["slot"] else None,
+        images=ResolvedImages.from_json(row["images"]) if row["images"] else None,
         ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
         history=[(s, t) for s, t in json.loads(row["history"])],
         restarted_from=row["restarted_from"],
@@ -100,26 +105,31 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
 
 
 # Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
-_STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids, NULL AS spec,"
+_STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids,"
            " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
-           " expires_at, ending, history, restarted_from")
+           " images, expires_at, ending, history, restarted_from")
 
-_JOB_COLUMNS = {  # the columns transition()/update() may set
-    "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot",
+_JOB_COLUMNS = {  # the columns transition()/update() may set (`spec`: None only, to drop the plan)
+    "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot", "images",
     "expires_at", "ending", "spec", "result_bytes", "request",
 }
+_DROPPED_PLAN = "{}"  # what `spec` holds once the job has ended (or for a row imported without one)
 
 
 def _encode(column: str, value: Any) -> Any:
     if column == "results":
         return json.dumps([{"filename": r.filename, "filesize": r.filesize, "type": r.type.value, "path": r.path}
                            for r in value])
-    if column in ("termination", "slot"):
+    if column == "termination":
         return None if value is None else json.dumps(value)
+    if column in ("slot", "images"):  # Slot, ResolvedImages
+        return None if value is None else value.to_json()
     if column == "ending":
         return None if value is None else int(value)
-    if column == "spec":
-        return json.dumps(value)
+    if column == "spec":  # a plan is written once, at insert: afterwards it can only be dropped
+        if value is not None:
+            raise ValueError("a job's plan is never rewritten")
+        return _DROPPED_PLAN
     if column == "request":
         return None if value is None else json.dumps(value)
     return value
@@ -132,7 +142,7 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def insert(self, job: Job, max_queue: int, max_jobs: int = 0, owner_jobs: int = 0,
+    async def insert(self, job: PlannedJob, max_queue: int, max_jobs: int = 0, owner_jobs: int = 0,
                      owner_bytes: int = 0) -> None:
         """Insert a queued job, atomically checking the agreementId rule, the owner's caps (jobs in
         flight, bytes of kept results; 0: none) and the bound on the environment's jobs in flight
@@ -168,25 +178,39 @@ class JobStore:
                 " input_dids, spec, status, date_created, history, restarted_from, request)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
-                 job.algo_did, json.dumps(job.input_dids), json.dumps(job.spec), int(job.status), job.date_created,
+                 job.algo_did, json.dumps(job.input_dids), job.plan.to_json(), int(job.status), job.date_created,
                  json.dumps([[int(job.status), job.date_created]]), job.restarted_from,
                  None if job.request is None else json.dumps(job.request)),
             )
 
     async def import_jobs(self, jobs: list[Job]) -> None:
-        """Bulk insert in one transaction, without queue checks (benchmarks, data migration)."""
+        """Bulk insert in one transaction, without queue checks (benchmarks, data migration); a job
+        given without a plan is stored with none, like one that has ended."""
         async with self.db.transaction() as tx:
             await tx.executemany(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
                 " input_dids, spec, status, date_created, date_finished, results) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(j.job_id, j.owner, j.owner.lower(), j.document_id, j.environment, j.agreement_id, j.algo_did,
-                  json.dumps(j.input_dids), json.dumps(j.spec), int(j.status), j.date_created, j.date_finished,
+                  json.dumps(j.input_dids), j.plan.to_json() if isinstance(j, PlannedJob) else _DROPPED_PLAN,
+                  int(j.status), j.date_created, j.date_finished,
                   _encode("results", j.results)) for j in jobs])
 
     async def get(self, job_id: str) -> Job | None:
-        """A job without its spec (status reads); the runner gets specs from transition()/active()."""
+        """A job without its plan (status reads); the runner loads the plan with `planned`."""
         rows = self.db.lookup(f"SELECT {_STATUS} FROM jobs WHERE job_id = ?", (job_id,))
         return _job_from_row(rows[0]) if rows else None
+
+    async def planned(self, job_id: str) -> PlannedJob | None:
+        """The job with the plan it runs; None if the row is gone or its plan was dropped (it ended).
+        Raises ValueError if the stored plan cannot be read."""
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        if row is None or not row["spec"] or row["spec"] == _DROPPED_PLAN:
+            return None
+        try:
+            plan = JobPlan.from_json(row["spec"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the stored plan of job {job_id} cannot be read ({type(exc).__name__}: {exc})") from None
+        return _job_from_row(row).with_plan(plan)
 
     async def request_of(self, job_id: str) -> dict[str, Any] | None:
         """What a restart of this job re-runs intake from (None if it was never kept or is gone)."""
@@ -220,7 +244,8 @@ class JobStore:
                          **fields: Any) -> Job:
         """Move a job to `status` (checked against the state machine) and set other columns, in one
         transaction. With `expect`, the job must currently be in that status (compare-and-set).
-        Raises IllegalTransition, or KeyError if the job no longer exists."""
+        Returns the row without its plan. Raises IllegalTransition, or KeyError if the job no
+        longer exists."""
         unknown = set(fields) - _JOB_COLUMNS
         if unknown:
             raise ValueError(f"unknown job columns {unknown}")
@@ -237,14 +262,14 @@ class JobStore:
             if status.terminal:
                 # Its plan (raw code, custom data, the secret: up to maxRequestBytes) has served its
                 # purpose once the job ended: status reads, results and deletion never need it.
-                fields = {**fields, "spec": {}}
+                fields = {**fields, "spec": None}
             sets = ", ".join(["status = ?", *(f"{c} = ?" for c in fields)])
             values = [int(status), *(_encode(c, v) for c, v in fields.items())]
             if current != status:
                 sets += ", history = json_insert(history, '$[#]', json_array(?, ?))"
                 values += [int(status), time.time()]
             await tx.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*values, job_id))
-            async with tx.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cur:
+            async with tx.execute(f"SELECT {_STATUS} FROM jobs WHERE job_id = ?", (job_id,)) as cur:
                 return _job_from_row(await cur.fetchone())  # type: ignore[arg-type]
 
     async def update(self, job_id: str, **fields: Any) -> None:
@@ -275,9 +300,10 @@ class JobStore:
         return [_job_from_row(r) for r in rows]
 
     async def active(self) -> list[Job]:
-        """Jobs past the queue and not yet terminal: the ones recovery must reconcile."""
+        """Jobs past the queue and not yet terminal: the ones recovery must reconcile (their plans:
+        `planned`)."""
         rows = await self.db.fetchall(
-            f"SELECT * FROM jobs WHERE status NOT IN ({_TERMINAL_SQL}) AND status != ? ORDER BY rowid",
+            f"SELECT {_STATUS} FROM jobs WHERE status NOT IN ({_TERMINAL_SQL}) AND status != ? ORDER BY rowid",
             (int(JobStatus.QUEUED),),
         )
         return [_job_from_row(r) for r in rows]

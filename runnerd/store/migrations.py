@@ -153,6 +153,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX jobs_by_finish ON jobs(date_finished) WHERE date_finished IS NOT NULL;
         """,
     ),
+    (
+        "0008_slot_and_images",
+        """
+        -- `slot` held the scheduler's cores and GPUs and, from configuring on, the images the runner
+        -- resolved as well. Each now has its own column:
+        --   slot    JSON {cpuset, gpus}: the cores and GPUs the job holds while it runs (scheduler)
+        --   images  JSON {image, volumes, helperVolumes}: the algorithm's image reference as resolved
+        --           and the VOLUMEs it and the helper image declare (runner; each gets a tmpfs)
+        ALTER TABLE jobs ADD COLUMN images TEXT;
+        UPDATE jobs SET images = json_object(
+                'image', json_extract(slot, '$.image'),
+                'volumes', json(COALESCE(json_extract(slot, '$.volumes'), '[]')),
+                'helperVolumes', json(COALESCE(json_extract(slot, '$.helperVolumes'), '[]')))
+            WHERE slot IS NOT NULL AND json_extract(slot, '$.image') IS NOT NULL;
+        UPDATE jobs SET slot = json_object(
+                'cpuset', json_extract(slot, '$.cpuset'),
+                'gpus', json(COALESCE(json_extract(slot, '$.gpus'), '[]')))
+            WHERE slot IS NOT NULL;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
