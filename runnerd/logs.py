@@ -1,14 +1,22 @@
 """Logging: one line per event, `key=value` after the message, job id on every job line.
 
-Under systemd (JOURNAL_STREAM set) the timestamp is left to journald."""
+The job a line is about comes from `JOB`, a context variable the runner sets for the whole run
+of a job (tasks and threads started from it inherit it), so a line logged while a job runs says
+`job=` whatever its text; a line logged elsewhere about a job (admission, the sweeper, the API)
+names it in its text (`job <id>: ...`), which is read as before. Under systemd (JOURNAL_STREAM
+set) the timestamp is left to journald."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import re
 import sys
+from typing import Iterator
 
+JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("runnerd_job", default=None)
 _JOB = re.compile(r"\bjob ([0-9a-f]{32})\b")
 
 
@@ -20,7 +28,8 @@ class LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage().replace("\n", " | ")
         fields = [f"level={record.levelname.lower()}", f"logger={record.name}"]
-        job = getattr(record, "job", None) or (m.group(1) if (m := _JOB.search(message)) else None)
+        # Formatted as it is logged (a plain StreamHandler), so JOB is still the caller's context.
+        job = getattr(record, "job", None) or JOB.get() or (m.group(1) if (m := _JOB.search(message)) else None)
         if job:
             fields.append(f"job={job}")
         line = f"{message} " + " ".join(fields)
@@ -40,3 +49,13 @@ def configure(level: str = "info") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("docker").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def about_job(job_id: str) -> Iterator[None]:
+    """Every line logged inside (and in tasks or threads started from inside) says `job=job_id`."""
+    token = JOB.set(job_id)
+    try:
+        yield
+    finally:
+        JOB.reset(token)

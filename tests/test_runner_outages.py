@@ -11,10 +11,12 @@ import os
 
 import pytest
 
+from runnerd import logs
 from runnerd.domain import JobStatus, StepKind
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import ContainerRefused
+from runnerd.logs import LineFormatter
 from tests.fakes import FakeContainer, FakeRuntime, Outcome
 from tests.test_runner_faults import ALGO, HAPPY, WAIT_LIMIT, _until, rig  # noqa: F401 - rig is a fixture
 
@@ -56,6 +58,26 @@ async def test_outage_while_the_image_is_resolved_is_ridden_out(rig):
     job = await rig.finished((await rig.submit()).job_id)
     assert job.status == S.COMPLETED, job.error
     assert rig.statuses.sequence(job.job_id) == HAPPY
+
+
+async def test_every_line_logged_while_a_job_runs_names_it(rig):
+    """The runner sets the job for logging (logs.JOB) for the whole run: a line whose text does not
+    name the job, like an outage retried in a step or a background task, still says `job=` (#12)."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(LineFormatter(timestamps=False).format(record))
+    logging.getLogger("runnerd").addHandler(handler)
+    try:
+        rig.fake.fail("has_image", 2)  # retried inside the run: "Docker unavailable (...); retrying"
+        rig.fake.fail("start", 1, step="algorithm")
+        job = await rig.finished((await rig.submit()).job_id)
+    finally:
+        logging.getLogger("runnerd").removeHandler(handler)
+    assert job.status == S.COMPLETED, job.error
+    retries = [line for line in lines if "Docker unavailable" in line]
+    assert len(retries) >= 3 and job.job_id not in retries[0].split(" level=")[0]  # its text does not name it
+    assert all(line.endswith(f" job={job.job_id}") for line in retries), retries
+    assert logs.JOB.get() is None  # and it does not leak out of the run
 
 
 async def test_outage_past_the_limit_outside_a_step_ends_at_76_with_a_plain_reason(rig):

@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from runnerd.config import Environment, Settings
+from runnerd import logs
+from runnerd.config import Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, PlannedJob, ResolvedImages, Slot, StepKind
-from runnerd.domain import StepState
+from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, ResolvedImages, Slot, StepKind, StepState
 from runnerd.engine import reasons
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, log_provision_detail, occupied_bytes, read_report
+from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
@@ -42,15 +43,9 @@ class Hooks:
     container_start: Callable[[float], None] = lambda seconds: None
 
 
-@dataclass
-class Ending:
-    status: JobStatus
-    error: str | None = None
-    termination: dict | None = None
-    extra: dict = field(default_factory=dict)
-
-
 class JobRunner:
+    """Shared by every running job; what belongs to one run is on its RunHandle."""
+
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
                  images: Images, hooks: Hooks | None = None):
         self.settings = settings
@@ -59,14 +54,12 @@ class JobRunner:
         self.workspace = workspace
         self.images = images
         self.hooks = hooks or Hooks()
-        self._recovered: set[str] = set()
-        self._early: dict[str, asyncio.Future] = {}  # job id -> containers being created ahead of time
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
                                 self.hooks)
 
-    async def _move(self, job: PlannedJob, status: JobStatus, **fields) -> PlannedJob:
-        """A step forward of a job being driven: the row as written, with the plan it runs."""
-        return (await self._record(job, status, **fields)).with_plan(job.plan)
+    async def _move(self, h: RunHandle, status: JobStatus, **fields) -> None:
+        """A step forward of the job being driven: the handle then holds the row as written."""
+        h.job = (await self._record(h.job, status, **fields)).with_plan(h.job.plan)
 
     async def _record(self, job: Job, status: JobStatus, **fields) -> Job:
         old = job.status
@@ -82,131 +75,127 @@ class JobRunner:
     async def run(self, job: Job, slot: Slot, stop: asyncio.Event, recovered: bool = False) -> Job:
         """Drive the job to a terminal status. `recovered`: found in flight at start-up, so
         containers of steps that ended before the crash may still exist and are cleaned up."""
-        if recovered:
-            self._recovered.add(job.job_id)
-        try:
-            return await self._run(job, slot, stop)
-        finally:
-            self._recovered.discard(job.job_id)
+        with logs.about_job(job.job_id):
+            return await self._run(job, slot, stop, recovered)
 
-    async def _run(self, row: Job, slot: Slot, stop: asyncio.Event) -> Job:
+    async def _run(self, row: Job, slot: Slot, stop: asyncio.Event, recovered: bool) -> Job:
         env = self.settings.environment(row.environment)
         if env is None:  # the environment was removed from the config while the job was in flight
-            return await self._finish_early(row, S.INTERRUPTED, f"environment {row.environment!r} no longer exists")
-        job: Job = row
+            return await self._close(row, self.workspace.paths(row.job_id), 0, S.INTERRUPTED,
+                                     f"environment {row.environment!r} no longer exists")
+        h: RunHandle | None = None
         try:
             planned = await self.store.planned(row.job_id)
             if planned is None:  # deleted or ended meanwhile: nothing to drive
                 return await self.store.get(row.job_id) or row
-            job = planned
-            if job.stopreq:
+            h = RunHandle(planned, env, slot, self.workspace.paths(row.job_id), stop, recovered)
+            if h.job.stopreq:
                 stop.set()
-            paths = self.workspace.paths(job.job_id)
-            return await self._pipeline(planned, env, slot, stop, paths)
+            return await self._pipeline(h)
         except asyncio.CancelledError:
             raise  # shutdown: leave containers alone, recovery picks the job up
         except RuntimeUnavailable as exc:  # an outage outlasted dockerOutageSeconds outside a step
-            log.warning("job %s: Docker unreachable for more than %.0fs: %s", job.job_id,
+            log.warning("job %s: Docker unreachable for more than %.0fs: %s", row.job_id,
                         self.settings.dockerOutageSeconds, exc)
             why = f"Docker was unreachable for more than {self.settings.dockerOutageSeconds:.0f}s"
         except Exception as exc:  # noqa: BLE001 - a bug must end the job, never leave it hanging
-            why = reasons.internal("the job was interrupted by an internal error", exc, job.job_id, traceback=True)
-        return await self._end_anyway(job, why)
+            why = reasons.internal("the job was interrupted by an internal error", exc, row.job_id, traceback=True)
+        return await self._end_anyway(row, why, h)
 
-    async def _end_anyway(self, job: Job, why: str) -> Job:
+    async def _end_anyway(self, row: Job, why: str, h: RunHandle | None) -> Job:
         """End a job at 76 whatever state it was left in: ending a job must not be able to fail
         (a job left at 60 would hold its slot, and its queue place, forever)."""
-        current = await self.store.get(job.job_id)
+        current = await self.store.get(row.job_id)
         if current is None or current.terminal:
-            return current or job
+            return current or row
+        env = h.env if h else self.settings.environment(row.environment)
+        expiry = env.storageExpiry if env else 0
         try:
-            return await self._finish_early(current, S.INTERRUPTED, why)
+            if h is not None:
+                await h.early_creates_done()
+            return await self._close(current, h.paths if h else self.workspace.paths(row.job_id), expiry,
+                                     S.INTERRUPTED, why)
         except Exception as exc:  # noqa: BLE001 - the bare transition below is the last resort
-            log.error("job %s: ending it failed (%s: %s); ending it without its logs", job.job_id,
+            log.error("job %s: ending it failed (%s: %s); ending it without its logs", row.job_id,
                       type(exc).__name__, exc)
         now = time.time()
-        env = self.settings.environment(current.environment)
         return await self._record(current, S.INTERRUPTED, error=why, date_finished=now, results=[],
-                                  expires_at=now + (env.storageExpiry if env else 0))
+                                  expires_at=now + expiry)
 
     def _outage(self) -> Outage:
         return Outage(self.settings.dockerOutageSeconds, self.hooks.docker)
 
-    async def _pipeline(self, job: PlannedJob, env: Environment, slot: Slot, stop: asyncio.Event,
-                        paths: JobPaths) -> Job:
-        if job.status in (S.STARTED, S.CONFIGURING):
-            job = await self._move(job, S.CONFIGURING)
-            resolving = asyncio.ensure_future(self._outage().retry(lambda: self._images_of(job)))
+    async def _pipeline(self, h: RunHandle) -> Job:
+        if h.job.status in (S.STARTED, S.CONFIGURING):
+            await self._move(h, S.CONFIGURING)
+            resolving = asyncio.ensure_future(self._outage().retry(lambda: self._images_of(h)))
             try:
-                await self.workspace.prepare(job, env)
+                await self.workspace.prepare(h.job, h.env)
             except AssetUnavailable as exc:  # its own words are the consumer's (DID and file index only)
                 resolving.cancel()
-                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, str(exc))
+                return await self._finish_early(h, S.DATA_PROVISIONING_FAILED, str(exc))
             except (WorkspaceError, OSError) as exc:
                 resolving.cancel()
-                return await self._finish_early(job, S.DATA_PROVISIONING_FAILED, reasons.internal(
-                    "the job's volume could not be prepared", exc, job.job_id))
-            images = await self._unless_stopped(resolving, stop)  # a pull may take long: a stop wins
+                return await self._finish_early(h, S.DATA_PROVISIONING_FAILED, reasons.internal(
+                    "the job's volume could not be prepared", exc, h.job_id))
+            images = await self._unless_stopped(resolving, h.stop)  # a pull may take long: a stop wins
             if images is None:
-                return await self._finish_stopped(job)
+                return await self._finish_stopped(h)
             if isinstance(images, Ending):
-                return await self._finish_early(job, images.status, images.error)
-            job = await self._move(job, S.CONFIGURING, images=images)
-            if stop.is_set():
-                return await self._finish_stopped(job)
+                return await self._finish_early(h, images.status, images.error)
+            await self._move(h, S.CONFIGURING, images=images)
+            if h.stop.is_set():
+                return await self._finish_stopped(h)
             # Create the algorithm and filter containers while provisioning runs. With nothing to
             # provision the algorithm's create is the critical path; making the filter's beside it
             # measured the same as making it while the algorithm runs (#13, 2 cores), and is simpler.
-            self._early[job.job_id] = asyncio.gather(
-                self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths)),
-                self.steps.create(job.job_id, StepKind.FILTER, self._filter_spec(job, env, paths)))
-            if specs.provision_plan(job, self.settings)["downloads"]:
-                ending = await self._provision(job, paths, stop)
+            h.early = asyncio.gather(
+                self.steps.create(h.job_id, StepKind.ALGORITHM, h.algorithm_spec(self.settings)),
+                self.steps.create(h.job_id, StepKind.FILTER, h.filter_spec(self.settings)))
+            if specs.provision_plan(h.job, self.settings)["downloads"]:
+                ending = await self._provision(h)
                 if ending is not None:
-                    return await self._finish_early(job, ending.status, ending.error, **ending.extra)
+                    return await self._finish_early(h, ending.status, ending.error, **ending.extra)
             else:  # every input and the code are already in place: a container would have nothing to do
                 started = time.monotonic()
-                await self.workspace.write_log(job.job_id, "configuration.log", specs.prepared_locally(job))
+                await self.workspace.write_log(h.job_id, "configuration.log", specs.prepared_locally(h.job))
                 self.hooks.step(StepKind.PROVISION, time.monotonic() - started)  # the step ran, in runnerd
-            job = await self._move(job, S.PROVISIONED)
-        if job.status == S.PROVISIONED:
-            await self._early_creates_done(job.job_id)
+            await self._move(h, S.PROVISIONED)
+        if h.job.status == S.PROVISIONED:
+            await h.early_creates_done()
             try:
-                await self.steps.create(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
-                                        strict=True)
+                await self.steps.create(h.job_id, StepKind.ALGORITHM, h.algorithm_spec(self.settings), strict=True)
             except ImageMissing as exc:  # image removed since
-                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
+                return await self._finish_early(h, S.ALGORITHM_PROVISIONING_FAILED, str(exc))
             except ContainerRefused as exc:  # a spec Docker refuses (its explanation names host paths)
-                return await self._finish_early(job, S.ALGORITHM_PROVISIONING_FAILED, reasons.internal(
-                    "Docker refused the algorithm's container", exc, job.job_id))
-            if stop.is_set():
-                return await self._finish_stopped(job)
-            job = await self._move(job, S.RUNNING)
-        if job.status == S.RUNNING:
-            await self.workspace.ensure_mounted(job, env)  # after a host reboot
-            ending = await self._algorithm(job, env, slot, paths, stop)
+                return await self._finish_early(h, S.ALGORITHM_PROVISIONING_FAILED, reasons.internal(
+                    "Docker refused the algorithm's container", exc, h.job_id))
+            if h.stop.is_set():
+                return await self._finish_stopped(h)
+            await self._move(h, S.RUNNING)
+        if h.job.status == S.RUNNING:
+            await self.workspace.ensure_mounted(h.job, h.env)  # after a host reboot
+            ending = await self._algorithm(h)
             fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra)
             if ending.status in (S.OUTPUT_LIMITS_EXCEEDED, S.INTERRUPTED):
                 # What a job that overran its quota wrote is incomplete by definition, and keeping it
                 # would move up to diskGB onto the host; an interrupted job's outputs cannot be
                 # trusted either (and Docker may still be away): publish their logs only.
-                job = await self._move(job, S.PUBLISHING, results=collect_results(paths, with_outputs=False),
-                                       **fields)
+                await self._move(h, S.PUBLISHING, results=collect_results(h.paths, with_outputs=False), **fields)
             else:
-                job = await self._move(job, S.FILTERING, **fields)
-        if job.status == S.FILTERING:
-            await self.workspace.ensure_mounted(job, env)
-            job = await self._filter(job, env, paths)
-        if job.status == S.PUBLISHING:
-            return await self._publish(job, env, paths)
-        return job
+                await self._move(h, S.FILTERING, **fields)
+        if h.job.status == S.FILTERING:
+            await self.workspace.ensure_mounted(h.job, h.env)
+            await self._filter(h)
+        if h.job.status == S.PUBLISHING:
+            return await self._publish(h)
+        return h.job
 
     # -- steps --------------------------------------------------------------------------------
 
-    async def _provision(self, job: PlannedJob, paths: JobPaths, stop: asyncio.Event) -> Ending | None:
-        capture = LogCapture(str(paths.log("configuration.log")), _CONFIG_LOG_LIMIT, follow=False)
-        outcome = await self._helper_step(job, StepKind.PROVISION, lambda: specs.build_provision(
-            job, self.settings, paths, self._helper_volumes(job)), capture, stop)
+    async def _provision(self, h: RunHandle) -> Ending | None:
+        outcome = await self._helper_step(h, StepKind.PROVISION, h.provision_spec(self.settings),
+                                          h.log("configuration.log", _CONFIG_LOG_LIMIT), h.stop)
         if outcome.stopped:
             return Ending(S.STOPPED, STOPPED_BY_OWNER, extra={"stopreq": STOPREQ_USER})
         if outcome.refused:
@@ -214,8 +203,8 @@ class JobRunner:
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
         assert outcome.exit is not None
-        report = read_report(paths.provision_out / "report.json") or {}
-        log_provision_detail(job.job_id, report.get("detail"))
+        report = read_report(h.paths.provision_out / "report.json") or {}
+        log_provision_detail(h.job_id, report.get("detail"))
         if outcome.exit.exit_code == 0:
             return None
         status = S.ALGORITHM_PROVISIONING_FAILED if report.get("failed") == "algorithm" \
@@ -226,27 +215,26 @@ class JobRunner:
             reason = "the provision step ran out of memory"
         return Ending(status, str(reason)[:2000])
 
-    async def _helper_step(self, job: Job, kind: StepKind, build, capture: LogCapture,
+    async def _helper_step(self, h: RunHandle, kind: StepKind, build, capture: LogCapture,
                            stop: asyncio.Event | None = None) -> StepOutcome:
         """Provision and filter are runnerd's own, idempotent code: if their container is lost
         they are simply run again (once)."""
         started = time.monotonic()
         for attempt in range(2):
-            outcome = await self.steps.run(job.job_id, kind, build, max_seconds=self.settings.helperStepTimeout,
+            outcome = await self.steps.run(h.job_id, kind, build, max_seconds=self.settings.helperStepTimeout,
                                            stop=stop, logs=capture)
             if not outcome.lost or attempt == 1:
                 break
-            log.warning("job %s: %s step lost (%s); running it again", job.job_id, kind.value, outcome.lost)
-            await self.steps.forget(job.job_id, kind)
+            log.warning("job %s: %s step lost (%s); running it again", h.job_id, kind.value, outcome.lost)
+            await self.steps.forget(h.job_id, kind)
         self.hooks.step(kind, time.monotonic() - started)
         return outcome
 
-    async def _images_of(self, job: PlannedJob) -> ResolvedImages | Ending:
+    async def _images_of(self, h: RunHandle) -> ResolvedImages | Ending:
         """Resolve (pull if allowed) the algorithm's and the helper's images, and the VOLUMEs they
         declare; an Ending if one is not available."""
-        algo = job.plan.algorithm
-        env = self.settings.environment(job.environment)
-        raw = None if algo.did else (env.rawAlgorithmImages if env else ())  # the consumer's choice
+        algo = h.job.plan.algorithm
+        raw = None if algo.did else h.env.rawAlgorithmImages  # the consumer's choice
         c = algo.container
         image, helper = await asyncio.gather(self.images.resolve(c.image, c.tag, c.checksum, raw),
                                              self.images.resolve_ref(self.settings.helperImage),
@@ -256,9 +244,10 @@ class JobRunner:
                           "(run `runnerd doctor`)")
         if isinstance(image, ImageMissing):
             return Ending(S.ALGORITHM_PROVISIONING_FAILED, str(image))
-        for result in (image, helper):
-            if isinstance(result, BaseException):
-                raise result
+        if isinstance(image, BaseException):
+            raise image
+        if isinstance(helper, BaseException):
+            raise helper
         try:
             volumes, helper_volumes = await asyncio.gather(self.images.volumes(image), self.images.volumes(helper))
         except ImageMissing as exc:  # removed in between
@@ -276,68 +265,47 @@ class JobRunner:
         task.cancel()
         return None
 
-    def _algorithm_spec(self, job: PlannedJob, env: Environment, slot: Slot, paths: JobPaths):
-        c = job.plan.algorithm.container
-        image_ref = job.images.algorithm if job.images else specs.image_reference(c.image, c.tag, c.checksum)
-        volumes = job.images.volumes if job.images else ()
-        return lambda: specs.build_algorithm(job, env, self.settings, paths, image_ref, slot, volumes)
-
-    def _filter_spec(self, job: Job, env: Environment, paths: JobPaths):
-        return lambda: specs.build_filter(job, env, self.settings, paths, self._helper_volumes(job))
-
-    @staticmethod
-    def _helper_volumes(job: Job) -> tuple[str, ...]:
-        return job.images.helper_volumes if job.images else ()
-
-    async def _early_creates_done(self, job_id: str) -> None:
-        task = self._early.pop(job_id, None)
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _algorithm(self, job: PlannedJob, env: Environment, slot: Slot, paths: JobPaths,
-                         stop: asyncio.Event) -> Ending:
-        capture = LogCapture(str(paths.log("algorithm.log")), env.log_bytes, follow=True)
+    async def _algorithm(self, h: RunHandle) -> Ending:
+        env = h.env
         started = time.monotonic()
-        outcome = await self.steps.run(job.job_id, StepKind.ALGORITHM, self._algorithm_spec(job, env, slot, paths),
-                                       max_seconds=env.maxJobDuration, stop=stop, logs=capture)
+        outcome = await self.steps.run(h.job_id, StepKind.ALGORITHM, h.algorithm_spec(self.settings),
+                                       max_seconds=env.maxJobDuration, stop=h.stop,
+                                       logs=h.log("algorithm.log", env.log_bytes, follow=True))
         self.hooks.step(StepKind.ALGORITHM, time.monotonic() - started)
         if outcome.lost or outcome.refused:
             return Ending(S.INTERRUPTED, f"the algorithm was interrupted: {outcome.lost or outcome.refused}",
-                          {"exitCode": None, "oomKilled": False, "reason": "lost"})
+                          termination("lost"))
         result = outcome.exit
         if result is None:  # stopped before its container started
-            return Ending(S.STOPPED, STOPPED_BY_OWNER, {"exitCode": None, "oomKilled": False,
-                                                              "reason": "stopped"}, {"stopreq": STOPREQ_USER})
-        details = {"exitCode": result.exit_code, "oomKilled": result.oom_killed, "reason": "exited"}
+            return Ending(S.STOPPED, STOPPED_BY_OWNER, termination("stopped"), {"stopreq": STOPREQ_USER})
         if outcome.stopped:
-            return Ending(S.STOPPED, STOPPED_BY_OWNER, {**details, "reason": "stopped"},
-                          {"stopreq": STOPREQ_USER})
+            return Ending(S.STOPPED, STOPPED_BY_OWNER, termination("stopped", result), {"stopreq": STOPREQ_USER})
         if outcome.timed_out:
             return Ending(S.TIMED_OUT, f"the algorithm ran longer than maxJobDuration ({env.maxJobDuration:g}s)",
-                          {**details, "reason": "timeout"}, {"stopreq": STOPREQ_TIMEOUT})
+                          termination("timeout", result), {"stopreq": STOPREQ_TIMEOUT})
         if result.oom_killed:
             return Ending(S.OUT_OF_MEMORY, f"the algorithm used more than ramGB ({env.ramGB:g} GB) and was killed",
-                          {**details, "reason": "oom"})
-        if result.exit_code != 0 and self.workspace.disk_full(job.job_id):
+                          termination("oom", result))
+        if result.exit_code != 0 and self.workspace.disk_full(h.job_id):
             return Ending(S.OUTPUT_LIMITS_EXCEEDED, f"the algorithm filled its disk quota (diskGB {env.diskGB:g})",
-                          {**details, "reason": "disk_quota"})
+                          termination("disk_quota", result))
         if result.exit_code in (137, 143):
             signal = "SIGKILL" if result.exit_code == 137 else "SIGTERM"
             return Ending(S.ALGORITHM_FAILED, f"the algorithm was killed by {signal} (exit code {result.exit_code}),"
-                          " not by runnerd", {**details, "reason": "signal"})
+                          " not by runnerd", termination("signal", result))
         if result.exit_code != 0:
             return Ending(S.ALGORITHM_FAILED, f"the algorithm exited with code {result.exit_code}",
-                          {**details, "reason": "exit_code"})
-        return Ending(S.COMPLETED, None, details)
+                          termination("exit_code", result))
+        return Ending(S.COMPLETED, None, termination("exited", result))
 
-    async def _filter(self, job: PlannedJob, env: Environment, paths: JobPaths) -> PlannedJob:
-        capture = LogCapture(str(paths.log("filtering.log")), _CONFIG_LOG_LIMIT, follow=False)
-        outcome = await self._helper_step(job, StepKind.FILTER, self._filter_spec(job, env, paths), capture)
-        ending, error = job.ending or S.COMPLETED, job.error
+    async def _filter(self, h: RunHandle) -> None:
+        outcome = await self._helper_step(h, StepKind.FILTER, h.filter_spec(self.settings),
+                                          h.log("filtering.log", _CONFIG_LOG_LIMIT))
+        ending, error = h.job.ending or S.COMPLETED, h.job.error
         publish_outputs = True
         if outcome.lost or outcome.exit is None or outcome.exit.exit_code != 0:
             publish_outputs = False
-            report = read_report(paths.results / "report.json") or {}
+            report = read_report(h.paths.results / "report.json") or {}
             if outcome.exit is not None and outcome.exit.exit_code == 3 and report.get("reason") == "limits":
                 why, status = f"outputs rejected: {report.get('error', 'limits exceeded')}", S.OUTPUT_LIMITS_EXCEEDED
             else:
@@ -348,37 +316,40 @@ class JobRunner:
                 ending, error = status, why
             else:
                 error = f"{error}; {why}" if error else why
-        return await self._move(job, S.PUBLISHING, ending=ending, error=error,
-                                results=collect_results(paths, with_outputs=publish_outputs))
+        await self._move(h, S.PUBLISHING, ending=ending, error=error,
+                         results=collect_results(h.paths, with_outputs=publish_outputs))
 
     # -- endings ------------------------------------------------------------------------------
 
-    async def _publish(self, job: Job, env: Environment, paths: JobPaths) -> Job:
+    async def _publish(self, h: RunHandle) -> Job:
+        job = h.job
         if not job.results:
-            job.results = _logs_only(paths)
+            job.results = _logs_only(h.paths)
         await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
         # A container created early but never started (the filter after a quota overrun), or,
         # after a crash, one whose removal was lost.
-        await self.remove_containers(job.job_id, only_unstarted=job.job_id not in self._recovered)
+        await self.remove_containers(job.job_id, only_unstarted=not h.recovered)
         now = time.time()
         return await self._record(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
-                                  expires_at=now + env.storageExpiry, result_bytes=occupied_bytes(paths))
+                                  expires_at=now + h.env.storageExpiry, result_bytes=occupied_bytes(h.paths))
 
-    async def _finish_stopped(self, job: Job) -> Job:
+    async def _finish_stopped(self, h: RunHandle) -> Job:
         """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
-        return await self._finish_early(job, S.STOPPED, STOPPED_BY_OWNER, stopreq=STOPREQ_USER)
+        return await self._finish_early(h, S.STOPPED, STOPPED_BY_OWNER, stopreq=STOPREQ_USER)
 
-    async def _finish_early(self, job: Job, status: JobStatus, error: str | None, **extra) -> Job:
+    async def _finish_early(self, h: RunHandle, status: JobStatus, error: str | None, **extra) -> Job:
         """End a job that never reached (or lost) its algorithm: publish only its logs."""
-        env = self.settings.environment(job.environment)
-        paths = self.workspace.paths(job.job_id)
-        await self._early_creates_done(job.job_id)
+        await h.early_creates_done()
+        return await self._close(h.job, h.paths, h.env.storageExpiry, status, error, **extra)
+
+    async def _close(self, job: Job, paths: JobPaths, expiry: float, status: JobStatus, error: str | None,
+                     **extra) -> Job:
+        """End the job with only its logs published (also for a job that has no handle)."""
         await self.steps.settle(job.job_id)
         await self.remove_containers(job.job_id)
         results = _logs_only(paths)
         await self.workspace.release_fs(job.job_id)  # never fails: a failed cleanup is retried later
         now = time.time()
-        expiry = env.storageExpiry if env else 0
         return await self._record(job, status, error=error, date_finished=now, results=results,
                                   expires_at=now + expiry, result_bytes=occupied_bytes(paths), **extra)
 
