@@ -245,6 +245,16 @@ async def test_rows_of_the_previous_schema_migrate_and_their_plans_load(tmp_path
             "cpuset": "0,1", "gpus": ["GPU-a"]}
 
 
+async def test_a_plan_that_cannot_be_read_is_an_error_not_an_empty_plan(store):
+    job = make_job()
+    await store.insert(job, max_queue=10)
+    await store.db.write("UPDATE jobs SET spec = ? WHERE job_id = ?", ('{"inputs": []}', job.job_id))
+    with pytest.raises(ValueError, match=f"plan of job {job.job_id}"):
+        await store.planned(job.job_id)  # the runner ends such a job at 76 (an internal error)
+    with pytest.raises(ValueError, match="never rewritten"):
+        await store.update(job.job_id, spec=job.plan)  # written once, at insert; only ever dropped
+
+
 async def test_list_for_owner_is_case_insensitive_and_filters(store):
     a = make_job(document_id="did:op:" + "aa" * 32, created=1)
     b = make_job(document_id="did:op:" + "bb" * 32, created=2)
