@@ -341,7 +341,7 @@ class JobPlan:
         raw = json.loads(text)
         algo = raw["algorithm"]
         return JobPlan(
-            inputs=tuple(InputPlan(i["did"], i.get("ddo") or {}, tuple(_file_in(f) for f in i["files"]),
+            inputs=tuple(InputPlan(i["did"], i.get("ddo") or {}, tuple(asset_file(f) for f in i["files"]),
                                    i.get("userdata")) for i in raw["inputs"]),
             algorithm=AlgorithmPlan(
                 did=algo.get("did"), ddo=algo.get("ddo"), code=_file_in(algo["code"]),
@@ -361,7 +361,7 @@ def _file_out(f: AlgorithmCode) -> dict[str, Any]:
     return {"type": "url", "url": f.url, "sha256": f.sha256, **({"origin": f.origin} if f.origin else {})}
 
 
-def _file_in(raw: dict[str, Any]) -> Any:
+def _file_in(raw: dict[str, Any]) -> AlgorithmCode:
     kind = raw["type"]
     if kind == "raw":
         return RawCode(raw["rawcode"])
@@ -373,7 +373,8 @@ def _file_in(raw: dict[str, Any]) -> Any:
 
 
 def asset_file(resolved: dict[str, Any]) -> AssetFile:
-    """A catalog-resolved DDO file ({type: file, path} or {type: url, url, sha256}) as a plan file."""
+    """A DDO's file as the catalog resolved it ({type: file, path} or {type: url, url, sha256}), or
+    as a stored plan has it, as a plan file."""
     f = _file_in(resolved)
     if isinstance(f, RawCode):
         raise ValueError("a DDO file cannot be raw code")

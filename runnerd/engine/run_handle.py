@@ -44,7 +44,7 @@ class RunHandle:
     paths: JobPaths
     stop: asyncio.Event
     recovered: bool = False  # found in flight at start-up: containers of steps that ended may remain
-    early: asyncio.Future | None = None  # the algorithm's and the filter's creates, made ahead of time
+    early: asyncio.Future[Any] | None = None  # the algorithm's and the filter's creates, made ahead of time
 
     @property
     def job_id(self) -> str:
