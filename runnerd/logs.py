@@ -1,10 +1,11 @@
 """Logging: one line per event, `key=value` after the message, job id on every job line.
 
 The job a line is about comes from `JOB`, a context variable the runner sets for the whole run
-of a job (tasks and threads started from it inherit it), so a line logged while a job runs says
-`job=` whatever its text; a line logged elsewhere about a job (admission, the sweeper, the API)
-names it in its text (`job <id>: ...`), which is read as before. Under systemd (JOURNAL_STREAM
-set) the timestamp is left to journald."""
+of a job: the tasks it creates and its `asyncio.to_thread` calls inherit it (the Docker SDK's
+thread pool does not, and logs nothing of its own below warning), so a line logged while a job
+runs says `job=` whatever its text. A line logged elsewhere about a job (admission, the sweeper,
+the API) names it in its text (`job <id>: ...`), which is read as before. Under systemd
+(JOURNAL_STREAM set) the timestamp is left to journald."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def configure(level: str = "info") -> None:
 
 @contextlib.contextmanager
 def about_job(job_id: str) -> Iterator[None]:
-    """Every line logged inside (and in tasks or threads started from inside) says `job=job_id`."""
+    """Every line logged inside (and in the tasks and to_thread calls started inside) says `job=job_id`."""
     token = JOB.set(job_id)
     try:
         yield
