@@ -1,4 +1,4 @@
-"""Prometheus metrics (the standard client library), fed by the engine's hooks and the API's
+"""Prometheus metrics (the standard client library), fed by the engine's hooks (runnerd/hooks.py) and the API's
 request middleware; job counts by status are read from the store at scrape time."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
 
 from runnerd.domain import Job, JobStatus, StepKind
-from runnerd.engine.runner import Hooks
+from runnerd.hooks import Hooks
 
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SLOW = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 from runnerd import logs
 from runnerd.config import Settings
@@ -23,6 +21,7 @@ from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
+from runnerd.hooks import Hooks
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
 
@@ -31,16 +30,6 @@ log = logging.getLogger("runnerd.runner")
 S = JobStatus
 _CONFIG_LOG_LIMIT = 1024 * 1024
 STOPPED_BY_OWNER = "stopped by its owner"
-
-
-@dataclass
-class Hooks:
-    """What the rest of the daemon wants to hear about (metrics, live log followers)."""
-
-    status: Callable[[Job, JobStatus], None] = lambda job, old: None
-    step: Callable[[StepKind, float], None] = lambda kind, seconds: None
-    docker: Callable[[bool], None] = lambda up: None
-    container_start: Callable[[float], None] = lambda seconds: None
 
 
 class JobRunner:

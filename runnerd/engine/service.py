@@ -19,11 +19,12 @@ from runnerd.domain import Job, JobStatus, PlannedJob
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
-from runnerd.engine.runner import Hooks, JobRunner
+from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
+from runnerd.hooks import Hooks
 from runnerd.store import AgreementInUse, JobStore, OwnerLimit, QueueFull
 
 log = logging.getLogger("runnerd.engine")
