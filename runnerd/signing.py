@@ -7,7 +7,6 @@ h = keccak256(utf8(text)); the signer is the EIP-191 personal-sign recovery over
 from __future__ import annotations
 
 import re
-import sys
 from decimal import Decimal, InvalidOperation
 
 import coincurve
@@ -16,11 +15,6 @@ from eth_hash.auto import keccak  # eth_utils.keccak wraps it in argument valida
 # Everything here is libsecp256k1 (coincurve) and keccak directly, not eth-account: the same
 # results (tests/test_signing.py checks them against eth-account), without the 0.3 s that importing
 # eth-account costs every CLI command, and without its per-call wrapping on the API's hot path.
-
-# py_ecc (imported by eth-account) raises the recursion limit to 100000 at import. With that, a
-# deeply nested JSON body recurses in json.loads until the C stack overflows and the process dies;
-# with a sane limit it is a RecursionError, answered 400.
-sys.setrecursionlimit(min(sys.getrecursionlimit(), 5000))
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")

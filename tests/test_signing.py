@@ -235,3 +235,20 @@ def test_own_signing_and_addresses_match_eth_account():
         signing.address_of("0x1234")
     with pytest.raises(ValueError):
         signing.address_of("0x" + "00" * 32)
+
+
+def test_importing_signing_leaves_the_recursion_limit_to_whoever_serves_the_api(tmp_path):
+    """signing.py is a pure library: importing it changes nothing in the process (#12). The API's
+    creation is what bounds the limit a library may have raised (py_ecc sets 100000), so a deeply
+    nested body stays a RecursionError (400) instead of a C stack overflow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.setrecursionlimit(100000); import runnerd.signing, runnerd.client, runnerd.identity; "
+            "imported = sys.getrecursionlimit(); from runnerd.api.app import MAX_RECURSION, create_app; "
+            "from runnerd.config import parse_config; "
+            "create_app(parse_config({'environments': [{'id': 'e'}]}), None, None, None, sys.argv[1]); "
+            "print(imported, sys.getrecursionlimit() == MAX_RECURSION)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["100000", "True"]

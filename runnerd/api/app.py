@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -16,10 +17,17 @@ from runnerd.identity import NodeIdentity, console_token
 from runnerd.metrics import Metrics
 from runnerd.store import JobStore
 
+# What a client sends is parsed with the interpreter's recursion limit as its depth bound (a body
+# nested deeper is a RecursionError, answered 400). A library may raise that limit when imported
+# (py_ecc, under eth-account, sets 100000); at such a depth the C stack overflows first and the
+# process dies. So whatever serves the API holds the limit at most this (the default is 1000).
+MAX_RECURSION = 5000
+
 
 def create_app(settings: Settings, engine: Engine, store: JobStore, identity: NodeIdentity,
                data_dir: Path, metrics: Metrics | None = None, host: str | None = None) -> web.Application:
     """`host`: the address the daemon listens on (None: unknown, so the console asks for its token)."""
+    sys.setrecursionlimit(min(sys.getrecursionlimit(), MAX_RECURSION))
     metrics = metrics or Metrics()
     app = web.Application(client_max_size=settings.maxRequestBytes,
                           middlewares=[cors, timing(metrics), errors, gate])
