@@ -18,9 +18,9 @@ from runnerd import signing
 from runnerd.api.keys import SETTINGS
 from runnerd.api.transport import drop_unread_body
 from runnerd.errors import BadRequest, Unauthorized
+from runnerd.fields import text  # the one validator of a scalar field; the handlers take it from here
 from runnerd.store import JobStore
 
-MAX_PARAM = 256  # longest accepted scalar parameter (a signature is 132)
 # Bodies up to this size are parsed on the event loop (the C parser takes about a millisecond at
 # worst); every Ocean request but a start with large raw code is far below it.
 INLINE_JSON_BYTES = 64 * 1024
@@ -88,21 +88,6 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 def _is_json(content_type: str) -> bool:
     return content_type == "application/json" or (content_type.startswith("application/")
                                                    and content_type.endswith("+json"))
-
-
-def text(params: dict[str, Any], name: str, required: bool = False, limit: int = MAX_PARAM) -> str:
-    """A scalar parameter as the exact text the client sent ("" when absent)."""
-    value = params.get(name)
-    if value is None or value == "":
-        if required:
-            raise BadRequest(f"{name} is required", "missing", name)
-        return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BadRequest(f"{name} must be a string", "invalid", name)
-    value = str(value)
-    if len(value) > limit:
-        raise BadRequest(f"{name} is longer than {limit} characters", "invalid", name)
-    return value
 
 
 def consumer(params: dict[str, Any]) -> str:
