@@ -1,7 +1,9 @@
-"""environments.yaml: every key declared once (default, unit, check, help), loaded into frozen settings.
+"""environments.yaml: every key declared once, loaded into frozen settings.
 
-A bad file is refused with the key path named (`environments[1].ramGB: …`), never half-applied.
-The KEY tables below are also what `docs/configuration.md` is checked against.
+A key is one line in `Settings` or `Environment`: its field, type, default, unit, minimum and help
+(`key(...)`). GLOBAL_KEYS and ENV_KEYS, the tables that validation, scripts/gen_config_docs.py and
+the docs tests read, are derived from those fields. A bad file is refused with the key path named
+(`environments[1].ramGB: …`), never half-applied.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+
+from runnerd import imageref
 
 
 class ConfigError(Exception):
@@ -33,129 +37,61 @@ class Key:
     required: bool = False
 
 
-GLOBAL_KEYS: tuple[Key, ...] = (
-    Key("chainIds", [8996], "list[int]", "chain ids this node answers for (Ocean clients key environments by them)"),
-    Key("helperImage", "python:3.12-slim", "str", "image with python3 that runs the provision and filter steps"),
-    Key("imagePull", "if-missing", "enum", "when to pull an algorithm or helper image",
-        choices=("never", "if-missing", "always")),
-    Key("unsignedStatus", False, "bool", "allow unsigned GET /api/services/compute (old ocean.js clients)"),
-    Key("provisionAllow", [], "list[str]",
-        "hosts or CIDRs the provision step may fetch from even though they are loopback/private/link-local"),
-    Key("registryAllow", [], "list[str]",
-        "registry hosts (host, host:port, IP or CIDR) a raw algorithm's image may name although they are IP "
-        "literals, localhost or local-network names"),
-    Key("assetRoots", [], "list[str]", "extra directories whose files `file` assets may point at"),
-    Key("accessInputs", False, "bool", "also take additional inputs named through a dataset's access service "
-        "(still under the policy of the dataset's compute services, if any)"),
-    Key("publicUrl", "", "str", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)"),
-    Key("resultUrlTtl", 86400, "int", "lifetime of the capability tokens in result URLs", unit="s", minimum=60),
-    Key("maxRequestBytes", 4 * 1024 * 1024, "int", "largest accepted request body", unit="bytes", minimum=1024),
-    Key("maxConnections", 256, "int", "open client connections; beyond, a new one gets 503 and is closed", minimum=1),
-    Key("requestHeaderSeconds", 10, "number", "time from a request's first byte to the end of its headers (408)",
-        unit="s", minimum=0.1),
-    Key("requestBodySeconds", 30, "number", "time for a whole request body to arrive after its headers (408)",
-        unit="s", minimum=0.1),
-    Key("keepAliveSeconds", 15, "number", "an idle keep-alive connection is closed after this", unit="s", minimum=0.1),
-    Key("jobUser", "65532:65532", "str",
-        "uid:gid every job container runs as: never root, and best a uid no host user has"),
-    Key("stopGraceSeconds", 5, "number", "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s",
-        minimum=0),
-    Key("provisionTimeout", 60, "number", "connect/read timeout of each download in the provision step", unit="s",
-        minimum=1),
-    Key("provisionRetries", 2, "int", "extra attempts for a download that failed for a transient reason",
-        minimum=0),
-    Key("maxDownloadGB", 10, "number", "largest single file the provision step downloads", unit="GB",
-        minimum=0.000001),
-    Key("diskFloorGB", 1, "number",
-        "free space under the data dir below which new jobs wait in the queue", unit="GB", minimum=0),
-    Key("orphanGraceSeconds", 300, "int", "age before a labelled container no job owns is removed", unit="s",
-        minimum=0),
-    Key("sweepIntervalSeconds", 60, "number", "how often expired results and orphans are swept", unit="s",
-        minimum=1),
-    Key("dockerOutageSeconds", 600, "number",
-        "how long a job waits for an unreachable Docker before it ends at 76", unit="s", minimum=1),
-    Key("helperStepTimeout", 3600, "number", "longest a provision or filter step may run", unit="s", minimum=1),
-    Key("imagePullTimeout", 1800, "number", "longest an image pull may take (a registry silent for 2 min also "
-        "ends it); the job then ends at 32", unit="s", minimum=10),
-    Key("dockerTimeout", 60, "number", "timeout of one Docker API call (waits excluded)", unit="s", minimum=1),
-    Key("maxJobsPerOwner", 10, "int", "jobs one consumerAddress may have queued or running at once, all "
-        "environments together; more answer 429 owner_limit (0: no limit)", minimum=0),
-    Key("startsPerMinutePerOwner", 30, "number", "starts one consumerAddress may make per minute (a token "
-        "bucket holding as many); more answer 429 owner_limit with Retry-After (0: no limit)", minimum=0),
-    Key("maxResultGBPerOwner", 20, "number", "disk the kept results of one consumerAddress may occupy; while "
-        "they exceed it, its starts answer 429 owner_limit (0: no limit)", unit="GB", minimum=0),
-    Key("jobRetentionSeconds", 2592000, "number", "how long the row of a job whose results expired stays "
-        "(its status reads removed: 1) before the sweeper deletes it", unit="s", minimum=0),
-    Key("stopWaitSeconds", 5, "number", "how long a stop (PUT) waits for its jobs to end before it answers",
-        unit="s", minimum=0),
-    Key("logFollowersPerJob", 4, "int", "live-log followers (`computeLogs?follow`) one job may have at once",
-        minimum=1),
-    Key("logFollowersPerOwner", 8, "int", "live-log followers one address may have at once, over all its jobs",
-        minimum=1),
-    Key("logFollowersTotal", 256, "int", "live-log followers the daemon serves at once", minimum=1),
-)
+_KEY = "runnerd.config.key"  # the dataclass field metadata that makes a field a config key
+# A key's kind follows from its field's type (a Literal is an enum of its values).
+_KINDS: dict[Any, str] = {bool: "bool", int: "int", float: "number", str: "str", tuple[str, ...]: "list[str]",
+                          tuple[int, ...]: "list[int]"}
 
-ENV_KEYS: tuple[Key, ...] = (
-    Key("id", None, "str", "unique environment id clients send as `environment`", required=True),
-    Key("description", "", "str", "free text shown to clients as `desc`"),
-    Key("nCPU", 1, "number", "CPUs per job (whole cores are pinned while free ones remain)", minimum=0.01),
-    Key("ramGB", 2, "number", "memory per job; swap is off (memory+swap = memory)", unit="GB", minimum=0.006),
-    Key("diskGB", 5, "number", "hard quota on everything the job writes under /data", unit="GB", minimum=0.01),
-    Key("diskQuota", "loop", "enum", "how diskGB is enforced: loop (per-job ext4 file), tmpfs (RAM), none (soft)",
-        choices=("loop", "tmpfs", "none")),
-    Key("gpus", [], "list[str]", "GPU device ids or UUIDs this environment may hand out"),
-    Key("nGPU", 0, "int", "GPUs per job, each held exclusively", minimum=0),
-    Key("gpuType", "", "str", "GPU model shown to clients"),
-    Key("cpuType", "", "str", "CPU model shown to clients (default: read from /proc/cpuinfo)"),
-    Key("maxJobs", 2, "int", "jobs running at once; more wait in the queue at status 1", minimum=1),
-    Key("maxQueue", 100, "int", "queued jobs beyond which a start answers 503", minimum=0),
-    Key("maxJobDuration", 3600, "number", "algorithm run time before it is killed (status 72)", unit="s",
-        minimum=1),
-    Key("storageExpiry", 604800, "number", "time results are kept after the job ends", unit="s", minimum=0),
-    Key("priceMin", 0, "number", "price shown to clients (runnerd does not charge)", minimum=0),
-    Key("rawAlgorithmImages", ["python:3.12-slim"], "list[str]",
-        "images a raw algorithm (algorithm.meta) may run: name[:tag-glob], name@sha256:…, sha256:… or *"),
-    Key("allowNetwork", False, "bool", "algorithms may have network, if every input's allowNetworkAccess agrees"),
-    Key("pidsLimit", 512, "int", "process/thread limit of the algorithm container", minimum=8),
-    Key("nofileLimit", 4096, "int", "open-file limit of the algorithm container", minimum=64),
-    Key("tmpSizeMB", 64, "int", "size of the algorithm's tmpfs /tmp (also its HOME)", unit="MB", minimum=1),
-    Key("shmSizeMB", 64, "int", "size of /dev/shm", unit="MB", minimum=1),
-    Key("maxOutputFiles", 1000, "int", "most files the results filter publishes", minimum=1),
-    Key("maxLogMB", 10, "number", "algorithm log cap; the rest is dropped and marked", unit="MB", minimum=0.001),
-    Key("readOnlyRootfs", True, "bool", "relaxation switch: false gives the algorithm a writable root filesystem"),
-    Key("capAdd", [], "list[str]", "relaxation switch: capabilities given back to the algorithm (default none)"),
-    Key("runtime", "", "str", "OCI runtime for algorithm containers, e.g. runsc (default: Docker's)"),
-)
+
+def key(default: Any, help: str, *, unit: str = "", minimum: float | None = None, required: bool = False) -> Any:
+    """One config key, declared where its field is: `name: type = key(default, help, …)` is both the
+    field of Settings or Environment and, through `_keys`, its row in GLOBAL_KEYS or ENV_KEYS."""
+    return field(metadata={_KEY: {"default": default, "help": help, "unit": unit, "minimum": minimum,
+                                  "required": required}})
+
+
+def _keys(cls: type) -> tuple[Key, ...]:
+    """The Key rows of a settings class, in field order (the order the docs list them in)."""
+    hints = get_type_hints(cls)
+    rows = []
+    for f in fields(cls):
+        if _KEY in f.metadata:
+            hint = hints[f.name]
+            choices = get_args(hint) if get_origin(hint) is Literal else ()
+            rows.append(Key(f.name, kind="enum" if choices else _KINDS[hint], choices=choices, **f.metadata[_KEY]))
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
 class Environment:
-    id: str
-    description: str
-    nCPU: float
-    ramGB: float
-    diskGB: float
-    diskQuota: str
-    gpus: tuple[str, ...]
-    nGPU: int
-    gpuType: str
-    cpuType: str
-    maxJobs: int
-    maxQueue: int
-    maxJobDuration: float
-    storageExpiry: float
-    priceMin: float
-    rawAlgorithmImages: tuple[str, ...]
-    allowNetwork: bool
-    pidsLimit: int
-    nofileLimit: int
-    tmpSizeMB: int
-    shmSizeMB: int
-    maxOutputFiles: int
-    maxLogMB: float
-    readOnlyRootfs: bool
-    capAdd: tuple[str, ...]
-    runtime: str
+    id: str = key(None, "unique environment id clients send as `environment`", required=True)
+    description: str = key("", "free text shown to clients as `desc`")
+    nCPU: float = key(1, "CPUs per job (whole cores are pinned while free ones remain)", minimum=0.01)
+    ramGB: float = key(2, "memory per job; swap is off (memory+swap = memory)", unit="GB", minimum=0.006)
+    diskGB: float = key(5, "hard quota on everything the job writes under /data", unit="GB", minimum=0.01)
+    diskQuota: Literal["loop", "tmpfs", "none"] = key("loop", "how diskGB is enforced: loop (per-job ext4 file), "
+                                                      "tmpfs (RAM), none (soft)")
+    gpus: tuple[str, ...] = key([], "GPU device ids or UUIDs this environment may hand out")
+    nGPU: int = key(0, "GPUs per job, each held exclusively", minimum=0)
+    gpuType: str = key("", "GPU model shown to clients")
+    cpuType: str = key("", "CPU model shown to clients (default: read from /proc/cpuinfo)")
+    maxJobs: int = key(2, "jobs running at once; more wait in the queue at status 1", minimum=1)
+    maxQueue: int = key(100, "queued jobs beyond which a start answers 503", minimum=0)
+    maxJobDuration: float = key(3600, "algorithm run time before it is killed (status 72)", unit="s", minimum=1)
+    storageExpiry: float = key(604800, "time results are kept after the job ends", unit="s", minimum=0)
+    priceMin: float = key(0, "price shown to clients (runnerd does not charge)", minimum=0)
+    rawAlgorithmImages: tuple[str, ...] = key(["python:3.12-slim"], "images a raw algorithm (algorithm.meta) may "
+                                              "run: name[:tag-glob], name@sha256:…, sha256:… or *")
+    allowNetwork: bool = key(False, "algorithms may have network, if every input's allowNetworkAccess agrees")
+    pidsLimit: int = key(512, "process/thread limit of the algorithm container", minimum=8)
+    nofileLimit: int = key(4096, "open-file limit of the algorithm container", minimum=64)
+    tmpSizeMB: int = key(64, "size of the algorithm's tmpfs /tmp (also its HOME)", unit="MB", minimum=1)
+    shmSizeMB: int = key(64, "size of /dev/shm", unit="MB", minimum=1)
+    maxOutputFiles: int = key(1000, "most files the results filter publishes", minimum=1)
+    maxLogMB: float = key(10, "algorithm log cap; the rest is dropped and marked", unit="MB", minimum=0.001)
+    readOnlyRootfs: bool = key(True, "relaxation switch: false gives the algorithm a writable root filesystem")
+    capAdd: tuple[str, ...] = key([], "relaxation switch: capabilities given back to the algorithm (default none)")
+    runtime: str = key("", "OCI runtime for algorithm containers, e.g. runsc (default: Docker's)")
 
     @property
     def ram_bytes(self) -> int:
@@ -172,55 +108,83 @@ class Environment:
 
 @dataclass(frozen=True)
 class Settings:
-    chainIds: tuple[int, ...]
-    helperImage: str
-    imagePull: str
-    unsignedStatus: bool
-    provisionAllow: tuple[str, ...]
-    registryAllow: tuple[str, ...]
-    assetRoots: tuple[str, ...]
-    accessInputs: bool
-    publicUrl: str
-    resultUrlTtl: int
-    maxRequestBytes: int
-    maxConnections: int
-    requestHeaderSeconds: float
-    requestBodySeconds: float
-    keepAliveSeconds: float
-    jobUser: str
-    stopGraceSeconds: float
-    provisionTimeout: float
-    provisionRetries: int
-    maxDownloadGB: float
-    diskFloorGB: float
-    orphanGraceSeconds: int
-    sweepIntervalSeconds: float
-    dockerOutageSeconds: float
-    helperStepTimeout: float
-    imagePullTimeout: float
-    dockerTimeout: float
-    maxJobsPerOwner: int
-    startsPerMinutePerOwner: float
-    maxResultGBPerOwner: float
-    jobRetentionSeconds: float
-    stopWaitSeconds: float
-    logFollowersPerJob: int
-    logFollowersPerOwner: int
-    logFollowersTotal: int
+    chainIds: tuple[int, ...] = key([8996], "chain ids this node answers for (Ocean clients key environments by them)")
+    helperImage: str = key("python:3.12-slim", "image with python3 that runs the provision and filter steps")
+    imagePull: Literal["never", "if-missing", "always"] = key("if-missing", "when to pull an algorithm or helper image")
+    unsignedStatus: bool = key(False, "allow unsigned GET /api/services/compute (old ocean.js clients)")
+    provisionAllow: tuple[str, ...] = key([], "hosts or CIDRs the provision step may fetch from even though they are "
+                                          "loopback/private/link-local")
+    registryAllow: tuple[str, ...] = key([], "registry hosts (host, host:port, IP or CIDR) a raw algorithm's image "
+                                         "may name although they are IP literals, localhost or local-network names")
+    assetRoots: tuple[str, ...] = key([], "extra directories whose files `file` assets may point at")
+    accessInputs: bool = key(False, "also take additional inputs named through a dataset's access service (still "
+                             "under the policy of the dataset's compute services, if any)")
+    publicUrl: str = key("", "base URL put in algorithmLogUrl/resultsUrls (default: the request's own origin)")
+    resultUrlTtl: int = key(86400, "lifetime of the capability tokens in result URLs", unit="s", minimum=60)
+    maxRequestBytes: int = key(4 * 1024 * 1024, "largest accepted request body", unit="bytes", minimum=1024)
+    maxConnections: int = key(256, "open client connections; beyond, a new one gets 503 and is closed", minimum=1)
+    requestHeaderSeconds: float = key(10, "time from a request's first byte to the end of its headers (408)",
+                                      unit="s", minimum=0.1)
+    requestBodySeconds: float = key(30, "time for a whole request body to arrive after its headers (408)",
+                                    unit="s", minimum=0.1)
+    keepAliveSeconds: float = key(15, "an idle keep-alive connection is closed after this", unit="s", minimum=0.1)
+    jobUser: str = key("65532:65532",
+                       "uid:gid every job container runs as: never root, and best a uid no host user has")
+    stopGraceSeconds: float = key(5, "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s", minimum=0)
+    provisionTimeout: float = key(60, "connect/read timeout of each download in the provision step",
+                                  unit="s", minimum=1)
+    provisionRetries: int = key(2, "extra attempts for a download that failed for a transient reason", minimum=0)
+    maxDownloadGB: float = key(10, "largest single file the provision step downloads", unit="GB", minimum=0.000001)
+    diskFloorGB: float = key(1, "free space under the data dir below which new jobs wait in the queue",
+                             unit="GB", minimum=0)
+    orphanGraceSeconds: int = key(300, "age before a labelled container no job owns is removed", unit="s", minimum=0)
+    sweepIntervalSeconds: float = key(60, "how often expired results and orphans are swept", unit="s", minimum=1)
+    dockerOutageSeconds: float = key(600, "how long a job waits for an unreachable Docker before it ends at 76",
+                                     unit="s", minimum=1)
+    helperStepTimeout: float = key(3600, "longest a provision or filter step may run", unit="s", minimum=1)
+    imagePullTimeout: float = key(1800, "longest an image pull may take (a registry silent for 2 min also ends it); "
+                                  "the job then ends at 32", unit="s", minimum=10)
+    dockerTimeout: float = key(60, "timeout of one Docker API call (waits excluded)", unit="s", minimum=1)
+    maxJobsPerOwner: int = key(10, "jobs one consumerAddress may have queued or running at once, all environments "
+                               "together; more answer 429 owner_limit (0: no limit)", minimum=0)
+    startsPerMinutePerOwner: float = key(30, "starts one consumerAddress may make per minute (a token bucket holding "
+                                         "as many); more answer 429 owner_limit with Retry-After (0: no limit)",
+                                         minimum=0)
+    maxResultGBPerOwner: float = key(20, "disk the kept results of one consumerAddress may occupy; while they exceed "
+                                     "it, its starts answer 429 owner_limit (0: no limit)", unit="GB", minimum=0)
+    jobRetentionSeconds: float = key(2592000, "how long the row of a job whose results expired stays (its status "
+                                     "reads removed: 1) before the sweeper deletes it", unit="s", minimum=0)
+    stopWaitSeconds: float = key(5, "how long a stop (PUT) waits for its jobs to end before it answers",
+                                 unit="s", minimum=0)
+    logFollowersPerJob: int = key(4, "live-log followers (`computeLogs?follow`) one job may have at once", minimum=1)
+    logFollowersPerOwner: int = key(8, "live-log followers one address may have at once, over all its jobs", minimum=1)
+    logFollowersTotal: int = key(256, "live-log followers the daemon serves at once", minimum=1)
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
 
     def environment(self, env_id: str) -> Environment | None:
         return next((e for e in self.environments if e.id == env_id), None)
 
+    @property
+    def job_ids(self) -> tuple[int, int]:
+        """jobUser as (uid, gid): what the workspace, intake and doctor use (checked at load)."""
+        ids = _job_ids(self.jobUser)
+        if ids is None:
+            raise ValueError(f"jobUser is not uid:gid: {self.jobUser!r}")
+        return ids
+
+
+GLOBAL_KEYS: tuple[Key, ...] = _keys(Settings)
+ENV_KEYS: tuple[Key, ...] = _keys(Environment)
+
+
+def _job_ids(user: str) -> tuple[int, int] | None:
+    """The one parser of jobUser: numeric `uid:gid`, else None."""
+    match = re.fullmatch(r"([0-9]{1,9}):([0-9]{1,9})", user)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-# A rawAlgorithmImages entry, checked for shape only (runnerd.imageref matches it): *, a digest, or
-# [host[:port]/]name[:tag] where any part may use * globs, optionally pinned @sha256:<digest>.
-_IMAGE_PATTERN = re.compile(r"\*|sha256:[0-9a-f]{64}|(\[[0-9a-f:.]+\](:[0-9]{1,5})?/)?[a-z0-9*][a-z0-9._/:*-]{0,254}"
-                            r"(@sha256:[0-9a-f]{64})?")
-
-
 def _fail(path: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {message}")
 
@@ -290,9 +254,11 @@ def _check_environment(env: dict[str, Any], path: str) -> None:
     if len(set(env["gpus"])) != len(env["gpus"]):
         raise _fail(f"{path}gpus", "lists a device twice")
     for i, pattern in enumerate(env["rawAlgorithmImages"]):
-        if not _IMAGE_PATTERN.fullmatch(pattern) or "//" in pattern or pattern.endswith(("/", ":")):
+        try:
+            imageref.check_pattern(pattern)
+        except ValueError:
             raise _fail(f"{path}rawAlgorithmImages[{i}]", "must be *, sha256:<64 hex>, or an image name with an "
-                        f"optional tag (globs allowed: python:3.12-*, ghcr.io/acme/*); got {pattern!r}")
+                        f"optional tag (globs allowed: python:3.12-*, ghcr.io/acme/*); got {pattern!r}") from None
     if env["diskQuota"] == "tmpfs" and env["diskGB"] > 64:
         raise _fail(f"{path}diskQuota", "tmpfs keeps outputs in RAM; use loop for quotas above 64 GB")
 
@@ -315,8 +281,8 @@ def _registry_entry_ok(entry: str) -> bool:
 
 def _check_global(values: dict[str, Any]) -> None:
     user = values["jobUser"]
-    match = re.fullmatch(r"([0-9]{1,9}):([0-9]{1,9})", user)
-    if match is None or int(match.group(1)) == 0 or int(match.group(2)) == 0:
+    ids = _job_ids(user)
+    if ids is None or 0 in ids:
         raise _fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 65532:65532; got {user!r}")
     for i, entry in enumerate(values["provisionAllow"]):
         try:

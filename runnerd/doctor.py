@@ -318,7 +318,7 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
     """The job user must be nobody on the host; Docker must not remap users (runnerd's folders are
     root-only, and Docker reads bind-mount sources as root)."""
-    uid = int(settings.jobUser.split(":")[0])
+    uid, _ = settings.job_ids
     try:
         owner = pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -69,6 +69,37 @@ def test_key_tables_match_the_dataclasses():
     assert [k.name for k in ENV_KEYS if k.required] == ["id"]
 
 
+def test_a_key_is_one_declaration_and_its_kind_follows_the_field_type():
+    """`name: type = key(...)` makes the field and the row (#12): the row's kind and choices come
+    from the annotation, so the table cannot disagree with what the dataclass holds."""
+    rows = {k.name: k for k in GLOBAL_KEYS + ENV_KEYS}
+    assert (rows["imagePull"].kind, rows["imagePull"].choices) == ("enum", ("never", "if-missing", "always"))
+    assert (rows["diskQuota"].kind, rows["diskQuota"].choices) == ("enum", ("loop", "tmpfs", "none"))
+    assert [rows[n].kind for n in ("chainIds", "gpus", "nCPU", "maxJobs", "unsignedStatus", "jobUser")] == \
+        ["list[int]", "list[str]", "number", "int", "bool", "str"]
+    declared = {f.name for cls in (Settings, Environment) for f in dataclasses.fields(cls) if f.metadata}
+    assert declared == set(rows)
+
+
+def test_job_user_is_taken_apart_in_config_only():
+    settings = parse_config({"jobUser": "1234:5678", **minimal()})
+    assert settings.job_ids == (1234, 5678)
+
+
+@pytest.mark.parametrize("pattern", ["a..b", "x_", "a:b:c", "ghcr.io//x", "python:", "Bad Image"])
+def test_raw_image_patterns_are_checked_by_the_image_reference_parser(pattern):
+    """An entry no image name could match is refused at load, with config's own words (#12: the
+    image reference grammar lives in runnerd/imageref.py only)."""
+    with pytest.raises(ConfigError, match=r"^environments\[0\]\.rawAlgorithmImages\[0\]: must be \*, sha256"):
+        parse_config(minimal(rawAlgorithmImages=[pattern]))
+
+
+def test_raw_image_patterns_the_docs_show_load():
+    patterns = ["*", "python:3.12-*", "ghcr.io/acme/*", "[::1]:5000/*", "127.0.0.1:5000/x:*", "sha256:" + "a" * 64,
+                "python@sha256:" + "b" * 64]
+    assert parse_config(minimal(rawAlgorithmImages=patterns)).environments[0].rawAlgorithmImages == tuple(patterns)
+
+
 def test_fractional_gb_values_are_accepted(tmp_path):
     settings = load_config(write(tmp_path, minimal(ramGB=0.25, diskGB=0.05, nCPU=0.5, maxLogMB=0.5)))
     env = settings.environments[0]
