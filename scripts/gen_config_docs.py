@@ -6,8 +6,9 @@
 
 The tables sit between marker comments (`<!-- BEGIN GENERATED: GLOBAL_KEYS … -->` …
 `<!-- END GENERATED: GLOBAL_KEYS -->`, the same for ENV_KEYS); everything else in the file is
-written by hand and left alone. GLOBAL_KEYS and ENV_KEYS are the single source of truth: change a
-key there, then rerun this script. tests/test_docs.py fails while the file is out of date.
+written by hand and left alone. The single source of truth is the key's line in Settings or
+Environment (`name: type = key(…)`; GLOBAL_KEYS and ENV_KEYS are derived from those fields): change
+it there, then rerun this script. tests/test_docs.py fails while the file is out of date.
 """
 
 from __future__ import annotations
