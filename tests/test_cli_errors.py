@@ -77,3 +77,32 @@ def test_the_key_created_on_first_use_is_announced_once(tmp_path):
     assert f"created a signing key for you in {key_file}" in first.stderr and "back it up" in first.stderr
     second = cli(tmp_path, "status")
     assert "created a signing key" not in second.stderr
+
+
+def test_the_cli_takes_its_statuses_from_domain():
+    """The CLI's status numbers are domain.py's (#12): no cli module spells one (as a dict key, in a
+    comparison with a status, or as a constant named like one), and each failure has its hint."""
+    import ast
+    from pathlib import Path
+
+    from runnerd import domain
+    from runnerd.cli import common, follow
+
+    statuses = {int(s) for s in domain.JobStatus}
+    names = {s.name for s in domain.JobStatus}
+    spelled = []
+    for path in sorted((Path(common.__file__).parent).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            found: list[ast.expr] = []
+            if isinstance(node, ast.Dict):
+                found = [k for k in node.keys if k is not None]
+            elif isinstance(node, ast.Compare) and "status" in ast.unparse(node):
+                found = [node.left, *node.comparators]
+            elif isinstance(node, ast.Assign) and any(isinstance(t, (ast.Name, ast.Tuple)) and {
+                    n.id for n in ast.walk(t) if isinstance(n, ast.Name)} & names for t in node.targets):
+                found = [node.value, *getattr(node.value, "elts", [])]
+            spelled += [f"{path.name}:{n.lineno}" for n in found
+                        if isinstance(n, ast.Constant) and type(n.value) is int and n.value in statuses]
+    assert spelled == []
+    assert common.TERMINAL == {int(s) for s in domain.TERMINAL}
+    assert set(follow._NEXT) == common.TERMINAL - {common.COMPLETED}

@@ -16,8 +16,10 @@ from runnerd.cli.safe import text
 if TYPE_CHECKING:
     from runnerd.client import Client
 
-TERMINAL = {int(s) for s in domain.TERMINAL}  # the daemon's own list, as numbers
-COMPLETED, STOPPED, QUEUED, RUNNING = 70, 7, 1, 40
+# The daemon's own statuses (domain.py), as the numbers the API sends.
+S = domain.JobStatus
+TERMINAL = {int(s) for s in domain.TERMINAL}
+COMPLETED, STOPPED, QUEUED, RUNNING = int(S.COMPLETED), int(S.STOPPED), int(S.QUEUED), int(S.RUNNING)
 
 # Exit statuses: 0 done (for submit --wait: the job completed), 1 the job or the daemon said no,
 # 2 a mistake in what was typed (fix the command), 3 the daemon cannot be reached, 130 Ctrl-C.

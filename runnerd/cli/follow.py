@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runnerd.cli import safe
-from runnerd.cli.common import COMPLETED, QUEUED, RUNNING, TERMINAL, date
+from runnerd.cli.common import COMPLETED, QUEUED, RUNNING, TERMINAL, S, date
 from runnerd.cli.safe import text
 
 if TYPE_CHECKING:
@@ -149,23 +149,27 @@ def _stream(client: "Client", job_id: str, out: Reporter, created: float, job: d
             return True
 
 
-_NEXT = {
-    31: "a dataset could not be fetched, so your code never ran: the configuration log (saved in {folder}) "
+_NEXT: dict[int, str] = {  # what to do after each failure (JobStatus is an int: the API's numbers look it up)
+    S.DATA_PROVISIONING_FAILED:
+        "a dataset could not be fetched, so your code never ran: the configuration log (saved in {folder}) "
         "says why; tell the dataset's provider if the reason is on their side",
-    32: "your image could not be used, so your code never ran: check --image and --checksum (each "
+    S.ALGORITHM_PROVISIONING_FAILED:
+        "your image could not be used, so your code never ran: check --image and --checksum (each "
         "environment runs only the images its operator allows, `runnerd envs`)",
-    71: "your code exited with code {exit_code}: fix it and submit again; the whole log is in {folder} "
+    S.ALGORITHM_FAILED: "your code exited with code {exit_code}: fix it and submit again; the whole log is in {folder} "
         "(`runnerd logs {job}`)",
-    72: "it ran longer than the environment's time limit (`runnerd envs` shows each one's max): make it "
+    S.TIMED_OUT: "it ran longer than the environment's time limit (`runnerd envs` shows each one's max): make it "
         "faster, or submit to an environment with a longer limit (--env)",
-    73: "it used more memory than the environment's ramGB (`runnerd envs`): use less, or submit to an "
+    S.OUT_OF_MEMORY: "it used more memory than the environment's ramGB (`runnerd envs`): use less, or submit to an "
         "environment with more (--env)",
-    74: "it filled its disk, or wrote more output files or bytes than the environment allows: write fewer "
+    S.OUTPUT_LIMITS_EXCEEDED:
+        "it filled its disk, or wrote more output files or bytes than the environment allows: write fewer "
         "or smaller files to /data/outputs, or submit to an environment with more diskGB (--env)",
-    75: "the node's filter step failed, not your code: submit again, and tell the node's operator if it "
+    S.FILTERING_FAILED:
+        "the node's filter step failed, not your code: submit again, and tell the node's operator if it "
         "happens again",
-    76: "the job was interrupted on the node's side, not by your code: submit again",
-    7: "it was stopped: submit again if you want its results",
+    S.INTERRUPTED: "the job was interrupted on the node's side, not by your code: submit again",
+    S.STOPPED: "it was stopped: submit again if you want its results",
 }
 
 
