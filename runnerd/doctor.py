@@ -71,7 +71,7 @@ def check_docker(runtime: Any = None) -> tuple[Result, Any, dict[str, Any] | Non
 
     try:
         version, info = asyncio.run(facts())
-    except Exception as exc:  # RuntimeUnavailable, PermissionError, …
+    except Exception as exc:  # noqa: BLE001 - RuntimeUnavailable, PermissionError, …: all are the FAIL below
         text = str(exc)
         fix = ("install Docker (`apt-get install docker.io`) and start it (`systemctl start docker`, or `dockerd &`); "
                "check DOCKER_HOST")

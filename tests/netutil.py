@@ -27,7 +27,7 @@ class BridgeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 server.paths.append(self.path)
                 time.sleep(server.delay)
                 body = server.files.get(self.path)

@@ -34,7 +34,7 @@ class RouteServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 server.paths.append(self.path)
                 status, headers, body = server.routes.get(self.path.split("?", 1)[0], (404, {}, b""))
                 self.send_response(status)

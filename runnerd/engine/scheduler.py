@@ -114,7 +114,7 @@ class Scheduler:
             self._wake.clear()
             try:
                 await self._admit()
-            except Exception:  # noqa: BLE001 - keep scheduling; the store may be briefly locked
+            except Exception:  # keep scheduling; the store may be briefly locked
                 log.exception("admission failed; retrying")
                 await asyncio.sleep(1)
                 self.wake()

@@ -45,7 +45,7 @@ class Sweeper:
             await asyncio.sleep(self.interval)
             try:
                 await self.sweep_once()
-            except Exception:  # noqa: BLE001 - housekeeping must never take the daemon down
+            except Exception:  # housekeeping must never take the daemon down
                 log.exception("sweep failed")
 
     async def sweep_once(self, now: float | None = None) -> dict[str, int]:

@@ -33,7 +33,7 @@ import traceback
 from urllib.parse import quote, urljoin, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # netpolicy.py beside it, however it is run
-from netpolicy import HINT, check_address  # noqa: E402
+from netpolicy import HINT, check_address
 
 EXIT = {"dataset": 31, "algorithm": 32}
 MAX_REDIRECTS = 5
