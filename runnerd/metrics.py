@@ -4,7 +4,7 @@ request middleware; job counts by status are read from the store at scrape time.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST  # re-exported for the API
 
 from runnerd.domain import Job, JobStatus, StepKind
 from runnerd.hooks import Hooks
