@@ -46,11 +46,6 @@ class NotFound(RunnerdError):
     default_code = "not_found"
 
 
-class MethodNotAllowed(RunnerdError):
-    http_status = 405
-    default_code = "method_not_allowed"
-
-
 class PayloadTooLarge(RunnerdError):
     http_status = 413
     default_code = "payload_too_large"

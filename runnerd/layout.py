@@ -79,6 +79,3 @@ class JobPaths:
 
     def log(self, name: str) -> Path:
         return self.logs / name
-
-    def input_file(self, did: str, index: int) -> Path:
-        return self.fs / "inputs" / did_dir(did) / str(index)

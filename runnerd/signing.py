@@ -7,7 +7,7 @@ h = keccak256(utf8(text)); the signer is the EIP-191 personal-sign recovery over
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import coincurve
 from eth_hash.auto import keccak  # eth_utils.keccak wraps it in argument validation that costs more
@@ -56,14 +56,6 @@ def nonce_text(value: object) -> str | None:
     else:
         return None
     return text if _NONCE.fullmatch(text) else None
-
-
-def nonce_value(text: str) -> Decimal:
-    """Numeric value of a nonce text, for comparisons (every format in the wild compares right)."""
-    try:
-        return Decimal(text)
-    except InvalidOperation:  # pragma: no cover - nonce_text() already filtered the text
-        raise ValueError(f"not a nonce: {text!r}") from None
 
 
 def message_hash(parts: list[str], nonce: str) -> bytes:

@@ -175,11 +175,14 @@ def test_nonce_text_rejects(value):
     assert signing.nonce_text(value) is None
 
 
-def test_nonce_value_compares_formats_numerically():
-    assert signing.nonce_value("1693212345678.123") < signing.nonce_value("1693212345679")
-    assert signing.nonce_value("10") > signing.nonce_value("9")
-    assert signing.nonce_value("1693212345678123456") > signing.nonce_value("1693212345678.123")
-    assert signing.nonce_value("007") == signing.nonce_value("7")
+def test_nonces_compare_formats_numerically():
+    """The one comparison that decides a nonce claim (the store's SQL nonce_gt)."""
+    from runnerd.store.connection import decimal_gt as gt
+
+    assert gt("1693212345679", "1693212345678.123") and not gt("1693212345678.123", "1693212345679")
+    assert gt("10", "9")
+    assert gt("1693212345678123456", "1693212345678.123")
+    assert not gt("007", "7") and not gt("7", "007")
 
 
 # -- runnerd's own texts and nonce-less requests (SPEC §2) ---------------------------------------

@@ -63,10 +63,6 @@ class Listener:
                                     f"{settings.maxConnections}); retry later", "too_many_connections")
         metrics.connections.set_function(lambda: len(self._open))
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     def __call__(self) -> asyncio.Protocol:
         if len(self._open) >= self._settings.maxConnections:
             self._metrics.refused.labels("connections").inc()
