@@ -25,6 +25,8 @@ OUTPUTS = "/data/outputs"
 LOGS = "/data/logs"
 STEP_DIR = "/runnerd"  # where provision/filter see their script and write their report
 STEP_OUT = "/runnerd/out"
+REPORT = "report.json"  # what the provision and filter steps write, beside their outputs
+STEP_REPORT = f"{STEP_OUT}/{REPORT}"  # where, in their container (steps/*.py default to it: stdlib only)
 
 FS_SUBDIRS = ("inputs", "ddos", "transformations", "outputs", "logs")
 
@@ -55,8 +57,16 @@ class JobPaths:
         return self.root / "provision"
 
     @property
+    def provision_report(self) -> Path:
+        return self.provision_out / REPORT
+
+    @property
     def results(self) -> Path:
         return self.root / "results"
+
+    @property
+    def results_report(self) -> Path:
+        return self.results / REPORT
 
     @property
     def result_outputs(self) -> Path:

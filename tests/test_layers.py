@@ -153,3 +153,15 @@ def test_modules_stay_small():
     """About 400 lines is where a module should be split by responsibility."""
     big = {m: n for m in MODULES if (n := len((PACKAGE / m).read_text().splitlines())) > 400}
     assert big == {}
+
+
+def test_the_helper_scripts_default_to_the_daemons_report_path():
+    """The report's path is spelled in layout.py; the scripts cannot import it, so their fallback
+    (used when the plan itself is unreadable) must be the same text."""
+    from runnerd import layout
+
+    for script in ("provision.py", "filter.py"):
+        tree = ast.parse((PACKAGE / "steps" / script).read_text())
+        paths = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 and n.value.endswith(layout.REPORT)}
+        assert paths == {layout.STEP_REPORT}, script
