@@ -7,8 +7,9 @@ import math
 import os
 import secrets
 import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -156,7 +157,7 @@ class Client:
         params = {**self.own("computeDelete", job_id, document_id), "jobId": job_id, "documentId": document_id}
         return self._json(self.http.delete(f"{API}/compute", params={k: v for k, v in params.items() if v}))
 
-    def result_stream(self, job_id: str, index: int) -> Iterator[httpx.Response]:
+    def result_stream(self, job_id: str, index: int) -> AbstractContextManager[httpx.Response]:
         """A context manager streaming one result: `with client.result_stream(j, 0) as r: …`."""
         params = {**self.signed(job_id, str(index)), "jobId": job_id, "index": str(index)}
         return self.http.stream("GET", f"{API}/computeResult", params=params)

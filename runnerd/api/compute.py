@@ -42,9 +42,10 @@ async def _restart(request: web.Request, params: dict[str, Any], job_id: str) ->
     again, as a new job. Signed like any start (`consumerAddress + dataset.documentId + nonce`,
     the documentId being the original job's), or over runnerd's own `computeRestart` text."""
     store, address = request.app[STORE], consumer(params)
-    dataset = params.get("dataset") if isinstance(params.get("dataset"), dict) else {}
-    sent_did = text(dataset, "documentId")
-    old = (await store.list_for_owner(address, job_id) or [None])[0]
+    dataset = params.get("dataset")
+    sent_did = text(dataset if isinstance(dataset, dict) else {}, "documentId")
+    found = await store.list_for_owner(address, job_id)
+    old = found[0] if found else None
     did = old.document_id if old is not None else sent_did
     owner = await auth.authenticate(store, params, [[address, did],
                                                     signing.own_text("computeRestart", [address, job_id])])

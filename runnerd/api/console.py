@@ -84,10 +84,12 @@ def _local(request: web.Request) -> bool:
 
 
 def _matches(given: str | None, token: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())  # type: ignore[union-attr]
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
-def _check(request: web.Request) -> str | None:
+def _check(request: web.Request) -> str:
     """How the request may see the console ("query": set the cookie, "header", "cookie", "local"),
     or 401 `console_token`."""
     token = request.app[CONSOLE].token

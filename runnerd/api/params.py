@@ -34,7 +34,7 @@ class _YieldingDecoder(json.JSONDecoder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.scan_once = json.scanner.py_make_scanner(self)
+        self.scan_once = json.scanner.py_make_scanner(self)  # type: ignore[attr-defined]  # not in typeshed
 
 
 _DECODER = _YieldingDecoder()

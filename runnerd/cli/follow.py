@@ -149,7 +149,7 @@ def _stream(client: "Client", job_id: str, out: Reporter, created: float, job: d
             return True
 
 
-_NEXT: dict[int, str] = {  # what to do after each failure (JobStatus is an int: the API's numbers look it up)
+_NEXT: dict[object, str] = {  # what to do after each failure (JobStatus is an int: the API's numbers look it up)
     S.DATA_PROVISIONING_FAILED:
         "a dataset could not be fetched, so your code never ran: the configuration log (saved in {folder}) "
         "says why; tell the dataset's provider if the reason is on their side",
@@ -186,7 +186,8 @@ def explain_failure(client: "Client", job: dict[str, Any], folder: Path, streame
             for piece in tail:
                 print(LOG_PREFIX + text(piece), file=sys.stderr)
     status = job.get("status")
-    details = job.get("terminationDetails") if isinstance(job.get("terminationDetails"), dict) else {}
+    given = job.get("terminationDetails")
+    details: dict[str, Any] = given if isinstance(given, dict) else {}
     reason = text(job.get("error")) if job.get("error") else "no reason given"
     print(f"runnerd: job {job_id} ended at {text(status)} {text(job.get('statusText'))}: {reason}", file=sys.stderr)
     hint = _NEXT.get(status, "see `runnerd status {job}` and `runnerd logs {job}`") if status != COMPLETED else ""

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from runnerd.client import Client
 
 
-def results_folder(output: str | None, job_id: str) -> Path:
+def results_folder(output: str | None, job_id: Any) -> Path:
     return Path(output) if output else Path("runnerd-results") / safe.job_id(job_id)
 
 

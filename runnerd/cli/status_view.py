@@ -177,8 +177,8 @@ def _view(client: "Client", args: argparse.Namespace) -> tuple[str, Any, bool]:
     jobs = client.status()
     places = queue_places(jobs, client.environments()) if any(j.get("status") == QUEUED for j in jobs) else {}
     shown = _select(args, jobs)
-    key = [(j.get("jobId"), j.get("status"), places.get(str(j.get("jobId")))) for j in shown]
-    return list_view(shown, places, now), key, False
+    keys = [(j.get("jobId"), j.get("status"), places.get(str(j.get("jobId")))) for j in shown]
+    return list_view(shown, places, now), keys, False
 
 
 def status(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import docker
 import docker.errors
@@ -187,11 +187,11 @@ class DockerRuntime:
             api = self._api
             parsed = imageref.parse(ref)  # ValueError: a reference Docker would refuse anyway
             response = None
-            try:
-                response = api._post(api._url("/images/create"),
+            try:  # the SDK's private calls (docker is pinned below 8): its own pull takes no timeout
+                response = api._post(api._url("/images/create"),  # type: ignore[attr-defined]
                                      params={"fromImage": parsed.name, "tag": parsed.digest or parsed.tag or "latest"},
                                      stream=True, timeout=(10, stall))
-                api._raise_for_status(response)
+                api._raise_for_status(response)  # type: ignore[attr-defined]
                 started = time.monotonic()
                 for line in response.iter_lines():  # a silence longer than `stall` raises ReadTimeout
                     message = json.loads(line) if line else {}
@@ -221,7 +221,7 @@ class DockerRuntime:
     async def create(self, spec: ContainerSpec) -> str:
         def create() -> str:
             api = self._api
-            kwargs = dict(
+            kwargs: dict[str, Any] = dict(
                 image=spec.image,
                 command=spec.command,
                 name=spec.name,
@@ -234,14 +234,14 @@ class DockerRuntime:
             if spec.entrypoint is not None:
                 kwargs["entrypoint"] = spec.entrypoint
             try:
-                return api.create_container(**kwargs)["Id"]
+                return str(api.create_container(**kwargs)["Id"])
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
                 # A container of that name survives from an attempt that crashed before its id was
                 # recorded: it never ran (ids are recorded before start), so replacing it is safe.
                 api.remove_container(spec.name, force=True)
-                return api.create_container(**kwargs)["Id"]
+                return str(api.create_container(**kwargs)["Id"])
 
         try:
             return await self._call(create)
@@ -259,10 +259,10 @@ class DockerRuntime:
             raise ContainerRefused(f"Docker refused to start the container: {exc.explanation or exc}") from exc
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None:
-        def wait() -> dict[str, Any] | None:
+        def wait() -> Mapping[str, Any] | None:
             api = self._api
-            try:
-                return api.wait(container_id, timeout=timeout)
+            try:  # a float timeout is fine: the SDK hands it to requests (its stub says int)
+                return api.wait(container_id, timeout=timeout)  # type: ignore[arg-type]
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
                 if timeout is not None and "timed out" in str(exc).lower():
                     return None

@@ -41,9 +41,9 @@ def _classify(addr) -> str | None:
         if addr.version == net.version and addr in net:
             return why
     for inner in _embedded_v4(addr):
-        why = _classify(inner)
-        if why:
-            return "IPv6 form of %s, %s %s" % (inner, _article(why), why)
+        inner_why = _classify(inner)
+        if inner_why:
+            return "IPv6 form of %s, %s %s" % (inner, _article(inner_why), inner_why)
     if addr.version == 4 and not addr.is_global:  # documentation, benchmarking, IETF protocol ranges
         return "special-purpose (non-public)"
     return None

@@ -221,7 +221,7 @@ def _download(item: dict, plan: dict, tls, hops: list) -> dict:
 _NET_REASONS = [(ConnectionRefusedError, "connection refused"), (ConnectionError, "connection reset"),
                 (socket.timeout, "timed out"), (TimeoutError, "timed out"),
                 (http.client.HTTPException, "invalid or truncated HTTP response"), (ssl.SSLError, "TLS error")]
-_UNREACHABLE = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable"}
+_UNREACHABLE: dict[object, str] = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable"}
 
 
 def _attempt(item: dict, plan: dict, tls, hops: list) -> dict:

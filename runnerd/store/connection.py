@@ -120,7 +120,7 @@ class Database:
                 await cursor.fetchall()
             async with self._writer.execute("PRAGMA page_count") as cursor:
                 (pages,) = await cursor.fetchone()  # type: ignore[misc]
-        return pages
+        return int(pages)
 
     async def ping(self) -> None:
         await self.fetchone("SELECT 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 from runnerd.domain import TERMINAL, JobStatus
 from runnerd.store.connection import Database
@@ -36,7 +37,7 @@ class ConsoleJob:
         return next((t for s, t in self.history if s != int(JobStatus.QUEUED)), None)
 
 
-def _row(r) -> ConsoleJob:
+def _row(r: Sequence[Any]) -> ConsoleJob:
     return ConsoleJob(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5], r[6],
                       tuple((int(s), float(t)) for s, t in json.loads(r[7])))
 
