@@ -141,9 +141,9 @@ def test_good_multi_environment_file_with_gpus_and_allow_list(tmp_path):
 def test_settings_are_frozen(tmp_path):
     settings = load_config(write(tmp_path, minimal()))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.jobUser = "0:0"  # type: ignore[misc]
+        settings.jobUser = "0:0"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.environments[0].ramGB = 100  # type: ignore[misc]
+        settings.environments[0].ramGB = 100
 
 
 # ------------------------------------------------------------------------------ bad files

@@ -73,7 +73,7 @@ def test_state_counts_the_hour_and_shows_only_listed_fields():
         job(5, JobStatus.COMPLETED, now - 9000, left=now - 8999, finished=now - 8000),  # before the hour
     ]
     settings = parse_config({"environments": [{"id": "e", "maxJobs": 2}]})
-    state = build_state(settings, None, "0x" + "cd" * 20, jobs, False, now)  # type: ignore[arg-type]
+    state = build_state(settings, None, "0x" + "cd" * 20, jobs, False, now)
     charts = state["charts"]
     assert sum(charts["completed"]) == 1 and charts["completed"][-1] == 1
     assert sum(charts["failed"]) == 1 and charts["failed"][-2] == 1
