@@ -234,6 +234,44 @@ def test_every_algorithm_environment_variable_is_in_the_consumer_guide(variable:
         f"the algorithm's environment variable {variable} has no row in docs/consumer-guide.md"
 
 
+# -- architecture -------------------------------------------------------------------------------
+
+
+def _module_table() -> list[str]:
+    """The modules the first column of docs/architecture.md's module table names, in order."""
+    text = read("architecture.md")
+    section = text.split("## Modules and why they exist", 1)[1].split("\n## ", 1)[0]
+    names: list[str] = []
+    for line in section.splitlines():
+        cells = line.split("|")
+        if line.startswith("|") and len(cells) > 2:
+            names += re.findall(r"`([\w/]+\.py)`", cells[1])
+    return names
+
+
+def test_the_module_table_lists_every_module_once_and_nothing_else():
+    """A new module gets its row in docs/architecture.md, a removed one loses it (#12)."""
+    listed = _module_table()
+    tree = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
+    assert sorted(m for m in set(listed) if listed.count(m) > 1) == [], "listed twice"
+    assert sorted(set(tree) - set(listed)) == [], "modules missing from the table in docs/architecture.md"
+    assert sorted(set(listed) - set(tree)) == [], "the table in docs/architecture.md lists modules that do not exist"
+
+
+def test_the_layer_diagram_is_the_tested_order():
+    """The Layers diagram of docs/architecture.md draws tests/test_layers.py's LAYERS: one line per
+    layer, top first, naming its parts (`a · b`) before any description."""
+    from tests.test_layers import LAYERS
+
+    diagram = read("architecture.md").split("## Layers", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    drawn = []
+    for line in diagram.splitlines():
+        parts = tuple(w for chunk in line.strip().split(" · ") if (w := chunk.split(" ")[0]).endswith(("/", ".py")))
+        if parts and line.strip().startswith(parts[0]):
+            drawn.append(parts)
+    assert drawn == list(LAYERS)
+
+
 # -- links --------------------------------------------------------------------------------------
 
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -33,7 +33,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # third-party library -> where it may be imported
 OWNERS = {"docker": ("containers/docker_runtime.py",), "aiosqlite": ("store/",), "aiohttp": ("api/",),
-          "prometheus_client": ("metrics.py",), "httpx": ("client.py", "cli/")}
+          "prometheus_client": ("metrics.py",), "httpx": ("client.py", "cli/common.py"),
+          "coincurve": ("signing.py",), "eth_hash": ("signing.py",), "eth_account": (),
+          "yaml": ("config.py", "api/docs.py"), "tqdm": ("cli/results_cmd.py",)}
 # The engine reaches containers through the ContainerRuntime protocol only; the real one is chosen
 # by the composition root (and by doctor, which checks the host the way the daemon would).
 REAL_RUNTIME = "containers/docker_runtime.py"

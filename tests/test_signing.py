@@ -176,7 +176,8 @@ def test_nonce_text_rejects(value):
 
 
 def test_nonces_compare_formats_numerically():
-    """The one comparison that decides a nonce claim (the store's SQL nonce_gt)."""
+    """Nonces compare as decimals whatever their format (the store's SQL nonce_gt, which guards the
+    claim's upsert; the ledger compares the same Decimal values in memory)."""
     from runnerd.store.connection import decimal_gt as gt
 
     assert gt("1693212345679", "1693212345678.123") and not gt("1693212345678.123", "1693212345679")
