@@ -167,3 +167,12 @@ def test_the_helper_scripts_default_to_the_daemons_report_path():
         paths = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                  and n.value.endswith(layout.REPORT)}
         assert paths == {layout.STEP_REPORT}, script
+
+
+def test_only_the_command_line_and_the_helper_scripts_print():
+    """Everything below cli/ returns or logs what it has to say (doctor's checks return results,
+    the CLI prints them), so it can be called from anywhere without writing to someone's stdout."""
+    printing = sorted(m for m in MODULES if not m.startswith(("cli/", "steps/", "__main__.py"))
+                      for node in ast.walk(ast.parse((PACKAGE / m).read_text()))
+                      if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print")
+    assert printing == []
