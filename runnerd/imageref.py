@@ -111,6 +111,15 @@ def from_parts(image: str, tag: str, checksum: str) -> ImageRef:
     return ImageRef(image, registry, repository, tag or "latest", checksum)
 
 
+def digest(text: str) -> str | None:
+    """A `sha256:` digest as Docker writes it (the hex digits lower-cased; Ocean DDOs may carry
+    upper-case ones), or None if `text` is not one."""
+    if not text.startswith("sha256:"):
+        return None
+    lowered = "sha256:" + text[7:].lower()
+    return lowered if DIGEST.fullmatch(lowered) else None
+
+
 def join(image: str, tag: str, checksum: str) -> str:
     """The reference string for stored parts, without validating them (they were at intake)."""
     if checksum.startswith("sha256:"):

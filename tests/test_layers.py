@@ -176,3 +176,21 @@ def test_only_the_command_line_and_the_helper_scripts_print():
                       for node in ast.walk(ast.parse((PACKAGE / m).read_text()))
                       if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print")
     assert printing == []
+
+
+# What is parsed or spelled at a boundary, and the one module allowed to do it (#12).
+ONE_PLACE = {
+    "the report's file name": (r'"[^"\n]*report\.json"', ("layout.py", "steps/")),
+    "jobUser taken apart": (r"(jobUser|job_user)\b[^\n]*\.(split|partition)\(", ("config.py",)),
+    "a client's scalar field refused": (r"is longer than \{limit\} characters", ("fields.py",)),
+    "a sha256 digest's grammar": (r"sha256:\[0-9a-f", ("imageref.py", "steps/")),
+}
+
+
+@pytest.mark.parametrize("what", sorted(ONE_PLACE))
+def test_each_boundary_is_parsed_in_one_place(what):
+    import re
+
+    pattern, home = ONE_PLACE[what]
+    elsewhere = sorted(m for m in MODULES if not m.startswith(home) and re.search(pattern, (PACKAGE / m).read_text()))
+    assert elsewhere == [], f"{what} outside {home}"

@@ -75,7 +75,7 @@ def provision_plan(job: PlannedJob, settings: Settings) -> dict:
         "timeout": settings.provisionTimeout,
         "retries": settings.provisionRetries,
         "maxBytes": int(settings.maxDownloadGB * 1024**3),
-        "report": f"{layout.STEP_OUT}/report.json",
+        "report": layout.STEP_REPORT,
     }
 
 
@@ -200,7 +200,7 @@ def filter_plan(env: Environment) -> dict:
         "dest": f"{layout.STEP_OUT}/outputs",
         "maxFiles": env.maxOutputFiles,
         "maxBytes": env.disk_bytes,
-        "report": f"{layout.STEP_OUT}/report.json",
+        "report": layout.STEP_REPORT,
     }
 
 

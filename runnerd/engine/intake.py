@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import time
 import uuid
@@ -36,25 +35,11 @@ from runnerd.domain import (
     file_dict,
 )
 from runnerd.errors import BadRequest, PolicyRejected
+from runnerd.fields import text
 
 log = logging.getLogger("runnerd.intake")
 
 MAX_INPUTS = 32
-_DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
-
-
-def _field(obj: dict[str, Any], key: str, path: str, required: bool = True, limit: int = 256) -> str:
-    value = obj.get(key)
-    if value is None or value == "":
-        if required:
-            raise BadRequest(f"{path} is required", "missing", path)
-        return ""
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise BadRequest(f"{path} must be a string", "invalid", path)
-    value = str(value)
-    if len(value) > limit:
-        raise BadRequest(f"{path} is longer than {limit} characters", "invalid", path)
-    return value
 
 
 MAX_CUSTOM_BYTES = 256 * 1024  # algocustomdata / userdata, each, as JSON
@@ -95,10 +80,10 @@ def _userdata(value: Any, path: str) -> Any:
     return value
 
 
-def readable_by(path: str, job_user: str) -> bool:
+def readable_by(path: str, job_ids: tuple[int, int]) -> bool:
     """Whether the job's uid:gid can read a file that will be bind-mounted into its container
     (checked on the file itself, never through a symbolic link)."""
-    uid, gid = (int(x) for x in job_user.split(":"))
+    uid, gid = job_ids
     fd = open_no_follow(path)
     try:
         return mode_readable_by(os.fstat(fd), uid, gid)
@@ -107,7 +92,7 @@ def readable_by(path: str, job_user: str) -> bool:
 
 
 def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str,
-              job_user: str) -> list[AssetFile]:
+              settings: Settings) -> list[AssetFile]:
     # Consumers read these messages: they name the DID and the file's index, never a path or URL
     # of the operator's (the details go to the daemon's log).
     files = service.get("files") or []
@@ -122,14 +107,15 @@ def _files_of(catalog: Catalog, asset: Asset, service: dict[str, Any], res: str,
             raise PolicyRejected(f"{asset.did}: file {index} {exc.public}", "file_unavailable", res) from None
     for index, f in enumerate(resolved):
         try:
-            readable = not isinstance(f, LocalFile) or readable_by(f.path, job_user)
+            readable = not isinstance(f, LocalFile) or readable_by(f.path, settings.job_ids)
         except OSError as exc:  # changed since resolve_file looked at it
             log.warning("%s file %d refused: %s", asset.did, index, exc)
             raise PolicyRejected(f"{asset.did}: file {index} cannot be used", "file_unavailable", res) from None
         if not readable:
             # Caught here, not as a confusing PermissionError inside the algorithm.
-            raise PolicyRejected(f"{asset.did}: file {index} of this asset is not readable by jobUser {job_user} "
-                                 f"(the operator can fix it with chmod o+r)", "file_unavailable", res)
+            raise PolicyRejected(f"{asset.did}: file {index} of this asset is not readable by jobUser "
+                                 f"{settings.jobUser} (the operator can fix it with chmod o+r)", "file_unavailable",
+                                 res)
     return resolved
 
 
@@ -160,7 +146,7 @@ class Intake:
         self.catalog = catalog
 
     def build(self, params: dict[str, Any], owner: str) -> PlannedJob:
-        environment = _field(params, "environment", "environment")
+        environment = text(params, "environment", required=True)
         env = self.settings.environment(environment)
         if env is None:
             known = ", ".join(e.id for e in self.settings.environments)
@@ -203,7 +189,7 @@ class Intake:
             owner=owner,
             document_id=dids[0],
             environment=env.id,
-            agreement_id=_field(dataset, "transferTxId", "dataset.transferTxId"),
+            agreement_id=text(dataset, "transferTxId", required=True, path="dataset.transferTxId"),
             algo_did=algo.did or "raw",
             input_dids=dids,
             date_created=time.time(),
@@ -237,7 +223,7 @@ class Intake:
             container = self._container(meta.get("container"))
             return AlgorithmPlan(None, None, code, container, custom, userdata), None
 
-        did = _field(algorithm, "documentId", "algorithm.documentId", required=False)
+        did = text(algorithm, "documentId", path="algorithm.documentId")
         if not did:
             raise BadRequest("algorithm needs documentId or meta", "missing_meta_documentId", "algorithm")
         asset = self.catalog.get(did) if DID_RE.fullmatch(did) else None
@@ -245,11 +231,11 @@ class Intake:
             raise PolicyRejected(f"algorithm {did} is not in this node's catalog", "did_not_found", "algorithm")
         if asset.type != "algorithm":
             raise PolicyRejected(f"{did} is a {asset.type}, not an algorithm", "not_algo", "algorithm")
-        service_id = _field(algorithm, "serviceId", "algorithm.serviceId")
+        service_id = text(algorithm, "serviceId", required=True, path="algorithm.serviceId")
         service = asset.service(service_id)
         if service is None:
             raise PolicyRejected(f"{did} has no service {service_id!r}", "not_found", "algorithm.serviceId")
-        files = _files_of(self.catalog, asset, service, "algorithm", self.settings.jobUser)
+        files = _files_of(self.catalog, asset, service, "algorithm", self.settings)
         if len(files) != 1:
             raise PolicyRejected(f"{did}: an algorithm service must list exactly one file", "file_unavailable",
                                  "algorithm")
@@ -268,7 +254,7 @@ class Intake:
                              "missing_entrypoint_image_checksum", "algorithm.container")
         if not isinstance(tag, str) or not isinstance(checksum, str) or len(image) > 256 or len(tag) > 128:
             raise BadRequest("algorithm container tag and checksum must be strings", "invalid", "algorithm.container")
-        if checksum and not _DIGEST.fullmatch(checksum):
+        if checksum and imageref.digest(checksum) is None:
             raise BadRequest("algorithm container checksum must be sha256:<64 hex digits>", "checksum_prefix",
                              "algorithm.container")
         try:
@@ -308,10 +294,10 @@ class Intake:
         compute service the dataset has (docs/operator-guide.md, "Which inputs a job may have").
         Returns the input, whether it allows the algorithm network access, and the algorithm
         files' checksum if a policy had it verified."""
-        did = _field(item, "documentId", f"{res}.documentId")
-        _field(item, "serviceId", f"{res}.serviceId")
+        did = text(item, "documentId", required=True, path=f"{res}.documentId")
+        text(item, "serviceId", required=True, path=f"{res}.serviceId")
         if main:
-            _field(item, "transferTxId", f"{res}.transferTxId")
+            text(item, "transferTxId", required=True, path=f"{res}.transferTxId")
         asset = self.catalog.get(did) if DID_RE.fullmatch(did) else None
         if asset is None:
             raise PolicyRejected(f"dataset {did} is not in this node's catalog", "did_not_found", f"{res}.documentId")
@@ -339,7 +325,7 @@ class Intake:
         verified = None
         for compute in policies:
             verified = self._check_policy(compute, res, algo, algo_asset) or verified
-        files = _files_of(self.catalog, asset, service, res, self.settings.jobUser)
+        files = _files_of(self.catalog, asset, service, res, self.settings)
         userdata = _userdata(item.get("userdata"), f"{res}.userdata")
         plan = InputPlan(asset.did, asset.public_ddo(), tuple(files), userdata)
         # An input with no compute policy never widens the algorithm's network.

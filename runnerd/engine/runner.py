@@ -192,7 +192,7 @@ class JobRunner:
         if outcome.lost:
             return Ending(S.INTERRUPTED, f"provisioning: {outcome.lost}")
         assert outcome.exit is not None
-        report = read_report(h.paths.provision_out / "report.json") or {}
+        report = read_report(h.paths.provision_report) or {}
         log_provision_detail(h.job_id, report.get("detail"))
         if outcome.exit.exit_code == 0:
             return None
@@ -294,7 +294,7 @@ class JobRunner:
         publish_outputs = True
         if outcome.lost or outcome.exit is None or outcome.exit.exit_code != 0:
             publish_outputs = False
-            report = read_report(h.paths.results / "report.json") or {}
+            report = read_report(h.paths.results_report) or {}
             if outcome.exit is not None and outcome.exit.exit_code == 3 and report.get("reason") == "limits":
                 why, status = f"outputs rejected: {report.get('error', 'limits exceeded')}", S.OUTPUT_LIMITS_EXCEEDED
             else:

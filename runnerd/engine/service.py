@@ -47,7 +47,7 @@ class Engine:
         self.runtime = runtime
         self.catalog = catalog
         self.hooks = hooks or Hooks()
-        self.workspace = Workspace(data_dir, settings.jobUser)
+        self.workspace = Workspace(data_dir, settings.job_ids)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog)
         self.docker_up = False

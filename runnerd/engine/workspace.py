@@ -36,15 +36,10 @@ def _run(argv: list[str]) -> None:
         raise WorkspaceError(f"{' '.join(argv[:2])} failed: {(proc.stderr or proc.stdout).strip()}")
 
 
-def _ids(job_user: str) -> tuple[int, int]:
-    uid, gid = job_user.split(":")
-    return int(uid), int(gid)
-
-
 class Workspace:
-    def __init__(self, data_dir: Path, job_user: str):
+    def __init__(self, data_dir: Path, job_ids: tuple[int, int]):
         self.data_dir = Path(data_dir)
-        self.uid, self.gid = _ids(job_user)
+        self.uid, self.gid = job_ids  # jobUser (Settings.job_ids)
         self._can_chown = os.geteuid() == 0
         self._pending_dir = self.data_dir / "cleanup-pending"  # one file per job whose cleanup failed
 
