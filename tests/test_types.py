@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # What must stay strict (each flag of `mypy --strict`): the layers everything else builds on.
-STRICT = {"runnerd.store.*", "runnerd.containers.*"}
+STRICT = {"runnerd.domain", "runnerd.store.*", "runnerd.containers.*", "runnerd.engine.*"}
 STRICT_FLAGS = {"disallow_any_generics", "disallow_subclassing_any", "disallow_untyped_calls", "disallow_untyped_defs",
                 "disallow_incomplete_defs", "check_untyped_defs", "disallow_untyped_decorators", "warn_return_any",
                 "strict_equality", "extra_checks"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 from runnerd import imageref, layout
 from runnerd.config import Environment, Settings
@@ -50,7 +51,7 @@ def image_reference(image: str, tag: str, checksum: str) -> str:
     return imageref.join(image, tag, checksum)
 
 
-def provision_plan(job: PlannedJob, settings: Settings) -> dict:
+def provision_plan(job: PlannedJob, settings: Settings) -> dict[str, Any]:
     """What the provision step must download, and where, for this job. Each download carries the
     label the consumer sees instead of its URL, and its own allow-list: provisionAllow lets the
     operator's own DDO URLs reach the LAN; a URL the consumer sent (algorithm.meta.url) gets none."""
@@ -96,7 +97,7 @@ def prepared_locally(job: PlannedJob) -> list[str]:
     return lines
 
 
-def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict, data: Mount, out: Path,
+def _helper_step(job: Job, step: StepKind, settings: Settings, plan: dict[str, Any], data: Mount, out: Path,
                  network: str, volumes: tuple[str, ...]) -> ContainerSpec:
     """Provision and filter: runnerd's own stdlib script in helperImage, its plan in the env,
     its report and products in `out` (mounted at /runnerd/out), hardened like the algorithm."""
@@ -194,7 +195,7 @@ def build_algorithm(job: PlannedJob, env: Environment, settings: Settings, paths
     )
 
 
-def filter_plan(env: Environment) -> dict:
+def filter_plan(env: Environment) -> dict[str, Any]:
     return {
         "src": layout.OUTPUTS,
         "dest": f"{layout.STEP_OUT}/outputs",

@@ -25,7 +25,7 @@ _REPORT_LIMIT = 4 * 1024 * 1024
 log = logging.getLogger("runnerd.runner")  # the provision detail is part of the job's story in the log
 
 
-def log_provision_detail(job_id: str, detail) -> None:
+def log_provision_detail(job_id: str, detail: object) -> None:
     """The operator's side of the provision step's report: which URL each download was, where it
     was redirected and the raw error. Only ever the daemon's log: consumers see labels, never URLs."""
     for entry in detail if isinstance(detail, list) else ():

@@ -8,12 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, Callable, TypeVar
 
 from runnerd import logs
 from runnerd.config import Settings
 from runnerd.containers import spec as specs
-from runnerd.containers.runtime import ContainerRuntime
-from runnerd.domain import STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, ResolvedImages, Slot, StepKind, StepState
+from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
+from runnerd.domain import (
+    STOPREQ_TIMEOUT,
+    STOPREQ_USER,
+    Job,
+    JobStatus,
+    ResolvedImages,
+    ResultFile,
+    Slot,
+    StepKind,
+    StepState,
+)
 from runnerd.engine import reasons
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, log_provision_detail, occupied_bytes, read_report
@@ -28,6 +39,7 @@ from runnerd.store import JobStore
 log = logging.getLogger("runnerd.runner")
 
 S = JobStatus
+T = TypeVar("T")
 _CONFIG_LOG_LIMIT = 1024 * 1024
 STOPPED_BY_OWNER = "stopped by its owner"
 
@@ -46,11 +58,11 @@ class JobRunner:
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
                                 self.hooks)
 
-    async def _move(self, h: RunHandle, status: JobStatus, **fields) -> None:
+    async def _move(self, h: RunHandle, status: JobStatus, **fields: Any) -> None:
         """A step forward of the job being driven: the handle then holds the row as written."""
         h.job = (await self._record(h.job, status, **fields)).with_plan(h.job.plan)
 
-    async def _record(self, job: Job, status: JobStatus, **fields) -> Job:
+    async def _record(self, job: Job, status: JobStatus, **fields: Any) -> Job:
         old = job.status
         job = await self.store.transition(job.job_id, status, **fields)
         if old != status:
@@ -204,7 +216,7 @@ class JobRunner:
             reason = "the provision step ran out of memory"
         return Ending(status, str(reason)[:2000])
 
-    async def _helper_step(self, h: RunHandle, kind: StepKind, build, capture: LogCapture,
+    async def _helper_step(self, h: RunHandle, kind: StepKind, build: Callable[[], ContainerSpec], capture: LogCapture,
                            stop: asyncio.Event | None = None) -> StepOutcome:
         """Provision and filter are runnerd's own, idempotent code: if their container is lost
         they are simply run again (once)."""
@@ -244,10 +256,11 @@ class JobRunner:
         return ResolvedImages(image, tuple(volumes), tuple(helper_volumes))
 
     @staticmethod
-    async def _unless_stopped(task: asyncio.Future, stop: asyncio.Event):
+    async def _unless_stopped(task: asyncio.Future[T], stop: asyncio.Event) -> T | None:
         """The task's result, or None (and the task cancelled) if a stop comes first."""
         stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {task, stopper}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if task in done:
             return task.result()
@@ -326,13 +339,13 @@ class JobRunner:
         """A stop that came before the algorithm ran: nothing ran, only logs are kept."""
         return await self._finish_early(h, S.STOPPED, STOPPED_BY_OWNER, stopreq=STOPREQ_USER)
 
-    async def _finish_early(self, h: RunHandle, status: JobStatus, error: str | None, **extra) -> Job:
+    async def _finish_early(self, h: RunHandle, status: JobStatus, error: str | None, **extra: Any) -> Job:
         """End a job that never reached (or lost) its algorithm: publish only its logs."""
         await h.early_creates_done()
         return await self._close(h.job, h.paths, h.env.storageExpiry, status, error, **extra)
 
     async def _close(self, job: Job, paths: JobPaths, expiry: float, status: JobStatus, error: str | None,
-                     **extra) -> Job:
+                     **extra: Any) -> Job:
         """End the job with only its logs published (also for a job that has no handle)."""
         await self.steps.settle(job.job_id)
         await self.remove_containers(job.job_id)
@@ -351,7 +364,7 @@ class JobRunner:
                 await self.steps.remove(rec.container_id)
 
 
-def _logs_only(paths: JobPaths) -> list:
+def _logs_only(paths: JobPaths) -> list[ResultFile]:
     """The logs a job publishes when it has nothing else; none rather than a job that cannot end."""
     try:
         return collect_results(paths, with_outputs=False)

@@ -29,7 +29,7 @@ class LiveJob:
     environment: str
     slot: Slot
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
 
 class Allocator:
@@ -78,7 +78,7 @@ class Scheduler:
         self.allocator = Allocator(cores if cores is not None else sorted(os.sched_getaffinity(0)))
         self.live: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.admitting = True
         self.disk_low = False
         # Set by the engine as Docker comes and goes: a job admitted into an outage could only

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
@@ -34,7 +35,7 @@ RESTARTABLE = frozenset({JobStatus(7), JobStatus(31), JobStatus(32), *(JobStatus
 _REQUEST_KEYS = ("environment", "dataset", "additionalDatasets", "datasets", "algorithm")
 
 
-def restart_record(params: dict) -> dict:
+def restart_record(params: dict[str, Any]) -> dict[str, Any]:
     """The part of a start request a restart needs (intake validated it before this is kept)."""
     return {k: params[k] for k in _REQUEST_KEYS if params.get(k) is not None}
 
@@ -58,9 +59,9 @@ class Engine:
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
                                settings.jobRetentionSeconds)
         self.starts = StartRate(settings.startsPerMinutePerOwner)
-        self._watch: asyncio.Task | None = None
+        self._watch: asyncio.Task[None] | None = None
 
-    def _docker_changed(self, downstream):
+    def _docker_changed(self, downstream: Callable[[bool], None]) -> Callable[[bool], None]:
         def changed(up: bool) -> None:
             self.docker_up = up
             scheduler = getattr(self, "scheduler", None)
@@ -123,7 +124,7 @@ class Engine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def submit(self, params: dict, owner: str, restart_of: Job | None = None) -> Job:
+    async def submit(self, params: dict[str, Any], owner: str, restart_of: Job | None = None) -> Job:
         """A start, or with `restart_of` a restart: both under the same start rate and caps."""
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
@@ -142,12 +143,12 @@ class Engine:
             self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
             raise
 
-    async def _submit(self, params: dict, owner: str) -> PlannedJob:
+    async def _submit(self, params: dict[str, Any], owner: str) -> PlannedJob:
         job = self.intake.build(params, owner)
         job.request = restart_record(params)
         return await self._enqueue(job, owner)
 
-    async def _restart(self, old: Job, params: dict, owner: str) -> PlannedJob:
+    async def _restart(self, old: Job, params: dict[str, Any], owner: str) -> PlannedJob:
         """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
         policy and limits) on the inputs, algorithm and environment the original was started
         with; the original is never rewritten. `dataset.transferTxId` of this request, if any,
@@ -159,8 +160,8 @@ class Engine:
         if not record:
             raise BadRequest(f"job {old.job_id} cannot be restarted: what it was started with is no longer kept; "
                              "start a new job instead", "restart_unavailable", "jobId")
-        dataset = params.get("dataset") if isinstance(params.get("dataset"), dict) else {}
-        tx = dataset.get("transferTxId") or old.agreement_id
+        dataset = params.get("dataset")
+        tx = (dataset.get("transferTxId") if isinstance(dataset, dict) else None) or old.agreement_id
         again = {**record, "dataset": {**record["dataset"], "transferTxId": tx}}
         job = self.intake.build(again, owner)
         job.request, job.restarted_from = record, old.job_id

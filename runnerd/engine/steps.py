@@ -9,15 +9,17 @@ start); an `exited` one has its result collected. A container that vanished is `
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
 from runnerd.engine import reasons
 from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
+from runnerd.hooks import Hooks
 from runnerd.store import JobStore, StepRecord
 
 log = logging.getLogger("runnerd.steps")
@@ -78,13 +80,13 @@ class Outage:
 
 class StepDriver:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, stop_grace: float, outage_limit: float,
-                 hooks=None):
+                 hooks: Hooks | None = None):
         self.store = store
         self.runtime = runtime
         self.stop_grace = stop_grace
         self.outage_limit = outage_limit
-        self.hooks = hooks  # runner.Hooks: docker(up) and container_start(seconds)
-        self._removals: dict[str, list[asyncio.Task]] = {}  # job id -> container removals under way
+        self.hooks = hooks  # docker(up) and container_start(seconds)
+        self._removals: dict[str, list[asyncio.Task[None]]] = {}  # job id -> container removals under way
 
     async def create(self, job_id: str, kind: StepKind, build: Callable[[], ContainerSpec],
                      strict: bool = False) -> None:
@@ -135,6 +137,7 @@ class StepDriver:
                     await self.remove(cid)
                     return StepOutcome(stopped=True)
                 rec = await self._start(rec, job_id, kind, build, outage)
+                assert rec.container_id is not None  # _start returns a record with its container
                 cid = rec.container_id
                 outage.seen = False  # only an outage while it runs can explain how it ends
                 if self.hooks:
@@ -170,7 +173,7 @@ class StepDriver:
             rec.state, rec.started_at = StepState.RUNNING, time.time()
             await self.store.save_step(rec)
             try:
-                await outage.retry(lambda c=cid: self.runtime.start(c))
+                await outage.retry(functools.partial(self.runtime.start, cid))
                 return rec
             except ContainerGone:
                 if attempt == 1:
@@ -240,7 +243,7 @@ class StepDriver:
             if remaining == 0.0 or (stop is not None and stop.is_set()):
                 return None
             waiter = asyncio.create_task(outage.retry(lambda: self.runtime.wait(cid)))
-            watchers = {waiter}
+            watchers: set[asyncio.Task[Any]] = {waiter}
             stop_task = asyncio.create_task(stop.wait()) if stop is not None else None
             if stop_task:
                 watchers.add(stop_task)

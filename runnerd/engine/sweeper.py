@@ -30,7 +30,7 @@ class Sweeper:
         self.grace = grace
         self.interval = interval
         self.retention = retention
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sweeper")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KEEP_OPEN = 32  # levels whose descriptor stays open (two each: scandir holds a duplicate)
@@ -27,17 +28,25 @@ class TreeChanged(Exception):
     """A directory was not where the walk left it (the tree changed under it): stop."""
 
 
+class _Listing(Protocol):
+    """What os.scandir(fd) returns: its entries, once, and close()."""
+
+    def __iter__(self) -> Iterator[os.DirEntry[str]]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Level:
     name: str  # its name in the parent directory ("" for the top)
     ident: tuple[int, int]  # (st_dev, st_ino)
     fd: int | None
-    listing: object | None = None  # an os.scandir iterator over fd, while open
+    listing: _Listing | None = None  # an os.scandir iterator over fd, while open
     skip: set[str] = field(default_factory=set)  # entries that could not be removed
 
     def close(self) -> None:
         if self.listing is not None:
-            self.listing.close()  # type: ignore[attr-defined]
+            self.listing.close()
             self.listing = None
         if self.fd is not None:
             os.close(self.fd)
@@ -83,7 +92,7 @@ def _mounts_under(top: str) -> set[tuple[int, int]]:
     return found
 
 
-def remove_tree(path: str | os.PathLike) -> list[str]:
+def remove_tree(path: str | os.PathLike[str]) -> list[str]:
     """Delete `path` and everything under it; return what could not be removed (empty: all gone,
     `path` included). A missing path is already removed. Raises only TreeChanged."""
     path = os.fspath(path)
@@ -133,7 +142,8 @@ def remove_tree(path: str | os.PathLike) -> list[str]:
     return problems
 
 
-def _remove(remove, name: str, *, what: str, problems: list[str], dir_fd: int | None = None) -> bool:
+def _remove(remove: Callable[..., None], name: str, *, what: str, problems: list[str],
+            dir_fd: int | None = None) -> bool:
     """unlink/rmdir one name; already gone counts as removed. False (and the reason noted) if not."""
     try:
         remove(name, dir_fd=dir_fd)
@@ -150,9 +160,10 @@ def _next_subdir(level: _Level, device: int, mounts: set[tuple[int, int]],
     """Unlink the level's non-directories as they are listed; return the next subdirectory to
     enter (opened, checked), or None once the level holds nothing more that can be removed."""
     assert level.fd is not None
-    if level.listing is None:
-        level.listing = os.scandir(level.fd)
-    for entry in level.listing:  # type: ignore[attr-defined]
+    listing = level.listing
+    if listing is None:
+        listing = level.listing = os.scandir(level.fd)
+    for entry in listing:
         name = entry.name
         if name in level.skip:
             continue
@@ -184,6 +195,6 @@ def _next_subdir(level: _Level, device: int, mounts: set[tuple[int, int]],
         except OSError as exc:
             level.skip.add(name)
             problems.append(f"cannot remove an entry: {exc.strerror}")
-    level.listing.close()  # type: ignore[attr-defined]
+    listing.close()
     level.listing = None
     return None

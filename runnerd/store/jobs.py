@@ -293,7 +293,7 @@ class JobStore:
 
     async def queued(self, environment: str | None = None, limit: int = -1) -> list[Job]:
         """Queued jobs in FIFO order (insertion order)."""
-        sql, params = f"SELECT {_STATUS} FROM jobs WHERE status = ?", [int(JobStatus.QUEUED)]
+        sql, params = f"SELECT {_STATUS} FROM jobs WHERE status = ?", list[Any]([int(JobStatus.QUEUED)])
         if environment is not None:
             sql, params = sql + " AND environment = ?", [*params, environment]
         rows = await self.db.fetchall(sql + " ORDER BY rowid LIMIT ?", [*params, limit])
