@@ -46,11 +46,6 @@ class NotFound(RunnerdError):
     default_code = "not_found"
 
 
-class PayloadTooLarge(RunnerdError):
-    http_status = 413
-    default_code = "payload_too_large"
-
-
 class RangeNotSatisfiable(RunnerdError):
     http_status = 416
     default_code = "range_not_satisfiable"
