@@ -29,6 +29,13 @@ async def compute_logs(request: web.Request) -> web.StreamResponse:
     if job is None or job.owner.lower() != owner.lower():
         raise NotFound(f"no job {job_id} belongs to {owner}", "not_found", "jobId")
     follow = text(params, "follow", limit=5).lower() in ("1", "true", "yes")
+    return await stream_log(request, job_id, owner, follow)
+
+
+async def stream_log(request: web.Request, job_id: str, owner: str, follow: bool) -> web.StreamResponse:
+    """The algorithm's log of a job the caller may read; with `follow`, until the job is terminal
+    (both dialects' live-log routes)."""
+    store = request.app[STORE]
     path = request.app[DATA_DIR] / "jobs" / job_id / "logs" / "algorithm.log"
     headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if not follow:

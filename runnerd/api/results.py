@@ -28,7 +28,7 @@ def disposition(filename: str) -> str:
     return f"attachment;filename={name}"
 
 
-def _check_range(request: web.Request, size: int) -> None:
+def check_range(request: web.Request, size: int) -> None:
     """Refuse an unsatisfiable Range here, in the one error shape (FileResponse would answer 416
     itself with an empty body); satisfiable ranges are served by FileResponse as 206."""
     if "Range" not in request.headers:
@@ -83,7 +83,7 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"result {index} of job {job_id} is no longer on disk", "not_found", "index") from None
     if not stat.S_ISREG(st.st_mode) or not os.path.realpath(path).startswith(os.path.realpath(job_root) + os.sep):
         raise NotFound(f"result {index} of job {job_id} is not a regular file", "not_found", "index")
-    _check_range(request, st.st_size)
+    check_range(request, st.st_size)
     return web.FileResponse(path, chunk_size=256 * 1024, headers={
         "Content-Disposition": disposition(result.filename),
         "Access-Control-Expose-Headers": "Content-Disposition",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, console, discovery, docs, live, results
+from runnerd.api import compute, console, discovery, docs, live, node, results
 
 COMPUTE = "/api/services/compute"
 
@@ -24,3 +24,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", live.metrics)
     app.router.add_get("/openapi.json", docs.openapi_json)
     console.setup(app)  # the operator's page: /console, /console/api/state
+    node.setup(app)  # ocean-node's dialect (ocean.js 8.x) under /c2d/v2, over the same engine

@@ -173,6 +173,21 @@ MIGRATIONS: list[tuple[str, str]] = [
             WHERE slot IS NOT NULL;
         """,
     ),
+    (
+        "0009_auth_tokens",
+        """
+        -- ocean-node dialect (#11): the auth tokens issued by createAuthToken, each bound to the
+        -- address that signed for it. Only a digest of the token is kept; invalidateAuthToken and
+        -- expiry remove the row, and a token without its row is refused.
+        CREATE TABLE auth_tokens (
+            digest      TEXT PRIMARY KEY,           -- sha256 hex of the token
+            address_lc  TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            valid_until REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX auth_tokens_by_expiry ON auth_tokens(valid_until);
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
