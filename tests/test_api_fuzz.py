@@ -84,6 +84,9 @@ def _sign(method: str, path: str, case: schemathesis.Case) -> None:
         case.query = params = {}
     else:
         return
+    if path.startswith(NODE):
+        _sign_node(method, path.removeprefix(NODE), params)
+        return
     if path == "/api/services/compute" and method == "POST":
         params["environment"] = "ocean-compute"  # a real client names a real one: on to the policy checks
         dataset = params.get("dataset")
@@ -100,6 +103,28 @@ def _sign(method: str, path: str, case: schemathesis.Case) -> None:
         return
     nonce = str(next(_nonces))
     params.update(consumerAddress=ADDRESS, nonce=nonce, signature=signing.sign(KEY, [ADDRESS, *parts], nonce))
+
+
+NODE = "/c2d/v2"
+# ocean-node's dialect: the command each route's signature ends in (address + nonce + command)
+NODE_COMMANDS = {
+    ("POST", "/api/services/freeCompute"): "freeStartCompute", ("POST", "/api/services/compute"): "startCompute",
+    ("PUT", "/api/services/compute"): "stopCompute", ("DELETE", "/api/services/compute"): "deleteCompute",
+    ("GET", "/api/services/computeResult"): "getComputeResult",
+    ("GET", "/api/services/computeStreamableLogs"): "getComputeStreamableLogs",
+    ("POST", "/api/services/auth/token"): "createAuthToken", ("POST", "/api/services/auth/token/invalidate"): "",
+}
+
+
+def _sign_node(method: str, path: str, params: dict) -> None:
+    command = NODE_COMMANDS.get((method, path))
+    if command is None:
+        return
+    if method == "POST" and path in ("/api/services/freeCompute", "/api/services/compute"):
+        params["environment"] = "ocean-compute"  # a real one: on to the policy checks
+    name = "address" if "/auth/" in path else "consumerAddress"
+    nonce = str(next(_nonces))
+    params.update({name: ADDRESS, "nonce": nonce, "signature": signing.sign(KEY, [ADDRESS, nonce, command], "")})
 
 
 def _fuzz(fuzz_daemon, fuzz_schema, method: str, path: str, mode: GenerationMode) -> None:

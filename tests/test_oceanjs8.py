@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def test_the_consumer_guide_shows_the_tested_example():
     the code CI runs."""
     source = (HERE / "flow.js").read_text()
     example = source.split("// -- example: ocean.js 8.x against runnerd", 1)[1].split("// -- end of example", 1)[0]
-    body = "\n".join(example.splitlines()[1:])
+    body = textwrap.dedent("\n".join(example.splitlines()[1:]))
     guide = (Path(__file__).parents[1] / "docs" / "consumer-guide.md").read_text()
     assert body.strip() in guide, "docs/consumer-guide.md's ocean.js 8.x example is not flow.js's (copy it over)"
     assert f"@oceanprotocol/lib@{_pinned()}" in guide

@@ -22,6 +22,7 @@ from runnerd import __version__
 from runnerd.api.app import create_app
 from runnerd.api.discovery import SERVICE_ENDPOINTS
 from runnerd.api.docs import document
+from runnerd.api.node.discovery import SERVICE_ENDPOINTS as NODE_ENDPOINTS
 from runnerd.config import parse_config
 from tests.helpers import dataset, raw, wait_done
 
@@ -129,7 +130,8 @@ def test_every_route_is_documented_and_vice_versa(tmp_path):
     gets = {p for p, m in routes if m == "GET"}
     # aiohttp answers HEAD for the unsigned GETs (the document says so once, in info.description);
     # signed reads consume a nonce, so they have no HEAD
-    signed_reads = {"/api/services/compute", "/api/services/computeResult", "/api/services/computeLogs"}
+    signed_reads = {"/api/services/compute", "/api/services/computeResult", "/api/services/computeLogs",
+                    "/c2d/v2/api/services/computeResult", "/c2d/v2/api/services/computeStreamableLogs"}
     assert {p for p, m in routes if m == "HEAD"} == gets - signed_reads
     routed = {(p, m) for p, m in routes if m != "HEAD"}
     documented = {(p, m.upper()) for p, item in document()["paths"].items() for m in item
@@ -145,6 +147,16 @@ def test_advertised_service_endpoints_are_documented():
         assert method.lower() in paths[path], name
     required = _resolve(document()["components"]["schemas"]["Discovery"])["properties"]["serviceEndpoints"]["required"]
     assert set(required) == set(SERVICE_ENDPOINTS)
+
+
+def test_the_node_dialects_service_endpoints_are_documented():
+    """Each endpoint /c2d/v2 advertises is documented at /c2d/v2 + its path (ocean.js 8 joins them)."""
+    paths = document()["paths"]
+    for name, (method, path) in NODE_ENDPOINTS.items():
+        documented = "/c2d/v2" + path.replace(":did", "{did}")
+        assert method.lower() in paths[documented], name
+    required = _resolve(document()["components"]["schemas"]["NodeDiscovery"])["properties"]["serviceEndpoints"]
+    assert set(required["required"]) <= set(NODE_ENDPOINTS)
 
 
 def test_every_operation_documents_the_error_shape():

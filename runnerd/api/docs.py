@@ -1,7 +1,9 @@
-"""GET /openapi.json: the OpenAPI 3.0 description of the HTTP API.
+"""GET /openapi.json: the OpenAPI 3.0 description of the HTTP API, both dialects.
 
-The document lives next to this module as `openapi.yaml` (shipped as package data); it is read
-once, with yaml.safe_load, and served as JSON with `info.version` set to the running version.
+The document lives next to this module as `openapi.yaml` (the root, Provider-v2 dialect and the
+daemon's own routes) and `openapi-node.yaml` (ocean-node's dialect under /c2d/v2), shipped as
+package data; both are read once, with yaml.safe_load, merged into one document, and served as
+JSON with `info.version` set to the running version.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from aiohttp import web
 from runnerd import __version__
 
 
+def _load(name: str) -> dict[str, Any]:
+    return yaml.safe_load(resources.files("runnerd.api").joinpath(name).read_text(encoding="utf-8"))
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The OpenAPI document as a dict (a fresh copy is not made: treat it as read-only)."""
-    text = resources.files("runnerd.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
-    doc = yaml.safe_load(text)
+    doc = _load("openapi.yaml")
+    node = _load("openapi-node.yaml")
+    clash = set(doc["paths"]) & set(node["paths"])
+    assert not clash, f"both dialects document {clash}"
+    doc["paths"].update(node["paths"])
+    doc.setdefault("tags", []).extend(node.get("tags", []))
+    for section, entries in node.get("components", {}).items():
+        doc["components"].setdefault(section, {}).update(entries)
     doc["info"]["version"] = __version__
     return doc
 
