@@ -1,0 +1,237 @@
+"""ocean-node's dialect under /c2d/v2 (#11 §2), over HTTP against a real daemon (and real Docker
+for the jobs): what ocean.js 8 does not exercise, or exercises only on the happy path. Requests
+are built by hand, the way ocean.js 8 builds them (signature over address + nonce + command)."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import tarfile
+import time
+
+import httpx
+import pytest
+from eth_account import Account
+
+from runnerd import signing
+from runnerd.api.node.views import NODE_CODE, NODE_TEXT, node_code
+from runnerd.domain import Job, JobStatus
+from tests.helpers import TEST_RAW_IMAGES, dataset, raw
+
+NODE = "/c2d/v2"
+S = f"{NODE}/api/services"
+
+
+class Consumer:
+    """One address speaking the node dialect: fresh nonces, ocean.js 8's signatures."""
+
+    def __init__(self, url: str):
+        self.key = "0x" + secrets.token_hex(32)
+        self.address = Account.from_key(self.key).address
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self._nonce = time.time_ns()
+
+    def signed(self, command: str, name: str = "consumerAddress") -> dict:
+        self._nonce += 1
+        nonce = str(self._nonce)
+        signature = signing.sign(self.key, [self.address, nonce, command], "")
+        return {name: self.address, "nonce": nonce, "signature": signature}
+
+    def start(self, did: str, code: str = "print('hello')", **extra) -> httpx.Response:
+        body = {**self.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": did}],
+                "algorithm": raw(code), **extra}
+        return self.http.post(f"{S}/freeCompute", json=body)
+
+    def token(self) -> str:
+        answer = self.http.post(f"{S}/auth/token", json=self.signed("createAuthToken", "address"))
+        assert answer.status_code == 200, answer.text
+        return answer.json()["token"]
+
+    def wait(self, job_id: str, timeout: float = 120) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.http.get(f"{S}/compute", params={"consumerAddress": self.address, "jobId": job_id}).json()[0]
+            if job["dateFinished"]:
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(job_id)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    from tests.helpers import Daemon, base_config
+
+    d = Daemon(tmp_path_factory.mktemp("node"), base_config(environments=[
+        {"id": "ocean-compute", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 60,
+         "rawAlgorithmImages": TEST_RAW_IMAGES},
+        {"id": "paid", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "priceMin": 2,
+         "rawAlgorithmImages": TEST_RAW_IMAGES},
+    ])).start()
+    d.did = dataset(d.assets)
+    yield d
+    d.stop()
+    assert d.leftover_containers() == []
+
+
+def _error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code and body["error"] and "Traceback" not in response.text, body
+    return body
+
+
+# -- status mapping (no daemon) -----------------------------------------------------------------
+
+
+def test_every_runnerd_status_maps_to_an_ocean_node_code_and_never_to_71():
+    for status in JobStatus:
+        if status == JobStatus.DELETED:
+            continue
+        job = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], {}, status=status)
+        code = node_code(job)
+        assert code in NODE_TEXT and code != 71, (status, code)
+    ended = {s for s, c in NODE_CODE.items() if c == 70}
+    assert ended == {JobStatus.COMPLETED, JobStatus.ALGORITHM_FAILED, JobStatus.TIMED_OUT, JobStatus.OUT_OF_MEMORY,
+                     JobStatus.STOPPED}
+    expired = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], {}, status=JobStatus.INTERRUPTED,
+                  termination={"reason": "queue_expired"})
+    assert node_code(expired) == 2 and NODE_TEXT[2] == "Job expired in queue"
+
+
+# -- discovery, environments, DDOs --------------------------------------------------------------
+
+
+def test_discovery_lists_paths_under_the_base_and_environments_have_ocean_nodes_shape(node):
+    root = httpx.get(node.url + NODE).json()
+    assert root["providerAddress"].startswith("0x") and root["serviceEndpoints"]["freeCompute"] == [
+        "POST", "/api/services/freeCompute"]
+    assert httpx.get(node.url + NODE + "/").json() == root
+    envs = {e["id"]: e for e in httpx.get(f"{node.url}{S}/computeEnvironments").json()}
+    free, paid = envs["ocean-compute"], envs["paid"]
+    assert "free" in free and "free" not in paid and free["fees"] == {} == paid["fees"]
+    cpu = next(r for r in free["resources"] if r["id"] == "cpu")
+    assert (cpu["min"], cpu["max"], cpu["total"]) == (1, 1, 2)
+    assert free["platform"]["os"] == "linux" and free["maxJobs"] == 2
+    # the root dialect is untouched: its own shape, its own discovery
+    assert "priceMin" in httpx.get(f"{node.url}/api/services/computeEnvironments").json()[0]
+    assert "freeCompute" not in httpx.get(node.url + "/").json()["serviceEndpoints"]
+
+
+def test_the_ddo_route_strips_files_and_names_this_dialect_as_endpoint(node):
+    ddo = httpx.get(f"{node.url}{NODE}/api/aquarius/assets/ddo/{node.did}")
+    assert ddo.status_code == 200
+    service = ddo.json()["services"][0]
+    assert "files" not in service and service["serviceEndpoint"] == node.url + NODE
+    assert str(node.assets) not in ddo.text and "files/" not in ddo.text
+    _error(httpx.get(f"{node.url}{NODE}/api/aquarius/assets/ddo/did:op:{'0' * 64}"), 404, "not_found")
+
+
+# -- signatures, nonces, tokens -----------------------------------------------------------------
+
+
+def test_a_signature_is_good_for_its_own_command_and_nonce_only(node):
+    c = Consumer(node.url)
+    stop_sig = c.signed("stopCompute")
+    body = {**stop_sig, "environment": "ocean-compute", "datasets": [{"documentId": node.did}], "algorithm": raw("")}
+    _error(c.http.post(f"{S}/freeCompute", json=body), 401, "invalid_signature")  # a stop's text cannot start
+    # one ledger for both dialects: a nonce used at the root is used here too
+    used = c.signed("freeStartCompute")
+    root_sig = signing.sign(c.key, [c.address, node.did], used["nonce"])
+    root = c.http.post("/api/services/compute", json={
+        "consumerAddress": c.address, "nonce": used["nonce"], "signature": root_sig, "environment": "ocean-compute",
+        "dataset": {"documentId": node.did, "serviceId": "compute", "transferTxId": "0x1"}, "algorithm": raw("")})
+    # refused by the policy, after its nonce was claimed (the root dialect's order)
+    assert root.json()["code"] == "meta_oneof_url_rawcode_remote"
+    assert str(c.http.get(f"{S}/nonce", params={"userAddress": c.address}).json()["nonce"]) == used["nonce"]
+    again = {**used, "environment": "ocean-compute", "datasets": [{"documentId": node.did}], "algorithm": raw("")}
+    _error(c.http.post(f"{S}/freeCompute", json=again), 401, "invalid_nonce")
+
+
+@pytest.mark.docker
+def test_a_token_acts_only_for_the_address_it_was_issued_to(node):
+    alice, bob = Consumer(node.url), Consumer(node.url)
+    job = bob.start(node.did, "print('bob')").json()[0]
+    token = alice.token()
+    as_alice = {"Authorization": token}
+    # naming bob with alice's token: refused (ocean-node's main branch lets it through)
+    _error(alice.http.get(f"{S}/compute", params={"consumerAddress": bob.address}, headers=as_alice), 401,
+           "token_address_mismatch")
+    _error(alice.http.put(f"{S}/compute", params={"consumerAddress": bob.address, "jobId": job["jobId"]},
+                          headers=as_alice), 401, "token_address_mismatch")
+    # and as herself, bob's job is not hers to read or stop
+    _error(alice.http.get(f"{S}/computeResult", params={"jobId": job["jobId"], "index": 0}, headers=as_alice), 404,
+           "not_found")
+    _error(alice.http.put(f"{S}/compute", params={"jobId": job["jobId"]}, headers=as_alice), 404, "not_found")
+    assert alice.http.get(f"{S}/compute", headers=as_alice).json() == []  # her own (none)
+    bob.wait(job["jobId"])
+    # a made-up or invalidated token is refused
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    _error(alice.http.get(f"{S}/compute", headers={"Authorization": forged}), 401, "invalid_token")
+    gone = alice.http.post(f"{S}/auth/token/invalidate", json={**alice.signed("invalidateAuthToken", "address"),
+                                                               "token": token})
+    assert gone.json() == {"success": True}
+    _error(alice.http.get(f"{S}/compute", headers=as_alice), 401, "invalid_token")
+
+
+def test_listing_an_addresss_jobs_needs_its_token(node):
+    c = Consumer(node.url)
+    _error(c.http.get(f"{S}/compute", params={"consumerAddress": c.address}), 401, "token_required")
+
+
+# -- starts that are refused --------------------------------------------------------------------
+
+
+def test_a_paid_start_is_refused_before_any_nonce_is_used_and_unoffered_features_are_named(node):
+    c = Consumer(node.url)
+    sig = c.signed("startCompute")
+    body = {**sig, "environment": "paid", "datasets": [{"documentId": node.did}], "algorithm": raw(""),
+            "payment": {"chainId": 8996, "token": "0x" + "0" * 40}}
+    refused = _error(c.http.post(f"{S}/compute", json=body), 400, "paid_compute_unsupported")
+    assert "freeCompute" in refused["error"]
+    assert c.http.get(f"{S}/nonce", params={"userAddress": c.address}).json()["nonce"] == 0
+    _error(c.start(node.did, output="0xdeadbeef"), 400, "not_offered")
+    _error(c.start(node.did, resources=[{"id": "cpu", "amount": 4}]), 400, "resources_exceeded")
+    _error(c.start(node.did, resources=[{"id": "quantum", "amount": 1}]), 400, "invalid")
+    unfree = {**c.signed("freeStartCompute"), "environment": "paid", "datasets": [{"documentId": node.did}],
+              "algorithm": raw("")}
+    _error(c.http.post(f"{S}/freeCompute", json=unfree), 400, "not_free")
+
+
+# -- a job: status mapping, results, outputs.tar, Range -----------------------------------------
+
+
+@pytest.mark.docker
+def test_a_failed_run_is_70_with_its_exit_code_and_outputs_tar_serves_ranges(node):
+    c = Consumer(node.url)
+    started = c.start(node.did, "import os\nos.makedirs('/data/outputs/sub')\n"
+                                "open('/data/outputs/sub/o.txt','w').write('x' * 1500)\nraise SystemExit(3)")
+    assert started.status_code == 200, started.text
+    job = c.wait(started.json()[0]["jobId"])
+    assert (job["status"], job["statusText"], job["runnerdStatus"]) == (70, "Job finished", 71)
+    assert job["terminationDetails"]["exitCode"] == 3 and job["stopRequested"] is False
+    entry = next(r for r in job["results"] if r["type"] == "output")
+
+    def get(headers=None):
+        return c.http.get(f"{S}/computeResult", params={**c.signed("getComputeResult"), "jobId": job["jobId"],
+                                                        "index": entry["index"]}, headers=headers or {})
+
+    whole = get()
+    assert whole.status_code == 200 and len(whole.content) == entry["filesize"] == int(whole.headers["content-length"])
+    with tarfile.open(fileobj=io.BytesIO(whole.content)) as tar:
+        assert tar.extractfile("outputs/sub/o.txt").read() == b"x" * 1500
+    part = get({"Range": "bytes=600-2099"})
+    assert part.status_code == 206 and part.content == whole.content[600:2100]
+    assert part.headers["content-range"] == f"bytes 600-2099/{len(whole.content)}"
+    tail = get({"Range": "bytes=-700"})
+    assert tail.status_code == 206 and tail.content == whole.content[-700:]
+    assert get().content == whole.content  # the same bytes every time (a resumed download continues them)
+    _error(get({"Range": f"bytes={len(whole.content)}-"}), 416, "range_not_satisfiable")
+    # a result signature is good once
+    params = {**c.signed("getComputeResult"), "jobId": job["jobId"], "index": entry["index"]}
+    assert c.http.get(f"{S}/computeResult", params=params).status_code == 200
+    _error(c.http.get(f"{S}/computeResult", params=params), 401, "invalid_nonce")
+    # runnerd's delete: its owner's signature over deleteCompute
+    deleted = c.http.delete(f"{S}/compute", params={**c.signed("deleteCompute"), "jobId": job["jobId"]})
+    assert deleted.json() == [{"jobId": job["jobId"], "deleted": True}]
+    _error(c.http.get(f"{S}/compute", params={"consumerAddress": c.address, "jobId": job["jobId"]}), 404,
+           "not_found")
