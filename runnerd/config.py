@@ -78,6 +78,8 @@ class Environment:
     maxJobs: int = key(2, "jobs running at once; more wait in the queue at status 1", minimum=1)
     maxQueue: int = key(100, "queued jobs beyond which a start answers 503", minimum=0)
     maxJobDuration: float = key(3600, "algorithm run time before it is killed (status 72)", unit="s", minimum=1)
+    queueMaxWaitTime: float = key(0, "longest wait at status 1; then the job ends (76); 0: no bound", unit="s",
+                                  minimum=0)
     storageExpiry: float = key(604800, "time results are kept after the job ends", unit="s", minimum=0)
     priceMin: float = key(0, "price shown to clients (runnerd does not charge)", minimum=0)
     rawAlgorithmImages: tuple[str, ...] = key(["python:3.12-slim"], "images a raw algorithm (algorithm.meta) may "

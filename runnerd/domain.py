@@ -186,6 +186,7 @@ class Job:
     history: list[tuple[int, float]] = field(default_factory=list)  # (status, when it was reached)
     restarted_from: str | None = None  # the stopped/failed job this one re-runs
     request: dict[str, Any] | None = None  # what a restart re-runs intake from (written at insert only)
+    terms: JobTerms = field(default_factory=lambda: JobTerms())  # what its start asked beyond the plan
 
     @property
     def terminal(self) -> bool:
@@ -200,6 +201,18 @@ class PlannedJob(Job):
     """A job with the plan it runs (from intake, or loaded by the runner)."""
 
     plan: JobPlan = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """What a start asked beyond inputs and algorithm (ocean-node's dialect #11, queue wait #15),
+    within its environment's bounds (engine/service.py); stored with the job, never rewritten."""
+
+    max_duration: float | None = None  # run time in seconds, at most the environment's maxJobDuration
+    queue_max_wait: float | None = None  # seconds it may wait queued, then it ends (76, queue_expired)
+    viewers: tuple[str, ...] = ()  # lower-cased addresses that may read it besides its owner
+    metadata: dict[str, Any] | None = None  # the consumer's own, handed back as sent
+    resources: tuple[tuple[str, float], ...] = ()  # (cpu|ram|disk|gpu, amount) granted
 
 
 # stopreq values, as Ocean's operator uses them

@@ -16,7 +16,7 @@ from eth_account import Account
 from runnerd import signing
 from runnerd.api.node.views import NODE_CODE, NODE_TEXT, node_code
 from runnerd.domain import Job, JobStatus
-from tests.helpers import TEST_RAW_IMAGES, dataset, raw
+from tests.helpers import TEST_RAW_IMAGES, dataset, raw, wait_done
 
 NODE = "/c2d/v2"
 S = f"{NODE}/api/services"
@@ -37,8 +37,8 @@ class Consumer:
         signature = signing.sign(self.key, [self.address, nonce, command], "")
         return {name: self.address, "nonce": nonce, "signature": signature}
 
-    def start(self, did: str, code: str = "print('hello')", **extra) -> httpx.Response:
-        body = {**self.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": did}],
+    def start(self, did: str, code: str = "print('hello')", env: str = "ocean-compute", **extra) -> httpx.Response:
+        body = {**self.signed("freeStartCompute"), "environment": env, "datasets": [{"documentId": did}],
                 "algorithm": raw(code), **extra}
         return self.http.post(f"{S}/freeCompute", json=body)
 
@@ -66,6 +66,8 @@ def node(tmp_path_factory):
          "rawAlgorithmImages": TEST_RAW_IMAGES},
         {"id": "paid", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "priceMin": 2,
          "rawAlgorithmImages": TEST_RAW_IMAGES},
+        {"id": "one", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "maxJobDuration": 60,
+         "queueMaxWaitTime": 3, "rawAlgorithmImages": TEST_RAW_IMAGES},
     ])).start()
     d.did = dataset(d.assets)
     yield d
@@ -87,13 +89,13 @@ def test_every_runnerd_status_maps_to_an_ocean_node_code_and_never_to_71():
     for status in JobStatus:
         if status == JobStatus.DELETED:
             continue
-        job = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], {}, status=status)
+        job = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], status=status)
         code = node_code(job)
         assert code in NODE_TEXT and code != 71, (status, code)
     ended = {s for s, c in NODE_CODE.items() if c == 70}
     assert ended == {JobStatus.COMPLETED, JobStatus.ALGORITHM_FAILED, JobStatus.TIMED_OUT, JobStatus.OUT_OF_MEMORY,
                      JobStatus.STOPPED}
-    expired = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], {}, status=JobStatus.INTERRUPTED,
+    expired = Job("j", "0x" + "1" * 40, "did", "e", "a", "raw", [], status=JobStatus.INTERRUPTED,
                   termination={"reason": "queue_expired"})
     assert node_code(expired) == 2 and NODE_TEXT[2] == "Job expired in queue"
 
@@ -235,3 +237,49 @@ def test_a_failed_run_is_70_with_its_exit_code_and_outputs_tar_serves_ranges(nod
     assert deleted.json() == [{"jobId": job["jobId"], "deleted": True}]
     _error(c.http.get(f"{S}/compute", params={"consumerAddress": c.address, "jobId": job["jobId"]}), 404,
            "not_found")
+
+
+LOOP = "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.1)\n"
+
+
+@pytest.mark.docker
+def test_a_queued_job_ends_when_its_queue_wait_runs_out_bounded_by_the_environments(node):
+    """queueMaxWaitTime per job (ocean-node's field), at most the environment's, which also bounds
+    the jobs of the root dialect: the job ends at 76 with `queue_expired` (ocean-node's 2), whatever
+    keeps it waiting, and nothing of it ever ran."""
+    c = Consumer(node.url)
+    first = c.start(node.did, LOOP, env="one").json()[0]  # holds the environment's only slot
+    try:
+        asked = c.start(node.did, env="one", queueMaxWaitTime=100).json()[0]
+        assert asked["queueMaxWaitTime"] == 3  # bounded by the environment's
+        root_client = node.client()
+        root = root_client.start(node.did, raw("print('never')"), "one")  # asks for none: 3 s too
+        job = c.wait(asked["jobId"], timeout=60)
+        assert (job["status"], job["statusText"], job["runnerdStatus"]) == (2, "Job expired in queue", 76)
+        assert job["terminationDetails"]["reason"] == "queue_expired" and job["results"] == []
+        assert "queueMaxWaitTime" in job["error"]
+        other = wait_done(root_client, root["jobId"], timeout=60)
+        assert (other["status"], other["terminationDetails"]["reason"]) == (76, "queue_expired")
+        assert c.http.get(f"{S}/compute", params={"consumerAddress": c.address, "jobId": first["jobId"]}).json()[
+            0]["runnerdStatus"] == 40  # the running one is not touched
+    finally:
+        stopped = c.http.put(f"{S}/compute", params={**c.signed("stopCompute"), "jobId": first["jobId"]})
+        assert stopped.json()[0]["runnerdStatus"] == 7, stopped.text
+
+
+@pytest.mark.docker
+def test_a_jobs_own_max_job_duration_stops_it_and_viewers_may_read_but_not_stop(node):
+    c, viewer = Consumer(node.url), Consumer(node.url)
+    started = c.start(node.did, LOOP, maxJobDuration=2, additionalViewers=[viewer.address],
+                      metadata={"run": 7}).json()[0]
+    assert started["maxJobDuration"] == 2 and started["additionalViewers"] == [viewer.address.lower()]
+    job = viewer.wait(started["jobId"], timeout=90)  # the viewer polls it
+    assert (job["status"], job["runnerdStatus"], job["terminationDetails"]["reason"]) == (70, 72, "timeout")
+    assert job["metadata"] == {"run": 7} and "maxJobDuration (2s)" in job["error"]
+    log = viewer.http.get(f"{S}/computeStreamableLogs", params={**viewer.signed("getComputeStreamableLogs"),
+                                                                 "jobId": job["jobId"]})
+    assert log.status_code == 200 and "looping" in log.text
+    _error(viewer.http.put(f"{S}/compute", params={**viewer.signed("stopCompute"), "jobId": job["jobId"]}), 404,
+           "not_found")
+    _error(viewer.http.delete(f"{S}/compute", params={**viewer.signed("deleteCompute"), "jobId": job["jobId"]}),
+           404, "not_found")

@@ -101,6 +101,7 @@ def test_oceanjs_8_runs_a_whole_compute_flow_unpatched_against_the_node_dialect(
     assert s["status"]["status"] == 70 and s["status"]["statusText"] == "Job finished", context
     assert s["status"]["seen"][-1] == 70 and 71 not in s["status"]["seen"]
     assert s["status"]["terminationDetails"]["exitCode"] == 0
+    assert s["status"]["metadata"] == {"name": "ocean.js 8 check"}
     results = s["status"]["results"]
     # ocean-node's order: the logs, then the outputs as one tar; then runnerd's filtering log
     assert [(r["index"], r["type"], r["filename"]) for r in results] == [

@@ -30,6 +30,7 @@ from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, log_provision_detail, occupied_bytes, read_report
 from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
+from runnerd.engine.terms import applied
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.hooks import Hooks
@@ -89,6 +90,7 @@ class JobRunner:
             planned = await self.store.planned(row.job_id)
             if planned is None:  # deleted or ended meanwhile: nothing to drive
                 return await self.store.get(row.job_id) or row
+            env = applied(env, planned.terms)  # its own run time and CPUs, within the environment's
             h = RunHandle(planned, env, slot, self.workspace.paths(row.job_id), stop, recovered)
             if h.job.stopreq:
                 stop.set()

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from runnerd.config import Environment, Settings
 from runnerd.domain import IllegalTransition, Job, JobStatus, Slot
+from runnerd.engine.run_handle import termination
 from runnerd.engine.runner import JobRunner
+from runnerd.engine.terms import applied
 from runnerd.store import JobStore
 
 log = logging.getLogger("runnerd.scheduler")
@@ -79,6 +81,7 @@ class Scheduler:
         self.live: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # wakes the loop at the next queue deadline
         self.admitting = True
         self.disk_low = False
         # Set by the engine as Docker comes and goes: a job admitted into an outage could only
@@ -98,6 +101,8 @@ class Scheduler:
         """Stop admitting and stop driving jobs, but leave their containers running: a restarted
         daemon re-attaches to them (recovery)."""
         self.admitting = False
+        if self._expiry is not None:
+            self._expiry.cancel()
         tasks = [t for t in ([self._task] + [j.task for j in self.live.values()]) if t is not None]
         for task in tasks:
             task.cancel()
@@ -113,11 +118,35 @@ class Scheduler:
             await self._wake.wait()
             self._wake.clear()
             try:
+                await self._expire_waits()
                 await self._admit()
             except Exception:  # keep scheduling; the store may be briefly locked
                 log.exception("admission failed; retrying")
                 await asyncio.sleep(1)
                 self.wake()
+
+    async def _expire_waits(self) -> None:
+        """End the queued jobs whose queue wait (queueMaxWaitTime) ran out at 76 with the reason
+        `queue_expired`, whatever else keeps them waiting (slots, GPUs, disk, Docker); then wake
+        again at the next such deadline."""
+        now = time.time()
+        expired, upcoming = await self.store.queue_expired(now)
+        for queued in expired:
+            env = self.settings.environment(queued.environment)
+            wait = queued.terms.queue_max_wait or 0
+            try:
+                job = await self.store.transition(
+                    queued.job_id, JobStatus.INTERRUPTED, expect=JobStatus.QUEUED, date_finished=now,
+                    error=f"it waited longer than its queueMaxWaitTime ({wait:g}s) for a slot",
+                    termination=termination("queue_expired"), expires_at=now + (env.storageExpiry if env else 0))
+            except (IllegalTransition, KeyError):
+                continue  # admitted, stopped or deleted meanwhile
+            log.info("job %s: its queue wait ran out; ended at 76", job.job_id)
+            self.runner.hooks.status(job, JobStatus.QUEUED)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = None if upcoming is None else \
+            asyncio.get_running_loop().call_later(max(0.0, upcoming - time.time()), self.wake)
 
     def _disk_ok(self) -> bool:
         free = shutil.disk_usage(self.data_dir).free
@@ -140,7 +169,7 @@ class Scheduler:
                 if not self._disk_ok():
                     asyncio.get_running_loop().call_later(5, self.wake)
                     return
-                slot = self.allocator.take(env)
+                slot = self.allocator.take(applied(env, queued[0].terms))  # the CPUs it asked for
                 if slot is None:
                     break  # waits for a GPU to be released
                 try:

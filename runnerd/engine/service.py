@@ -16,13 +16,14 @@ from typing import Any, Callable
 from runnerd.catalog import Catalog
 from runnerd.config import Settings
 from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
-from runnerd.domain import Job, JobStatus, PlannedJob
+from runnerd.domain import Job, JobStatus, JobTerms, PlannedJob
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
+from runnerd.engine.terms import bounded
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
 from runnerd.hooks import Hooks
@@ -124,8 +125,10 @@ class Engine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def submit(self, params: dict[str, Any], owner: str, restart_of: Job | None = None) -> Job:
-        """A start, or with `restart_of` a restart: both under the same start rate and caps."""
+    async def submit(self, params: dict[str, Any], owner: str, restart_of: Job | None = None,
+                     terms: JobTerms | None = None) -> Job:
+        """A start, or with `restart_of` a restart: both under the same start rate and caps.
+        `terms`: what the start asked beyond its plan (bounded by the environment's in _enqueue)."""
         if not self.docker_up:
             raise Unavailable("Docker is not reachable; try again later", "docker_unavailable")
         wait = self.starts.take(owner.lower())  # cheapest check first; taken before any await
@@ -138,14 +141,14 @@ class Engine:
         try:
             if restart_of is not None:
                 return await self._restart(restart_of, params, owner)
-            return await self._submit(params, owner)
+            return await self._submit(params, owner, terms or JobTerms())
         except Exception:
             self.starts.give_back(owner.lower())  # refused: nothing was stored, the start is not counted
             raise
 
-    async def _submit(self, params: dict[str, Any], owner: str) -> PlannedJob:
+    async def _submit(self, params: dict[str, Any], owner: str, terms: JobTerms) -> PlannedJob:
         job = self.intake.build(params, owner)
-        job.request = restart_record(params)
+        job.request, job.terms = restart_record(params), terms
         return await self._enqueue(job, owner)
 
     async def _restart(self, old: Job, params: dict[str, Any], owner: str) -> PlannedJob:
@@ -170,6 +173,7 @@ class Engine:
     async def _enqueue(self, job: PlannedJob, owner: str) -> PlannedJob:
         env = self.settings.environment(job.environment)
         assert env is not None
+        job.terms = bounded(job.terms, env)
         try:
             await self.store.insert(job, env.maxQueue, env.maxJobs, self.settings.maxJobsPerOwner,
                                     int(self.settings.maxResultGBPerOwner * 1024**3))

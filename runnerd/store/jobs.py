@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from runnerd.domain import (
@@ -14,6 +14,7 @@ from runnerd.domain import (
     Job,
     JobPlan,
     JobStatus,
+    JobTerms,
     PlannedJob,
     ResolvedImages,
     ResultFile,
@@ -86,7 +87,18 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         ending=JobStatus(row["ending"]) if row["ending"] is not None else None,
         history=[(s, t) for s, t in json.loads(row["history"])],
         restarted_from=row["restarted_from"],
+        terms=_terms_in(row["terms"]),
     )
+
+
+def _terms_out(terms: JobTerms) -> str | None:
+    return None if terms == JobTerms() else json.dumps(asdict(terms))
+
+
+def _terms_in(text: str | None) -> JobTerms:
+    raw = json.loads(text) if text else {}
+    return JobTerms(**{**raw, "viewers": tuple(raw.get("viewers", ())),
+                       "resources": tuple((r, float(a)) for r, a in raw.get("resources", ()))})
 
 
 def _step_from_row(row: sqlite3.Row) -> StepRecord:
@@ -107,7 +119,7 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
 # Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
 _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids,"
            " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
-           " images, expires_at, ending, history, restarted_from")
+           " images, expires_at, ending, history, restarted_from, terms")
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set (`spec`: None only, to drop the plan)
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot", "images",
@@ -175,12 +187,13 @@ class JobStore:
                 raise QueueFull(job.environment)
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
-                " input_dids, spec, status, date_created, history, restarted_from, request)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " input_dids, spec, status, date_created, history, restarted_from, request, terms, queue_deadline)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job.job_id, job.owner, job.owner.lower(), job.document_id, job.environment, job.agreement_id,
                  job.algo_did, json.dumps(job.input_dids), job.plan.to_json(), int(job.status), job.date_created,
                  json.dumps([[int(job.status), job.date_created]]), job.restarted_from,
-                 None if job.request is None else json.dumps(job.request)),
+                 None if job.request is None else json.dumps(job.request), _terms_out(job.terms),
+                 None if job.terms.queue_max_wait is None else job.date_created + job.terms.queue_max_wait),
             )
 
     async def import_jobs(self, jobs: list[Job]) -> None:
@@ -290,6 +303,14 @@ class JobStore:
 
     async def delete(self, job_id: str) -> None:
         await self.db.write("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    async def queue_expired(self, now: float) -> tuple[list[Job], float | None]:
+        """Queued jobs whose queue wait ran out by `now`, and the next deadline after it (if any)."""
+        rows = await self.db.fetchall(f"SELECT {_STATUS} FROM jobs WHERE status = ? AND queue_deadline IS NOT NULL"
+                                      " AND queue_deadline <= ?", (int(JobStatus.QUEUED), now))
+        nxt = await self.db.fetchone("SELECT MIN(queue_deadline) FROM jobs WHERE status = ? AND queue_deadline"
+                                     " IS NOT NULL AND queue_deadline > ?", (int(JobStatus.QUEUED), now))
+        return [_job_from_row(r) for r in rows], (nxt[0] if nxt else None)
 
     async def queued(self, environment: str | None = None, limit: int = -1) -> list[Job]:
         """Queued jobs in FIFO order (insertion order)."""

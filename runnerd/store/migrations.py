@@ -174,9 +174,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0009_auth_tokens",
+        "0009_job_terms_and_auth_tokens",
         """
-        -- ocean-node dialect (#11): the auth tokens issued by createAuthToken, each bound to the
+        -- ocean-node dialect (#11). The auth tokens issued by createAuthToken, each bound to the
         -- address that signed for it. Only a digest of the token is kept; invalidateAuthToken and
         -- expiry remove the row, and a token without its row is refused.
         CREATE TABLE auth_tokens (
@@ -186,6 +186,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             valid_until REAL NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX auth_tokens_by_expiry ON auth_tokens(valid_until);
+        -- JSON JobTerms: what a start asked beyond its plan (max run time, queue wait, viewers,
+        -- metadata, resources); NULL for none. queue_deadline: when a queued job's wait runs out.
+        ALTER TABLE jobs ADD COLUMN terms TEXT;
+        ALTER TABLE jobs ADD COLUMN queue_deadline REAL;
+        CREATE INDEX jobs_by_queue_deadline ON jobs(queue_deadline) WHERE status = 1 AND queue_deadline IS NOT NULL;
         """,
     ),
 ]

@@ -10,7 +10,7 @@ from runnerd.errors import NotFound
 
 
 def may_read(job: Job, address: str) -> bool:
-    return job.owner.lower() == address.lower()
+    return job.owner.lower() == address.lower() or address.lower() in job.terms.viewers
 
 
 async def readable_job(request: web.Request, job_id: str, address: str) -> Job:

@@ -2,7 +2,7 @@
 
 Only the shape changes here; the engine's intake applies the same catalog, policy and limits to
 both dialects. What this dialect adds per job (resources, maxJobDuration, queueMaxWaitTime,
-additionalViewers, metadata) is checked here and handed over typed (NodeExtras). What runnerd does
+additionalViewers, metadata) is checked here and handed to the engine typed (domain.JobTerms). What runnerd does
 not offer is refused by name, never dropped: remote output storage (`output`, `outputBucketId`),
 a policy server, registry credentials, container environment variables, and raw file inputs.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runnerd import signing
 from runnerd.catalog import Catalog
 from runnerd.config import Environment, Settings
+from runnerd.domain import JobTerms
 from runnerd.errors import BadRequest
 
 MAX_VIEWERS = 16
@@ -38,17 +39,6 @@ class Resource:
     total: float
     min: float
     max: float
-
-
-@dataclass
-class NodeExtras:
-    """What a job of this dialect asked for beyond runnerd's start request."""
-
-    resources: list[dict[str, Any]] = field(default_factory=list)  # [{id, amount}], every resource
-    maxJobDuration: float | None = None
-    queueMaxWaitTime: float = 0
-    additionalViewers: list[str] = field(default_factory=list)
-    metadata: Any = None
 
 
 def resources_of(env: Environment) -> list[Resource]:
@@ -110,13 +100,12 @@ def _seconds(params: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def extras(params: dict[str, Any], env: Environment) -> NodeExtras:
+def terms(params: dict[str, Any], env: Environment) -> JobTerms:
+    """What the start asks beyond its plan; the engine bounds the durations by the environment's."""
     for name, why in _REFUSED.items():
         if params.get(name) not in (None, "", [], {}):
             raise BadRequest(why, "not_offered", name)
-    duration = _seconds(params, "maxJobDuration")
-    if duration is not None:
-        duration = min(duration, env.maxJobDuration)  # ocean-node caps it at the environment's
+    duration = _seconds(params, "maxJobDuration")  # ocean-node caps it at the environment's, as the engine does
     viewers = params.get("additionalViewers") or []
     if not isinstance(viewers, list) or len(viewers) > MAX_VIEWERS or not all(signing.is_address(v) for v in viewers):
         raise BadRequest(f"additionalViewers must be a list of at most {MAX_VIEWERS} addresses", "invalid",
@@ -126,8 +115,9 @@ def extras(params: dict[str, Any], env: Environment) -> NodeExtras:
                                  or len(json.dumps(metadata)) > MAX_METADATA_BYTES):
         raise BadRequest(f"metadata must be an object of at most {MAX_METADATA_BYTES // 1024} KiB", "invalid",
                          "metadata")
-    return NodeExtras(_resources(params.get("resources"), env), duration,
-                      _seconds(params, "queueMaxWaitTime") or 0, list(dict.fromkeys(viewers)), metadata)
+    granted = tuple((r["id"], r["amount"]) for r in _resources(params.get("resources"), env))
+    return JobTerms(max_duration=duration, queue_max_wait=_seconds(params, "queueMaxWaitTime"),
+                    viewers=tuple(dict.fromkeys(v.lower() for v in viewers)), metadata=metadata, resources=granted)
 
 
 def _service_id(catalog: Catalog, item: dict[str, Any], kinds: tuple[str, ...]) -> dict[str, Any]:

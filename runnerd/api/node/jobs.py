@@ -43,11 +43,9 @@ async def paid_compute(request: web.Request) -> web.Response:
 
 async def _start(request: web.Request, params: dict, env, command: str) -> web.Response:
     owner = await signed.authenticate(request, params, command)
-    extras = intake.extras(params, env)
+    terms = intake.terms(params, env)
     start = intake.start_request(params, env, request.app[ENGINE].catalog)
-    job = await request.app[ENGINE].submit(start, owner)
-    del extras  # the engine takes them once it can (resources, durations, viewers, metadata)
-    return _answer([job])
+    return _answer([await request.app[ENGINE].submit(start, owner, terms=terms)])
 
 
 async def job_status(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ NODE_CODE = {
     S.FILTERING_FAILED: 62,  # the results could not be taken out of the job
     S.INTERRUPTED: 41,  # the run was lost (container gone, environment removed): it did not run to an end
 }
-# runnerd's queued job whose queueMaxWaitTime ran out (engine reason), once the engine sets it
+# terminationDetails.reason of a queued job whose queueMaxWaitTime ran out (engine/scheduler.py)
 QUEUE_EXPIRED_REASON = "queue_expired"
 
 
@@ -76,11 +76,10 @@ def node_results(job: Job) -> list[dict[str, Any]]:
     return entries
 
 
-def render(job: Job, extras: dict[str, Any] | None = None) -> dict[str, Any]:
-    """ocean-node's public ComputeJob fields (omitDBComputeFieldsFromComputeJob) plus runnerd's code.
-    `extras`: what the job was started with in this dialect (resources, metadata, viewers, …)."""
+def render(job: Job) -> dict[str, Any]:
+    """ocean-node's public ComputeJob fields (omitDBComputeFieldsFromComputeJob) plus runnerd's code."""
     code = node_code(job)
-    extras = extras or {}
+    terms = job.terms
     details = dict(job.termination or {})
     termination = None
     if job.terminal:
@@ -100,15 +99,15 @@ def render(job: Job, extras: dict[str, Any] | None = None) -> dict[str, Any]:
         "algoDID": job.algo_did,
         "agreementId": job.agreement_id,
         "environment": job.environment,
-        "resources": extras.get("resources", []),
+        "resources": [{"id": rid, "amount": amount} for rid, amount in terms.resources],
         "isFree": True,
         "payment": None,
-        "metadata": extras.get("metadata"),
-        "additionalViewers": extras.get("additionalViewers", []),
+        "metadata": terms.metadata,
+        "additionalViewers": list(terms.viewers),
         "terminationDetails": termination,
         "algoDuration": round(finished - started, 3) if started is not None and finished is not None else 0,
-        "maxJobDuration": extras.get("maxJobDuration"),
-        "queueMaxWaitTime": extras.get("queueMaxWaitTime", 0),
+        "maxJobDuration": terms.max_duration,
+        "queueMaxWaitTime": terms.queue_max_wait or 0,
         "stopRequested": bool(job.stopreq),
         "expireTimestamp": None,
         # runnerd's own outcome, unmapped (its codes are those of the Provider-v2 dialect)
