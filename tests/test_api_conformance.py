@@ -694,10 +694,51 @@ def _bad_requests(c: OceanStyle, did: str, job_id: str) -> list[tuple[str, str, 
          "invalid", "chainId"),
         ("environments_chain_overlong", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "1" * 21}}, 400,
          "invalid", "chainId"),
+        # ocean-node's dialect under /c2d/v2 (#11): the same discipline
+        *_node_bad_requests(c, did, job_id, nonce),
         # the web console (#14): a page of another site rebound to 127.0.0.1 names its own Host
         *((f"console_foreign_host_{path}", "GET", path, {"headers": {"Host": "attacker.example"}}, 401,
            "console_token", None)
           for path in ("/console", "/console/console.js", "/console/console.css", "/console/api/state")),
+    ]
+
+
+def _node_bad_requests(c: OceanStyle, did: str, job_id: str, nonce: int) -> list:
+    node = "/c2d/v2/api/services"
+    garbage = "0x" + "00" * 65
+    signed = {"consumerAddress": c.address, "nonce": str(nonce), "signature": garbage}
+    start = {**signed, "environment": "ocean-compute", "datasets": [{"documentId": did}], "algorithm": raw("print(1)")}
+    token = {"address": c.address, "nonce": str(nonce), "signature": garbage}
+    return [
+        ("node_nonce_nothing", "GET", f"{node}/nonce", {}, 400, "missing", "userAddress"),
+        ("node_free_no_environment", "POST", f"{node}/freeCompute", {"json": {}}, 400, "invalid_environment",
+         "environment"),
+        ("node_free_bad_signature", "POST", f"{node}/freeCompute", {"json": start}, 401, "invalid_signature",
+         "signature"),
+        ("node_free_malformed_json", "POST", f"{node}/freeCompute", {"content": b"{", "headers": JSON}, 400,
+         "invalid_json", None),
+        ("node_paid_no_environment", "POST", f"{node}/compute", {"json": {}}, 400, "invalid_environment",
+         "environment"),
+        ("node_status_nothing", "GET", f"{node}/compute", {}, 400, "missing", "consumerAddress"),
+        ("node_status_listing_without_token", "GET", f"{node}/compute", {"params": {"consumerAddress": c.address}},
+         401, "token_required", "Authorization"),
+        ("node_status_bad_token", "GET", f"{node}/compute", {"params": {"jobId": job_id},
+                                                            "headers": {"Authorization": "a.b.c"}}, 401,
+         "invalid_token", "Authorization"),
+        ("node_stop_nothing", "PUT", f"{node}/compute", {}, 400, "missing", "jobId"),
+        ("node_stop_bad_signature", "PUT", f"{node}/compute", {"params": {**signed, "jobId": job_id}}, 401,
+         "invalid_signature", "signature"),
+        ("node_delete_nothing", "DELETE", f"{node}/compute", {}, 400, "missing", "jobId"),
+        ("node_result_nothing", "GET", f"{node}/computeResult", {}, 400, "missing", "jobId"),
+        ("node_result_index_text", "GET", f"{node}/computeResult",
+         {"params": {**signed, "jobId": job_id, "index": "first"}}, 400, "invalid", "index"),
+        ("node_logs_nothing", "GET", f"{node}/computeStreamableLogs", {}, 400, "missing", "jobId"),
+        ("node_logs_unsigned", "GET", f"{node}/computeStreamableLogs",
+         {"params": {"jobId": job_id, "consumerAddress": c.address}}, 400, "missing", "nonce"),
+        ("node_token_nothing", "POST", f"{node}/auth/token", {"json": {}}, 400, "missing", "address"),
+        ("node_token_bad_signature", "POST", f"{node}/auth/token", {"json": token}, 401, "invalid_signature",
+         "signature"),
+        ("node_invalidate_nothing", "POST", f"{node}/auth/token/invalidate", {"json": {}}, 400, "missing", "token"),
     ]
 
 
@@ -758,7 +799,7 @@ def test_wrong_method_is_405_with_allow(shared_daemon, path):
     for method in ("PATCH", "POST", "PUT", "DELETE", "OPTIONS"):
         if method in documented:
             continue
-        r = httpx.request(method, shared_daemon.url + path)
+        r = httpx.request(method, shared_daemon.url + path.replace("{did}", "did:op:" + "0" * 64))
         assert r.status_code == 405, (method, r.status_code)
         assert assert_error_shape(r)["code"] == "method_not_allowed"
         allowed = {m.strip() for m in r.headers["Allow"].split(",")}
