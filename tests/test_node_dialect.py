@@ -5,6 +5,7 @@ are built by hand, the way ocean.js 8 builds them (signature over address + nonc
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import tarfile
 import time
@@ -68,6 +69,7 @@ def node(tmp_path_factory):
          "rawAlgorithmImages": TEST_RAW_IMAGES},
         {"id": "one", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "maxJobDuration": 60,
          "queueMaxWaitTime": 3, "rawAlgorithmImages": TEST_RAW_IMAGES},
+        {"id": "two", "nCPU": 2, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "rawAlgorithmImages": TEST_RAW_IMAGES},
     ])).start()
     d.did = dataset(d.assets)
     yield d
@@ -113,6 +115,9 @@ def test_discovery_lists_paths_under_the_base_and_environments_have_ocean_nodes_
     assert "free" in free and "free" not in paid and free["fees"] == {} == paid["fees"]
     cpu = next(r for r in free["resources"] if r["id"] == "cpu")
     assert (cpu["min"], cpu["max"], cpu["total"]) == (1, 1, 2)
+    cpu = next(r for r in envs["two"]["resources"] if r["id"] == "cpu")
+    ram = next(r for r in envs["two"]["resources"] if r["id"] == "ram")
+    assert (cpu["min"], cpu["max"], ram["min"], ram["max"]) == (1, 2, 0.5, 0.5)
     assert free["platform"]["os"] == "linux" and free["maxJobs"] == 2
     # the root dialect is untouched: its own shape, its own discovery
     assert "priceMin" in httpx.get(f"{node.url}/api/services/computeEnvironments").json()[0]
@@ -283,3 +288,20 @@ def test_a_jobs_own_max_job_duration_stops_it_and_viewers_may_read_but_not_stop(
            "not_found")
     _error(viewer.http.delete(f"{S}/compute", params={**viewer.signed("deleteCompute"), "jobId": job["jobId"]}),
            404, "not_found")
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to pin one of two")
+def test_a_job_may_ask_for_fewer_cpus_and_gets_that_many_cores(node):
+    c = Consumer(node.url)
+    code = "import os\nprint('cores', len(os.sched_getaffinity(0)), flush=True)"
+    asked = c.start(node.did, code, env="two", resources=[{"id": "cpu", "amount": 1}]).json()[0]
+    assert {"id": "cpu", "amount": 1} in asked["resources"]
+    whole = c.start(node.did, code, env="two").json()[0]  # asks nothing: the whole slot
+    assert {"id": "cpu", "amount": 2} in whole["resources"]
+    for job_id, cores in ((asked["jobId"], 1), (whole["jobId"], 2)):
+        job = c.wait(job_id)
+        index = next(r["index"] for r in job["results"] if r["type"] == "algorithmLog")
+        log = c.http.get(f"{S}/computeResult", params={**c.signed("getComputeResult"), "jobId": job_id,
+                                                       "index": index})
+        assert f"cores {cores}" in log.text, (job_id, log.text)

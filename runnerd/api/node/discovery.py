@@ -61,7 +61,7 @@ def _platform() -> dict[str, str]:
 
 def environment_view(env: Environment, running: int, queued: int, consumer: str) -> dict[str, Any]:
     resources = [{"id": r.id, "type": r.id, "kind": "fungible" if r.id != "gpu" else "discrete", "total": r.total,
-                  "min": r.min, "max": r.max, "inUse": r.min * running} for r in resources_of(env)]
+                  "min": r.min, "max": r.max, "inUse": r.max * running} for r in resources_of(env)]  # at most
     free = is_free(env)
     view: dict[str, Any] = {
         "id": env.id,

@@ -42,12 +42,15 @@ class Resource:
 
 
 def resources_of(env: Environment) -> list[Resource]:
-    """A job gets the environment's whole slot (runnerd's slots are fixed per environment), so each
-    amount is both the minimum and the maximum; `total` is what all its slots hold."""
-    amounts = [("cpu", env.nCPU), ("ram", env.ramGB), ("disk", env.diskGB)]
+    """The environment's resources in ocean-node's terms. A job may ask for fewer CPUs than the
+    environment's nCPU (down to one, or nCPU if that is less): it is given that many pinned cores,
+    and the rest stay free for other jobs. Memory, disk and GPUs are the slot's, fixed (min = max).
+    `total` is what all of the environment's slots hold."""
+    amounts = [("cpu", min(1.0, env.nCPU), env.nCPU), ("ram", env.ramGB, env.ramGB),
+               ("disk", env.diskGB, env.diskGB)]
     if env.nGPU:
-        amounts.append(("gpu", env.nGPU))
-    return [Resource(rid, amount * env.maxJobs, amount, amount) for rid, amount in amounts]
+        amounts.append(("gpu", env.nGPU, env.nGPU))
+    return [Resource(rid, high * env.maxJobs, low, high) for rid, low, high in amounts]
 
 
 def is_free(env: Environment) -> bool:
@@ -65,8 +68,9 @@ def environment(settings: Settings, params: dict[str, Any]) -> Environment:
 
 
 def _resources(value: Any, env: Environment) -> list[dict[str, Any]]:
-    """ocean-node's checkAndFillMissingResources: a missing amount is the minimum, a lower one is
-    raised to it, a higher one than the maximum is refused with ocean-node's words."""
+    """ocean-node's checkAndFillMissingResources, but a missing amount is the environment's slot
+    (ocean-node: the minimum), so a client that asks for nothing gets what the root dialect gives;
+    a lower one is raised to the minimum, one above the maximum is refused with ocean-node's words."""
     if value in (None, ""):
         value = []
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value) or len(value) > 16:
@@ -83,7 +87,7 @@ def _resources(value: Any, env: Environment) -> list[dict[str, Any]]:
         asked[rid] = float(amount)
     out = []
     for rid, r in known.items():
-        amount = max(asked.get(rid, r.min), r.min)
+        amount = max(asked.get(rid, r.max), r.min)
         if amount > r.max:
             raise BadRequest(f"Not enough {rid} resources. Requested {asked[rid]:g}, but max is {r.max:g}",
                              "resources_exceeded", "resources")
