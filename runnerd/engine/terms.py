@@ -28,10 +28,8 @@ def bounded(terms: JobTerms, env: Environment) -> JobTerms:
 def applied(env: Environment, terms: JobTerms) -> Environment:
     """The environment as this job runs in it: its own run time and CPU count where it asked for
     less (the scheduler pins that many cores, the container gets that CPU quota)."""
-    cpus = dict(terms.resources).get("cpu")
-    changes: dict = {}
-    if terms.max_duration and terms.max_duration < env.maxJobDuration:
-        changes["maxJobDuration"] = terms.max_duration
-    if cpus and cpus < env.nCPU:
-        changes["nCPU"] = cpus
-    return replace(env, **changes) if changes else env
+    cpus = dict(terms.resources).get("cpu") or env.nCPU
+    duration = terms.max_duration or env.maxJobDuration
+    if cpus >= env.nCPU and duration >= env.maxJobDuration:
+        return env
+    return replace(env, nCPU=min(cpus, env.nCPU), maxJobDuration=min(duration, env.maxJobDuration))

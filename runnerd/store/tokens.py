@@ -38,7 +38,7 @@ class AuthTokens:
         rows = self.db.lookup("SELECT address_lc, valid_until FROM auth_tokens WHERE digest = ?", (_digest(token),))
         if not rows or rows[0][1] < (now if now is not None else time.time()):
             return None
-        return rows[0][0]
+        return str(rows[0][0])
 
     async def remove(self, token: str, address: str) -> bool:
         """Invalidate a token of `address` (True), or find none of its own to invalidate (False)."""

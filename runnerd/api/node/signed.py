@@ -74,7 +74,8 @@ def _token_address(request: web.Request, token: str) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     address = claims.get("address") if isinstance(claims, dict) else None
-    if not signing.is_address(address) or request.app[TOKENS].address_of(token) != address.lower():
+    if not isinstance(address, str) or not signing.is_address(address) \
+            or request.app[TOKENS].address_of(token) != address.lower():
         return None
     return address
 
