@@ -21,6 +21,7 @@ from typing import Any
 log = logging.getLogger("runnerd.catalog")
 
 DID_RE = re.compile(r"did:op:[0-9a-fA-F]{64}")
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class AssetError(Exception):
@@ -84,6 +85,22 @@ class Asset:
     def service(self, service_id: str) -> dict[str, Any] | None:
         return next((s for s in self.ddo.get("services", []) if str(s.get("id")) == str(service_id)), None)
 
+    # -- on chain (#16): an asset with an nftAddress is ordered through its services' datatokens --
+
+    @property
+    def nft_address(self) -> str | None:
+        value = self.ddo.get("nftAddress")
+        return value.lower() if isinstance(value, str) and value else None
+
+    @property
+    def chain_id(self) -> int | None:
+        value = self.ddo.get("chainId")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def service_index(self, service_id: str) -> int:
+        """The service's position in `services`: what OrderStarted.serviceIndex names."""
+        return next(i for i, s in enumerate(self.ddo.get("services", [])) if str(s.get("id")) == str(service_id))
+
     def public_ddo(self) -> dict[str, Any]:
         """The DDO as an algorithm may see it (/data/ddos): host paths and URLs stripped."""
         ddo = json.loads(json.dumps(self.ddo))
@@ -116,7 +133,33 @@ def _validate(ddo: Any, source: str) -> str:
             raise AssetError(f"{source}: services[{i}].files must be a list of {{type: url|file, …}}")
         if "compute" in service and not isinstance(service["compute"], dict):
             raise AssetError(f"{source}: services[{i}].compute must be an object")
+    _validate_chain_fields(ddo, services, source)
     return did.lower()
+
+
+def _validate_chain_fields(ddo: dict[str, Any], services: list[dict[str, Any]], source: str) -> None:
+    """nftAddress (the asset's data NFT), chainId, and per service datatokenAddress and timeout
+    (seconds an order stays usable, 0 = forever): together they say which orders pay for it.
+    With nftAddress, every service needs a datatoken, or it could be used without any order."""
+    nft = ddo.get("nftAddress")
+    if nft is not None and not (isinstance(nft, str) and ADDRESS_RE.fullmatch(nft)):
+        raise AssetError(f"{source}: nftAddress must be a 0x address (40 hex digits), got {nft!r}")
+    chain = ddo.get("chainId")
+    if chain is not None and not (isinstance(chain, int) and not isinstance(chain, bool) and chain > 0):
+        raise AssetError(f"{source}: chainId must be a positive integer, got {chain!r}")
+    if nft and chain is None:
+        raise AssetError(f"{source}: an asset with an nftAddress needs the chainId its NFT lives on")
+    for i, service in enumerate(services):
+        token = service.get("datatokenAddress")
+        if token is not None and not (isinstance(token, str) and ADDRESS_RE.fullmatch(token)):
+            raise AssetError(f"{source}: services[{i}].datatokenAddress must be a 0x address, got {token!r}")
+        if nft and not token:
+            raise AssetError(f"{source}: services[{i}] has no datatokenAddress, but the asset has an nftAddress")
+        if token and not nft:
+            raise AssetError(f"{source}: services[{i}] has a datatokenAddress, but the asset has no nftAddress")
+        timeout = service.get("timeout", 0)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+            raise AssetError(f"{source}: services[{i}].timeout must be a whole number of seconds ≥ 0, got {timeout!r}")
 
 
 @dataclass

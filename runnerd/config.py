@@ -81,7 +81,7 @@ class Environment:
     queueMaxWaitTime: float = key(0, "longest wait at status 1; then the job ends (76); 0: no bound", unit="s",
                                   minimum=0)
     storageExpiry: float = key(604800, "time results are kept after the job ends", unit="s", minimum=0)
-    priceMin: float = key(0, "price shown to clients (runnerd does not charge)", minimum=0)
+    priceMin: float = key(0, "provider fee per minute, in fee-token units; > 0 needs chain mode", minimum=0)
     rawAlgorithmImages: tuple[str, ...] = key(["python:3.12-slim"], "images a raw algorithm (algorithm.meta) may "
                                               "run: name[:tag-glob], name@sha256:…, sha256:… or *")
     allowNetwork: bool = key(False, "algorithms may have network, if every input's allowNetworkAccess agrees")
@@ -106,6 +106,17 @@ class Environment:
     @property
     def log_bytes(self) -> int:
         return int(self.maxLogMB * 1024**2)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One entry of `chains`: chain mode for one chain id (#16); the fee address is the node key's."""
+
+    chainId: int = key(None, "the chain (one of chainIds)", required=True, minimum=1)
+    rpcUrl: str = key(None, "JSON-RPC endpoint (http or https) of a node of that chain", required=True)
+    feeToken: str = key(None, "ERC-20 the provider fees are paid in (the zero address: no fee)", required=True)
+    confirmations: int = key(1, "blocks an order needs (its own included) before it counts", minimum=1)
+    rpcTimeout: float = key(10, "timeout of one JSON-RPC call (a check: 3 times that)", unit="s", minimum=0.1)
 
 
 @dataclass(frozen=True)
@@ -163,9 +174,13 @@ class Settings:
     logFollowersTotal: int = key(256, "live-log followers the daemon serves at once", minimum=1)
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
+    chains: tuple[Chain, ...] = ()  # chain mode (#16): one per chain id, none by default
 
     def environment(self, env_id: str) -> Environment | None:
         return next((e for e in self.environments if e.id == env_id), None)
+
+    def chain(self, chain_id: int) -> Chain | None:
+        return next((c for c in self.chains if c.chainId == chain_id), None)
 
     @property
     def job_ids(self) -> tuple[int, int]:
@@ -178,6 +193,7 @@ class Settings:
 
 GLOBAL_KEYS: tuple[Key, ...] = _keys(Settings)
 ENV_KEYS: tuple[Key, ...] = _keys(Environment)
+CHAIN_KEYS: tuple[Key, ...] = _keys(Chain)
 
 
 def _job_ids(user: str) -> tuple[int, int] | None:
@@ -308,13 +324,18 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"the top level must be a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
-    envs_raw = raw.pop("environments", None)
+    envs_raw, chains_raw = raw.pop("environments", None), raw.pop("chains", None) or []
     values = _read_block(GLOBAL_KEYS, raw, "")
     _check_global(values)
     if envs_raw is None:
         raise _fail("environments", "is required: list at least one compute environment")
     if not isinstance(envs_raw, list) or not envs_raw:
         raise _fail("environments", "must be a non-empty list")
+    if not isinstance(chains_raw, list) or not all(isinstance(c, dict) for c in chains_raw):
+        raise _fail("chains", "must be a list of mappings {chainId, rpcUrl, feeToken, …}")
+    chains = tuple(_read_chain(c, f"chains[{i}].", values["chainIds"]) for i, c in enumerate(chains_raw))
+    if len({c.chainId for c in chains}) != len(chains):
+        raise _fail("chains", "names a chainId twice")
     envs: list[Environment] = []
     for i, env_raw in enumerate(envs_raw):
         path = f"environments[{i}]."
@@ -322,10 +343,23 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
             raise _fail(f"environments[{i}]", f"must be a mapping, got {env_raw!r}")
         env = _read_block(ENV_KEYS, env_raw, path)
         _check_environment(env, path)
+        if env["priceMin"] > 0 and not chains:  # it could not be charged: it would be given away
+            raise _fail(f"{path}priceMin", "is above 0, but no `chains` entry turns on chain mode")
         if any(e.id == env["id"] for e in envs):
             raise _fail(f"{path}id", f"duplicate environment id {env['id']!r}")
         envs.append(Environment(**env))
-    return Settings(**values, environments=tuple(envs), source=source)
+    return Settings(**values, environments=tuple(envs), source=source, chains=chains)
+
+
+def _read_chain(raw: dict[str, Any], path: str, chain_ids: tuple[int, ...]) -> Chain:
+    c = _read_block(CHAIN_KEYS, raw, path)
+    if c["chainId"] not in chain_ids:
+        raise _fail(f"{path}chainId", f"must be one of chainIds {list(chain_ids)}; got {c['chainId']}")
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/\S*)?", c["rpcUrl"]):
+        raise _fail(f"{path}rpcUrl", f"must be an http(s):// URL without user:password@; got {c['rpcUrl']!r}")
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", c["feeToken"]):
+        raise _fail(f"{path}feeToken", f"must be a 0x address (40 hex digits); got {c['feeToken']!r}")
+    return Chain(**c)
 
 
 class _StrictLoader(yaml.SafeLoader):

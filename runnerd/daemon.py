@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runnerd.catalog import Catalog
+from runnerd.chain.gate import ChainGate
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.engine.service import Engine
@@ -84,7 +85,8 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
                                 long_workers=max(64, 4 * sum(e.maxJobs for e in settings.environments) + 32))
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
-    engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks())
+    engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks(),
+                    chain=ChainGate(settings, identity.address, identity.private_key))
     try:
         yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:

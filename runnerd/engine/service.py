@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runnerd.catalog import Catalog
+from runnerd.chain.gate import ChainGate, Ordered, parts_of, refusal
 from runnerd.config import Settings
 from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus, JobTerms, PlannedJob
@@ -27,7 +28,7 @@ from runnerd.engine.terms import bounded
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
 from runnerd.hooks import Hooks
-from runnerd.store import AgreementInUse, JobStore, OwnerLimit, QueueFull
+from runnerd.store import AgreementInUse, JobStore, OrderUsed, OwnerLimit, QueueFull
 
 log = logging.getLogger("runnerd.engine")
 
@@ -43,7 +44,8 @@ def restart_record(params: dict[str, Any]) -> dict[str, Any]:
 
 class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
-                 data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None):
+                 data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None,
+                 chain: ChainGate | None = None):
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -52,6 +54,7 @@ class Engine:
         self.workspace = Workspace(data_dir, settings.job_ids)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog)
+        self.chain = chain or ChainGate(settings, "0x" + "0" * 40, "0x" + "1" * 64)  # no key: refuses every order
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
         self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks)
@@ -149,7 +152,16 @@ class Engine:
     async def _submit(self, params: dict[str, Any], owner: str, terms: JobTerms) -> PlannedJob:
         job = self.intake.build(params, owner)
         job.request, job.terms = restart_record(params), terms
-        return await self._enqueue(job, owner)
+        return await self._enqueue(job, owner, await self._orders(params, owner, job))
+
+    async def _orders(self, params: dict[str, Any], owner: str, job: PlannedJob) -> list[Ordered]:
+        """Chain mode (#16): the on-chain orders this start pays with, checked (chain/gate.py);
+        their keys are spent in the job's insert."""
+        env = self.settings.environment(job.environment)
+        assert env is not None
+        parts = parts_of(params, self.catalog)
+        await self.chain.check_start(parts, owner, env, self.store.order_used)
+        return parts
 
     async def _restart(self, old: Job, params: dict[str, Any], owner: str) -> PlannedJob:
         """Run a stopped or failed job again as a new job: intake runs anew (today's catalog,
@@ -168,20 +180,24 @@ class Engine:
         again = {**record, "dataset": {**record["dataset"], "transferTxId": tx}}
         job = self.intake.build(again, owner)
         job.request, job.restarted_from = record, old.job_id
-        return await self._enqueue(job, owner)
+        return await self._enqueue(job, owner, await self._orders(again, owner, job))
 
-    async def _enqueue(self, job: PlannedJob, owner: str) -> PlannedJob:
+    async def _enqueue(self, job: PlannedJob, owner: str, orders: list[Ordered] | None = None) -> PlannedJob:
         env = self.settings.environment(job.environment)
         assert env is not None
         job.terms = bounded(job.terms, env)
         try:
             await self.store.insert(job, env.maxQueue, env.maxJobs, self.settings.maxJobsPerOwner,
-                                    int(self.settings.maxResultGBPerOwner * 1024**3))
+                                    int(self.settings.maxResultGBPerOwner * 1024**3),
+                                    tuple(o.key for o in orders or ()))
         except OwnerLimit as exc:
             raise TooManyRequests(_owner_limit_text(owner, exc)) from None
         except QueueFull:
             raise Unavailable(f"the queue of {env.id} is full ({env.maxQueue} jobs); try again later",
                               "queue_full") from None
+        except OrderUsed as exc:  # a concurrent start spent it after this one's check
+            part = next(o for o in orders or () if o.key == exc.args[0])
+            raise refusal(part, "this order has already been used for a job") from None
         except AgreementInUse:
             raise BadRequest("`agreementId` already in use for another job that is still running",
                              "agreement_in_use", "dataset.transferTxId") from None

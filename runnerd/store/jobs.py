@@ -39,6 +39,10 @@ class AgreementInUse(Exception):
     pass
 
 
+class OrderUsed(Exception):
+    """An on-chain order that already paid for a job (migration 0008)."""
+
+
 class OwnerLimit(Exception):
     """A start refused by a per-owner cap: `limit` is "jobs" or "results"; `used` and `cap` are the
     owner's jobs in flight (or its kept results' bytes) and the configured bound."""
@@ -155,7 +159,7 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     async def insert(self, job: PlannedJob, max_queue: int, max_jobs: int = 0, owner_jobs: int = 0,
-                     owner_bytes: int = 0) -> None:
+                     owner_bytes: int = 0, orders: tuple[str, ...] = ()) -> None:
         """Insert a queued job, atomically checking the agreementId rule, the owner's caps (jobs in
         flight, bytes of kept results; 0: none) and the bound on the environment's jobs in flight
         (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free".
@@ -185,6 +189,12 @@ class JobStore:
                 (in_flight,) = await cur.fetchone()  # type: ignore[misc]
             if in_flight >= max_queue + max_jobs:
                 raise QueueFull(job.environment)
+            for key in orders:  # each on-chain order pays for one job (chain mode): spent with the insert
+                try:
+                    await tx.execute("INSERT INTO orders_used (order_key, job_id, used_at) VALUES (?,?,?)",
+                                     (key, job.job_id, time.time()))
+                except sqlite3.IntegrityError:
+                    raise OrderUsed(key) from None
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
                 " input_dids, spec, status, date_created, history, restarted_from, request, terms, queue_deadline)"
@@ -233,6 +243,9 @@ class JobStore:
     async def spend_suffix(self, job_id: str, suffix: str) -> None:
         """Remember what followed the jobId in a used computeResult signature (migration 0006)."""
         await self.db.write("INSERT OR IGNORE INTO result_suffixes (job_id, suffix) VALUES (?, ?)", (job_id, suffix))
+
+    def order_used(self, key: str) -> bool:
+        return bool(self.db.lookup("SELECT 1 FROM orders_used WHERE order_key = ?", (key,)))
 
     def suffix_spent(self, job_id: str, suffix: str) -> bool:
         return bool(self.db.lookup("SELECT 1 FROM result_suffixes WHERE job_id = ? AND suffix = ?", (job_id, suffix)))

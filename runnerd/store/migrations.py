@@ -193,6 +193,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX jobs_by_queue_deadline ON jobs(queue_deadline) WHERE status = 1 AND queue_deadline IS NOT NULL;
         """,
     ),
+    (
+        "0010_orders_used",
+        """
+        -- Chain mode (#16): every on-chain order (chainId:txHash) that paid for a job, written in
+        -- the job's own insert transaction, so one order can never pay for two jobs, not even two
+        -- starts racing. No foreign key and no delete trigger: a deleted job's order stays spent.
+        CREATE TABLE orders_used (
+            order_key TEXT PRIMARY KEY,
+            job_id    TEXT NOT NULL,
+            used_at   REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
