@@ -23,6 +23,7 @@ SERVICE_ENDPOINTS = {
     "computeResult": ["GET", "/api/services/computeResult"],
     "computeEnvironments": ["GET", "/api/services/computeEnvironments"],
     "nonce": ["GET", "/api/services/nonce"],
+    "initializeCompute": ["POST", "/api/services/initializeCompute"],
     # runnerd's live log, under its own name and under the one ocean.js 4.x looks up
     "computeLogs": ["GET", "/api/services/computeLogs"],
     "computeStreamableLogs": ["GET", "/api/services/computeLogs"],
@@ -75,7 +76,8 @@ def host_cpu_type() -> str:
     return ""
 
 
-def environment_view(env: Environment, current: int, queued: int, consumer: str) -> dict[str, Any]:
+def environment_view(env: Environment, current: int, queued: int, consumer: str,
+                     fee_token: str = ZERO_ADDRESS) -> dict[str, Any]:
     return {
         "id": env.id,
         "desc": env.description,
@@ -97,7 +99,7 @@ def environment_view(env: Environment, current: int, queued: int, consumer: str)
         "storageExpiry": env.storageExpiry,
         "allowNetwork": env.allowNetwork,
         "consumerAddress": consumer,
-        "feeToken": ZERO_ADDRESS,
+        "feeToken": fee_token,  # the chain's, in chain mode (#16)
         "lastSeen": f"{time.time():.6f}",
     }
 
@@ -106,11 +108,13 @@ async def environments(request: web.Request) -> web.Response:
     params = await read_params(request)
     settings, engine = request.app[SETTINGS], request.app[ENGINE]
     counts = await request.app[STORE].counts()
-    envs = [environment_view(e, engine.current_jobs(e.id), counts.get((e.id, 1), 0), request.app[IDENTITY].address)
-            for e in settings.environments]
     chain = text(params, "chainId", limit=20)
+    if chain and not re.fullmatch(r"[0-9]+", chain):
+        raise BadRequest("chainId must be an integer", "invalid", "chainId")
+    in_mode = settings.chain(int(chain) if chain else settings.chainIds[0])
+    envs = [environment_view(e, engine.current_jobs(e.id), counts.get((e.id, 1), 0), request.app[IDENTITY].address,
+                             in_mode.feeToken if in_mode else ZERO_ADDRESS)
+            for e in settings.environments]
     if not chain:
         return web.json_response(envs)
-    if not re.fullmatch(r"[0-9]+", chain):
-        raise BadRequest("chainId must be an integer", "invalid", "chainId")
     return web.json_response({chain: envs if int(chain) in settings.chainIds else []})

@@ -165,6 +165,12 @@ class JobStore:
         (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free".
         Checks and insert share one write transaction: concurrent starts cannot both pass."""
         async with self.db.transaction() as tx:
+            for key in orders:  # chain mode: each order pays for one job, spent by this insert, checked first
+                try:  # as Provider checks orders before its operator looks at agreementIds
+                    await tx.execute("INSERT INTO orders_used (order_key, job_id, used_at) VALUES (?,?,?)",
+                                     (key, job.job_id, time.time()))
+                except sqlite3.IntegrityError:
+                    raise OrderUsed(key) from None
             if owner_jobs or owner_bytes:
                 # One row, kept exact by triggers (migration 0003): no count over the owner's jobs.
                 async with tx.execute("SELECT active, kept_bytes FROM owners WHERE owner_lc = ?",
@@ -189,12 +195,6 @@ class JobStore:
                 (in_flight,) = await cur.fetchone()  # type: ignore[misc]
             if in_flight >= max_queue + max_jobs:
                 raise QueueFull(job.environment)
-            for key in orders:  # each on-chain order pays for one job (chain mode): spent with the insert
-                try:
-                    await tx.execute("INSERT INTO orders_used (order_key, job_id, used_at) VALUES (?,?,?)",
-                                     (key, job.job_id, time.time()))
-                except sqlite3.IntegrityError:
-                    raise OrderUsed(key) from None
             await tx.execute(
                 "INSERT INTO jobs (job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did,"
                 " input_dids, spec, status, date_created, history, restarted_from, request, terms, queue_deadline)"

@@ -1,0 +1,303 @@
+"""Paid compute on a real chain (#16): ganache with Ocean's own contracts (tests/chain/ocean.py),
+real orders placed with the provider fee runnerd quoted, and every refusal with Provider's code.
+
+Skipped without the test chain (`npm ci --prefix tests/chain`), unless RUNNERD_REQUIRE_CHAIN=1
+(.ci/run) makes that a failure. About 30 s: the chain starts in about a second, the paid jobs run
+in Docker, every refusal is decided before a container exists.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runnerd.chain import fees
+from runnerd.client import ApiError, Client
+from tests.chain import ocean as oc
+from tests.helpers import Daemon, base_config, dataset, free_port, raw, result_of, wait_done, write_ddo
+
+pytestmark = pytest.mark.docker
+
+if not oc.available():
+    if oc.require_chain():
+        raise RuntimeError("the test chain is missing: npm ci --prefix tests/chain")
+    pytest.skip("no test chain (npm ci --prefix tests/chain)", allow_module_level=True)
+
+PRICE = 0.5  # fee tokens per minute in the paid environment
+CODE = "import os\nopen('/data/outputs/out.txt','w').write(str(sorted(os.listdir('/data/inputs'))))\n"
+
+
+def on_chain(assets: Path, nft: str, datatoken: str, timeout: int = 0, name: str | None = None) -> str:
+    """A catalog dataset published on the test chain: its DDO names the NFT and datatoken."""
+    did = dataset(assets, name=name)
+    path = assets / f"{did.removeprefix('did:op:')}.json"
+    import json
+
+    ddo = json.loads(path.read_text())
+    ddo.update(nftAddress=nft, chainId=oc.CHAIN_ID)
+    ddo["services"][0].update(datatokenAddress=datatoken, timeout=timeout)
+    write_ddo(assets, ddo)
+    return did
+
+
+class World:
+    def __init__(self, root: Path):
+        self.chain = oc.Ganache(root / "chain", free_port()).start()
+        self.ocean = oc.Ocean(self.chain)
+        config = base_config(startsPerMinutePerOwner=0, maxJobsPerOwner=50, chains=[
+            {"chainId": oc.CHAIN_ID, "rpcUrl": self.chain.url, "feeToken": self.ocean.ocean, "rpcTimeout": 5}])
+        config["environments"] = [
+            {"id": "paid", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 60,
+             "priceMin": PRICE, "rawAlgorithmImages": base_config()["environments"][0]["rawAlgorithmImages"]},
+            {"id": "free", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 60,
+             "rawAlgorithmImages": base_config()["environments"][0]["rawAlgorithmImages"]}]
+        self.daemon = Daemon(root / "daemon", config).start()
+        self.node = self.daemon.client().info()["providerAddress"]
+        self.node_key = (self.daemon.data_dir / "node.key").read_text().strip()
+        self.nft, self.dt = self.ocean.publish("data-a")
+        self.did = on_chain(self.daemon.assets, self.nft, self.dt)
+        self.nft_b, self.dt_b = self.ocean.publish("data-b")
+        self.did_b = on_chain(self.daemon.assets, self.nft_b, self.dt_b)
+        self.nft_t, self.dt_t = self.ocean.publish("data-timeout")
+        self.did_t = on_chain(self.daemon.assets, self.nft_t, self.dt_t, timeout=2)
+
+    def client(self, role: str = "consumer") -> Client:
+        return Client(self.daemon.url, oc.KEYS[role])
+
+    def initialize(self, did: str, env: str = "paid", seconds: int = 600, tx: str | None = None,
+                   consumer: str = "consumer") -> httpx.Response:
+        item: dict[str, Any] = {"documentId": did, "serviceId": "compute"}
+        if tx:
+            item["transferTxId"] = tx
+        return httpx.post(f"{self.daemon.url}/api/services/initializeCompute", json={
+            "datasets": [item], "algorithm": raw(CODE),
+            "compute": {"env": env, "validUntil": int(time.time()) + seconds},
+            "consumerAddress": oc.ADDRESSES[consumer]}, timeout=30)
+
+    def order(self, did: str = "", datatoken: str = "", env: str = "paid", payer: str = "consumer",
+              seconds: int = 600) -> str:
+        """initializeCompute, then approve + startOrder with the fee it quoted (consumer = the
+        environment's consumerAddress, the node, as ocean.py orders). Returns the order's tx."""
+        answer = self.initialize(did or self.did, env, seconds)
+        assert answer.status_code == 200, answer.text
+        fee = answer.json()["datasets"][0]["providerFee"]
+        receipt = self.ocean.start_order(payer, datatoken or self.dt, fee, consumer=self.node)
+        return receipt["transactionHash"]
+
+    def signed_fee(self, datatoken: str, *, env: str = "paid", amount: int | None = None,
+                   valid_until: int | None = None, stamp: float | None = None, key: str | None = None,
+                   address: str | None = None) -> dict[str, Any]:
+        """A providerFee signed here (with the node key unless told otherwise): for the orders
+        runnerd itself would never quote (underpaid, expired), which the contract still accepts."""
+        valid_until = valid_until if valid_until is not None else int(time.time()) + 600
+        data = fees.provider_data(env, stamp if stamp is not None else time.time(), datatoken, "compute")
+        if amount is None:
+            amount = fees.fee_amount(PRICE, valid_until, time.time(), 18, self.ocean.ocean)
+        return fees.sign_fee(key or self.node_key, address or self.node, self.ocean.ocean, amount, valid_until, data)
+
+    def start(self, tx: str, did: str = "", env: str = "paid", role: str = "consumer") -> dict[str, Any]:
+        return self.client(role).start(did or self.did, raw(CODE), env, transfer_tx=tx)
+
+    def close(self) -> None:
+        self.daemon.stop()
+        left = self.daemon.leftover_containers()  # a test that failed midway may leave a job running
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+        self.daemon.purge()
+        self.chain.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("chain"))
+    yield w
+    w.close()
+
+
+def refused(world: World, tx: str, code: str, field: str, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(ApiError) as err:
+        world.start(tx, **kwargs)
+    assert err.value.status == 400, err.value.body
+    assert (err.value.body["code"], err.value.body.get("field")) == (code, field), err.value.body
+    return err.value.body
+
+
+# -- the paid path -----------------------------------------------------------------------------
+
+
+def test_runnerd_quotes_a_fee_the_contract_accepts_and_the_paid_job_runs(world):
+    answer = world.initialize(world.did, seconds=600)
+    assert answer.status_code == 200, answer.text
+    entry = answer.json()["datasets"][0]
+    fee = entry["providerFee"]
+    assert entry["datatoken"] == world.dt
+    assert fee["providerFeeAddress"] == world.node and fee["providerFeeToken"].lower() == world.ocean.ocean.lower()
+    # priceMin × the seconds until validUntil / 60, in the token's 18 decimals (a second may pass)
+    assert 0.99 * PRICE * 10 * oc.ETHER <= int(fee["providerFeeAmount"]) <= PRICE * 10 * oc.ETHER
+    before = world.ocean.balance(world.ocean.ocean, world.node)
+    # startOrder reverts unless the signature is the node key's over exactly these fields
+    receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node)
+    assert world.ocean.balance(world.ocean.ocean, world.node) > before  # the fee reached the node's address
+    job = world.start(receipt["transactionHash"])
+    assert job["agreementId"] == receipt["transactionHash"]
+    done = wait_done(world.client(), job["jobId"])
+    assert done["status"] == 70, done
+    assert world.did.removeprefix("did:op:") in result_of(world.client(), done, "output", "out.txt").decode()
+
+
+def test_an_order_is_never_usable_twice(world):
+    tx = world.order()
+    first = world.start(tx)
+    refused(world, tx, "order_invalid", "dataset.serviceId")
+    wait_done(world.client(), first["jobId"])
+    world.client().delete(first["jobId"])
+    refused(world, tx, "order_invalid", "dataset.serviceId")  # not even once its job is gone
+
+
+def test_concurrent_starts_with_one_order_run_one_job(world):
+    """The order names the stranger as consumer and the consumer pays: both may use it, and both
+    start at once (different addresses, so no nonce decides), each passing the chain check while
+    neither has spent it yet. The store's insert lets one through."""
+    for _ in range(3):
+        fee = world.initialize(world.did).json()["datasets"][0]["providerFee"]
+        tx = world.ocean.start_order("consumer", world.dt, fee, consumer=oc.ADDRESSES["stranger"])["transactionHash"]
+        clients = [world.client("consumer"), world.client("stranger")]
+        for c in clients:
+            c.next_nonce(), c.refresh_nonce()  # the nonce fetched before the race
+
+        def start(c: Client, tx: str = tx) -> Any:
+            try:
+                return c.start(world.did, raw(CODE), "paid", transfer_tx=tx)
+            except ApiError as exc:
+                return exc
+
+        with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+            answers = list(pool.map(start, clients))
+        jobs = [a for a in answers if isinstance(a, dict)]
+        errors = [a for a in answers if isinstance(a, ApiError)]
+        assert len(jobs) == 1, answers
+        assert [(e.status, e.body["code"]) for e in errors] == [(400, "order_invalid")], [e.body for e in errors]
+        wait_done(world.client(jobs[0]["owner"] == oc.ADDRESSES["stranger"] and "stranger" or "consumer"),
+                  jobs[0]["jobId"])
+
+
+def test_a_used_order_is_renewed_with_reuse_order(world):
+    tx = world.order()
+    job = world.start(tx)
+    again = world.initialize(world.did, tx=tx)
+    assert again.status_code == 200, again.text
+    entry = again.json()["datasets"][0]
+    assert entry["validOrder"] == tx and int(entry["providerFee"]["providerFeeAmount"]) > 0
+    reuse = world.ocean.reuse_order("consumer", world.dt, entry["validOrder"], entry["providerFee"])
+    second = world.start(reuse["transactionHash"])
+    for j in (job, second):
+        assert wait_done(world.client(), j["jobId"])["status"] == 70
+
+
+def test_an_unused_order_is_answered_as_valid_order(world):
+    tx = world.order(seconds=900)
+    entry = world.initialize(world.did, seconds=300, tx=tx).json()["datasets"][0]
+    assert entry == {"validOrder": tx}
+
+
+# -- refusals, with Provider's codes -----------------------------------------------------------
+
+
+def test_a_missing_order_is_refused(world):
+    refused(world, "0x" + secrets.token_hex(32), "order_invalid", "dataset.serviceId")
+    refused(world, "not-a-transaction", "order_invalid", "dataset.serviceId")
+
+
+def test_a_reverted_order_is_refused(world):
+    fee = world.signed_fee(world.dt)
+    fee["validUntil"] += 1  # no longer what the node signed: _checkProviderFee reverts
+    receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node, check=False)
+    assert int(receipt["status"], 16) == 0
+    refused(world, receipt["transactionHash"], "order_invalid", "dataset.serviceId")
+
+
+def test_an_order_of_another_asset_is_refused(world):
+    tx = world.order(did=world.did_b, datatoken=world.dt_b)
+    refused(world, tx, "order_invalid", "dataset.serviceId")  # dataset A with dataset B's order
+    world.start(tx, did=world.did_b)  # and B's order is good for B
+
+
+def test_a_fee_paid_to_another_provider_is_refused(world):
+    fee = world.signed_fee(world.dt, key=oc.KEYS["other_provider"], address=oc.ADDRESSES["other_provider"])
+    receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node)
+    refused(world, receipt["transactionHash"], "order_invalid", "dataset.serviceId")
+
+
+def test_someone_elses_order_is_refused(world):
+    tx = world.order()
+    refused(world, tx, "order_invalid", "dataset.serviceId", role="stranger")
+    world.start(tx)  # the refusal did not spend it
+
+
+def test_an_expired_provider_fee_is_refused(world):
+    """Quoted and mined half an hour ago (ganache's clock set back for that block), valid for 100 s:
+    expired even with Provider's grace (the quote-to-block delay, 0 here, plus 90 s)."""
+    then = int(time.time()) - 1800
+    fee = world.signed_fee(world.dt, valid_until=then + 100, stamp=then, amount=10 * oc.ETHER)
+    world.chain.rpc("evm_setTime", [then * 1000])
+    try:
+        receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node)
+    finally:
+        world.chain.rpc("evm_setTime", [int(time.time() * 1000)])
+        world.chain.rpc("evm_mine", [])
+    assert world.chain.block_time() > then + 1700  # the clock is back for the orders that follow
+    refused(world, receipt["transactionHash"], "order_invalid", "dataset.serviceId")
+
+
+def test_an_order_older_than_the_service_timeout_is_refused(world):
+    tx = world.order(did=world.did_t, datatoken=world.dt_t)
+    time.sleep(3)  # the service's timeout is 2 s
+    refused(world, tx, "order_invalid", "dataset.serviceId", did=world.did_t)
+
+
+def test_an_underpaid_fee_is_refused_with_fees_not_paid(world):
+    fee = world.signed_fee(world.dt, amount=1)  # signed by the node, so the contract takes it
+    receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node)
+    refused(world, receipt["transactionHash"], "fees_not_paid", "order")
+
+
+def test_an_order_for_another_environment_is_refused(world):
+    tx = world.order(env="free")  # a fee of 0 for the free environment
+    refused(world, tx, "order_invalid", "dataset.serviceId")  # is no fee for the paid one
+    world.start(tx, env="free")
+
+
+def test_a_paid_environment_needs_an_order(world):
+    local = dataset(world.daemon.assets)  # no datatoken: nothing could carry the fee
+    with pytest.raises(ApiError) as err:
+        world.client().start(local, raw(CODE), "paid")
+    assert (err.value.body["code"], err.value.body["field"]) == ("fees_not_paid", "order")
+    job = world.client().start(local, raw(CODE), "free")  # a free environment runs as before
+    assert wait_done(world.client(), job["jobId"])["status"] == 70
+
+
+# -- initializeCompute's own errors --------------------------------------------------------------
+
+
+def test_initialize_errors_are_providers(world):
+    def post(**change: Any) -> httpx.Response:
+        body = {"datasets": [{"documentId": world.did, "serviceId": "compute"}], "algorithm": raw(CODE),
+                "compute": {"env": "paid", "validUntil": int(time.time()) + 60}, "consumerAddress": world.node}
+        body.update(change)
+        return httpx.post(f"{world.daemon.url}/api/services/initializeCompute", json=body, timeout=30)
+
+    answer = post(compute={"env": "paid", "validUntil": int(time.time()) - 5})
+    assert answer.status_code == 400 and answer.json()["error"] == "The validUntil value is not correct."
+    answer = post(compute={"env": "nope", "validUntil": int(time.time()) + 60})
+    assert answer.status_code == 400 and answer.json()["error"] == "Compute environment does not exist"
+    answer = post(datasets=[])
+    assert answer.status_code == 400 and answer.json()["field"] == "datasets"
+    answer = post(datasets=[{"documentId": "did:op:" + "0" * 64, "serviceId": "compute"}])
+    assert answer.status_code == 400 and answer.json()["code"] == "did_not_found"
