@@ -9,8 +9,10 @@ in Docker, every refusal is decided before a container exists.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import secrets
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 from runnerd.chain import fees
 from runnerd.client import ApiError, Client
 from tests.chain import ocean as oc
-from tests.helpers import Daemon, base_config, dataset, free_port, raw, result_of, wait_done, write_ddo
+from tests.helpers import Daemon, base_config, dataset, free_port, raw, result_of, wait_done
 
 pytestmark = pytest.mark.docker
 
@@ -34,17 +36,19 @@ PRICE = 0.5  # fee tokens per minute in the paid environment
 CODE = "import os\nopen('/data/outputs/out.txt','w').write(str(sorted(os.listdir('/data/inputs'))))\n"
 
 
-def on_chain(assets: Path, nft: str, datatoken: str, timeout: int = 0, name: str | None = None) -> str:
-    """A catalog dataset published on the test chain: its DDO names the NFT and datatoken."""
-    did = dataset(assets, name=name)
-    path = assets / f"{did.removeprefix('did:op:')}.json"
-    import json
-
-    ddo = json.loads(path.read_text())
-    ddo.update(nftAddress=nft, chainId=oc.CHAIN_ID)
-    ddo["services"][0].update(datatokenAddress=datatoken, timeout=timeout)
-    write_ddo(assets, ddo)
-    return did
+def on_chain(root: Path, assets: Path, nft: str, datatoken: str, timeout: int = 0) -> str:
+    """A catalog dataset published on the test chain, registered as an operator does it."""
+    data = root / f"{datatoken}.csv"
+    data.write_text("a,b\n1,2\n")
+    data.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "runnerd", "assets", "add", str(data), "--assets", str(assets),
+                           "--copy", "--allow-raw-algorithm", "--nft-address", nft, "--datatoken", datatoken,
+                           "--chain-id", str(oc.CHAIN_ID), "--timeout", str(timeout)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RUNNERD_CONFIG": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    assert "paid with orders on chain 8996" in proc.stderr
+    return proc.stdout.strip()
 
 
 class World:
@@ -62,11 +66,11 @@ class World:
         self.node = self.daemon.client().info()["providerAddress"]
         self.node_key = (self.daemon.data_dir / "node.key").read_text().strip()
         self.nft, self.dt = self.ocean.publish("data-a")
-        self.did = on_chain(self.daemon.assets, self.nft, self.dt)
+        self.did = on_chain(root, self.daemon.assets, self.nft, self.dt)
         self.nft_b, self.dt_b = self.ocean.publish("data-b")
-        self.did_b = on_chain(self.daemon.assets, self.nft_b, self.dt_b)
+        self.did_b = on_chain(root, self.daemon.assets, self.nft_b, self.dt_b)
         self.nft_t, self.dt_t = self.ocean.publish("data-timeout")
-        self.did_t = on_chain(self.daemon.assets, self.nft_t, self.dt_t, timeout=2)
+        self.did_t = on_chain(root, self.daemon.assets, self.nft_t, self.dt_t, timeout=2)
 
     def client(self, role: str = "consumer") -> Client:
         return Client(self.daemon.url, oc.KEYS[role])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from runnerd.catalog import DID_RE, Catalog, did_for
+from runnerd.catalog import ADDRESS_RE, DID_RE, Catalog, did_for
 from runnerd.cli.paths import add_location_flags, resolve
 from runnerd.config import ConfigError, Settings, load_config
 
@@ -117,8 +117,24 @@ def _ddo(args: argparse.Namespace, did: str, file_entries: list[dict[str, Any]],
             "publisherTrustedAlgorithms": trusted,
             "publisherTrustedAlgorithmPublishers": list(args.trusted_publisher),
         }}
-    return {"@context": ["https://w3id.org/did/v1"], "id": did, "version": "4.1.0", "metadata": metadata,
-            "nft": {"owner": args.owner}, "services": [service]}
+    ddo = {"@context": ["https://w3id.org/did/v1"], "id": did, "version": "4.1.0", "metadata": metadata,
+           "nft": {"owner": args.owner}, "services": [service]}
+    if args.nft_address:  # published on chain (#16): jobs must name an order of this datatoken
+        ddo.update(nftAddress=args.nft_address, chainId=args.chain_id)
+        service.update(datatokenAddress=args.datatoken, timeout=args.timeout)
+    return ddo
+
+
+def _chain_problem(args: argparse.Namespace) -> str | None:
+    given = [bool(args.nft_address), bool(args.datatoken), args.chain_id is not None]
+    if any(given) and not all(given):
+        return "--nft-address, --datatoken and --chain-id go together (the asset's data NFT, its datatoken, its chain)"
+    for flag, value in (("--nft-address", args.nft_address), ("--datatoken", args.datatoken)):
+        if value and not ADDRESS_RE.fullmatch(value):
+            return f"{flag} must be a 0x address (40 hex digits), got {value!r}"
+    if args.timeout < 0 or (args.timeout and not args.nft_address):
+        return "--timeout is the seconds an order stays usable (0: forever), for an asset with --nft-address"
+    return None
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -154,6 +170,10 @@ def _add(args: argparse.Namespace) -> int:
         entries = [{"type": "file", "path": _place_file(f, assets, roots, args.in_place, args.copy, notes)}
                    for f in files]
         did, name = did_for(args.type, str(Path(os.path.realpath(source)))), source.name
+    problem = _chain_problem(args)
+    if problem:
+        _say(f"runnerd: {problem}")
+        return 2
     if args.type == "algorithm" and not (args.image and args.entrypoint):
         _say("runnerd: an algorithm needs --image and --entrypoint (e.g. --image python --tag 3.12-slim "
              "--entrypoint 'python3 $ALGO')")
@@ -215,6 +235,8 @@ def _policy(ddo: Any) -> str:
         parts.append(f"{len(publishers)} trusted publisher(s)")
     if compute.get("allowNetworkAccess"):
         parts.append("network allowed")
+    if ddo.get("nftAddress"):
+        parts.append(f"paid with orders on chain {ddo.get('chainId')}")
     return ", ".join(parts)
 
 
@@ -272,6 +294,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     policy.add_argument("--allow-network", action="store_true", help="allowNetworkAccess for algorithms")
     policy.add_argument("--trusted-algorithm", action="append", default=[], metavar="DID")
     policy.add_argument("--trusted-publisher", action="append", default=[], metavar="ADDRESS")
+    chain = add.add_argument_group("published on chain (paid with orders, docs/operator-guide.md \"Chain mode\")")
+    chain.add_argument("--nft-address", default="", metavar="ADDRESS", help="the asset's data NFT")
+    chain.add_argument("--datatoken", default="", metavar="ADDRESS", help="the service's datatoken (ERC20Template)")
+    chain.add_argument("--chain-id", type=int, default=None, help="the chain the NFT lives on")
+    chain.add_argument("--timeout", type=int, default=0, help="seconds an order stays usable (default 0: forever)")
     algo = add.add_argument_group("algorithm container")
     algo.add_argument("--image", default="")
     algo.add_argument("--tag", default="latest")
