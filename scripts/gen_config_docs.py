@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the two key tables of docs/configuration.md from runnerd/config.py.
+"""Regenerate the three key tables of docs/configuration.md from runnerd/config.py.
 
     .venv/bin/python scripts/gen_config_docs.py           rewrite the tables in place
     .venv/bin/python scripts/gen_config_docs.py --check   exit 1 (and show a diff) if they are stale
@@ -7,7 +7,7 @@
 The tables sit between marker comments (`<!-- BEGIN GENERATED: GLOBAL_KEYS … -->` …
 `<!-- END GENERATED: GLOBAL_KEYS -->`, the same for ENV_KEYS); everything else in the file is
 written by hand and left alone. The single source of truth is the key's line in Settings or
-Environment (`name: type = key(…)`; GLOBAL_KEYS and ENV_KEYS are derived from those fields): change
+Environment or Chain (`name: type = key(…)`; GLOBAL_KEYS, ENV_KEYS and CHAIN_KEYS are derived from those fields): change
 it there, then rerun this script. tests/test_docs.py fails while the file is out of date.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runnerd.config import ENV_KEYS, GLOBAL_KEYS, Key  # noqa: E402
+from runnerd.config import CHAIN_KEYS, ENV_KEYS, GLOBAL_KEYS, Key  # noqa: E402
 
 DOC = ROOT / "docs" / "configuration.md"
-TABLES = {"GLOBAL_KEYS": GLOBAL_KEYS, "ENV_KEYS": ENV_KEYS}
+TABLES = {"GLOBAL_KEYS": GLOBAL_KEYS, "ENV_KEYS": ENV_KEYS, "CHAIN_KEYS": CHAIN_KEYS}
 KINDS = {
     "bool": "boolean",
     "int": "integer",

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runnerd.config import ENV_KEYS, GLOBAL_KEYS, ConfigError, Environment, Settings, load_config, parse_config
+from runnerd.config import (CHAIN_KEYS, ENV_KEYS, GLOBAL_KEYS, Chain, ConfigError, Environment, Settings, load_config,
+                            parse_config)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "environments.yaml"
@@ -63,9 +64,10 @@ def test_every_key_has_its_default_when_omitted(tmp_path):
 
 def test_key_tables_match_the_dataclasses():
     """Every declared key lands in a field, and every field (but environments/source) is declared."""
-    settings_fields = set(Settings.__dataclass_fields__) - {"environments", "source"}
+    settings_fields = set(Settings.__dataclass_fields__) - {"environments", "source", "chains"}
     assert {k.name for k in GLOBAL_KEYS} == settings_fields
     assert {k.name for k in ENV_KEYS} == set(Environment.__dataclass_fields__)
+    assert {k.name for k in CHAIN_KEYS} == set(Chain.__dataclass_fields__)
     assert [k.name for k in ENV_KEYS if k.required] == ["id"]
 
 

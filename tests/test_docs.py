@@ -23,7 +23,7 @@ from aiohttp import web
 import runnerd.errors
 from runnerd.api.routes import setup_routes
 from runnerd.cli.main import build_parser
-from runnerd.config import ENV_KEYS, GLOBAL_KEYS, Key
+from runnerd.config import CHAIN_KEYS, ENV_KEYS, GLOBAL_KEYS, Key
 from runnerd.containers.spec import algorithm_env
 from runnerd.domain import JobStatus
 from runnerd.metrics import Metrics
@@ -75,8 +75,8 @@ def _generated_rows(table: str) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("table, key", [("GLOBAL_KEYS", k) for k in GLOBAL_KEYS] + [("ENV_KEYS", k) for k in ENV_KEYS],
-                         ids=lambda v: v.name if isinstance(v, Key) else v)
+@pytest.mark.parametrize("table, key", [("GLOBAL_KEYS", k) for k in GLOBAL_KEYS] + [("ENV_KEYS", k) for k in ENV_KEYS]
+                         + [("CHAIN_KEYS", k) for k in CHAIN_KEYS], ids=lambda v: v.name if isinstance(v, Key) else v)
 def test_every_config_key_is_documented_with_its_default(table: str, key: Key):
     rows = _generated_rows(table)
     assert key.name in rows, f"config key {key.name!r} is missing from docs/configuration.md: {REGENERATE}"
@@ -86,7 +86,7 @@ def test_every_config_key_is_documented_with_its_default(table: str, key: Key):
 
 
 def test_no_documented_config_key_is_gone_from_the_code():
-    for table, keys in (("GLOBAL_KEYS", GLOBAL_KEYS), ("ENV_KEYS", ENV_KEYS)):
+    for table, keys in (("GLOBAL_KEYS", GLOBAL_KEYS), ("ENV_KEYS", ENV_KEYS), ("CHAIN_KEYS", CHAIN_KEYS)):
         stale = set(_generated_rows(table)) - {k.name for k in keys}
         assert not stale, f"docs/configuration.md documents keys the code no longer has: {stale}: {REGENERATE}"
 
