@@ -690,6 +690,16 @@ def _bad_requests(c: OceanStyle, did: str, job_id: str) -> list[tuple[str, str, 
         ("nonce_nothing", "GET", f"{API}/nonce", {}, 400, "missing", "userAddress"),
         ("nonce_not_address", "GET", f"{API}/nonce", {"params": {"userAddress": "0x1234"}}, 400, "invalid",
          "userAddress"),
+        # initializeCompute (#16): unsigned, so nothing to consume; each field as Provider names it
+        ("initialize_nothing", "POST", f"{API}/initializeCompute", {"json": {}}, 400, "missing", "datasets"),
+        ("initialize_past", "POST", f"{API}/initializeCompute", {"json": {
+            "datasets": [{"documentId": did, "serviceId": "compute"}], "algorithm": raw("print(1)"),
+            "compute": {"env": "ocean-compute", "validUntil": 1}, "consumerAddress": c.address}}, 400, "invalid",
+         "compute.validUntil"),
+        ("initialize_no_env", "POST", f"{API}/initializeCompute", {"json": {
+            "datasets": [{"documentId": did, "serviceId": "compute"}], "algorithm": raw("print(1)"),
+            "compute": {"env": "nope", "validUntil": 2**31}, "consumerAddress": c.address}}, 400,
+         "invalid_environment", "compute.env"),
         ("environments_bad_chain", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "mainnet"}}, 400,
          "invalid", "chainId"),
         ("environments_chain_overlong", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "1" * 21}}, 400,
@@ -787,7 +797,7 @@ def test_body_over_max_request_bytes_is_413(shared_daemon, ocean):
 
 
 @pytest.mark.parametrize("path", ["/nope", "/api/services", "/api/services/computeResult/0",
-                                  "/api/services/initializeCompute", "/api/v1/operator/compute", "/%2e%2e/etc/passwd"])
+                                  "/api/services/fileinfo", "/api/v1/operator/compute", "/%2e%2e/etc/passwd"])
 def test_unknown_route_is_404(shared_daemon, path):
     r = httpx.get(shared_daemon.url + path)
     assert r.status_code == 404 and assert_error_shape(r)["code"] == "not_found"

@@ -233,6 +233,15 @@ def test_an_order_of_another_asset_is_refused(world):
     world.start(tx, did=world.did_b)  # and B's order is good for B
 
 
+def test_a_datatoken_not_deployed_by_the_assets_nft_is_refused(world):
+    """A DDO naming dataset A's datatoken but dataset B's NFT: A's orders are real, but B's NFT
+    never deployed that token, so they are not orders for this asset."""
+    did = on_chain(world.chain.root, world.daemon.assets, world.nft_b, world.dt)
+    tx = world.order(did=did, datatoken=world.dt)
+    body = refused(world, tx, "order_invalid", "dataset.serviceId", did=did)
+    assert "not deployed by its NFT" in body["error"]
+
+
 def test_a_fee_paid_to_another_provider_is_refused(world):
     fee = world.signed_fee(world.dt, key=oc.KEYS["other_provider"], address=oc.ADDRESSES["other_provider"])
     receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node)
