@@ -700,6 +700,12 @@ def _bad_requests(c: OceanStyle, did: str, job_id: str) -> list[tuple[str, str, 
             "datasets": [{"documentId": did, "serviceId": "compute"}], "algorithm": raw("print(1)"),
             "compute": {"env": "nope", "validUntil": 2**31}, "consumerAddress": c.address}}, 400,
          "invalid_environment", "compute.env"),
+        ("fileinfo_url_form", "POST", f"{API}/fileinfo", {"json": {"type": "url", "url": "http://10.0.0.1/"}}, 400,
+         "missing", "did"),
+        ("fileinfo_unknown", "POST", f"{API}/fileinfo", {"json": {"did": "did:op:" + "0" * 64, "serviceId": "x"}},
+         400, "did_not_found", "did"),
+        ("fileinfo_bad_service", "POST", f"{API}/fileinfo", {"json": {"did": did, "serviceId": "nope"}}, 400,
+         "not_found", "serviceId"),
         ("environments_bad_chain", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "mainnet"}}, 400,
          "invalid", "chainId"),
         ("environments_chain_overlong", "GET", f"{API}/computeEnvironments", {"params": {"chainId": "1" * 21}}, 400,
@@ -797,7 +803,7 @@ def test_body_over_max_request_bytes_is_413(shared_daemon, ocean):
 
 
 @pytest.mark.parametrize("path", ["/nope", "/api/services", "/api/services/computeResult/0",
-                                  "/api/services/fileinfo", "/api/v1/operator/compute", "/%2e%2e/etc/passwd"])
+                                  "/api/services/download", "/api/v1/operator/compute", "/%2e%2e/etc/passwd"])
 def test_unknown_route_is_404(shared_daemon, path):
     r = httpx.get(shared_daemon.url + path)
     assert r.status_code == 404 and assert_error_shape(r)["code"] == "not_found"

@@ -226,3 +226,11 @@ def test_initialize_errors_are_providers(world):
     assert answer.status_code == 400 and answer.json()["field"] == "datasets"
     answer = post(datasets=[{"documentId": "did:op:" + "0" * 64, "serviceId": "compute"}])
     assert answer.status_code == 400 and answer.json()["code"] == "did_not_found"
+
+
+def test_fileinfo_answers_for_a_registered_asset_without_its_path(world):
+    """What ocean.py's compute.start asks before each start (tests/test_chain_oceanpy.py)."""
+    answer = httpx.post(f"{world.daemon.url}/api/services/fileinfo", json={"did": world.did, "serviceId": "compute"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"index": 0, "type": "file", "valid": True, "contentLength": "8"}]
+    assert str(world.daemon.assets) not in answer.text

@@ -32,10 +32,12 @@ from tests.chain.world import CODE, World  # noqa: E402 - after the skip above
 
 def _ddo_for_oceanpy(world: World, did: str) -> dict:
     """The catalog's DDO as an Aquarius would serve it to ocean.py: the service names its
-    provider (runnerd) and checksum addresses (web3 6 refuses others); the files are encrypted
-    for the provider in Ocean, so ocean.py never reads them."""
+    provider (runnerd), addresses are checksummed (web3 6 refuses others), and the files are what
+    Ocean keeps there, a blob encrypted for the provider, which ocean.py never reads."""
     ddo = json.loads((world.daemon.assets / f"{did.removeprefix('did:op:')}.json").read_text())
     ddo["nftAddress"] = to_checksum_address(ddo["nftAddress"])
+    # what an Aquarius adds from the chain: the NFT's state (0: active) and address
+    ddo["nft"] = {**ddo.get("nft", {}), "address": ddo["nftAddress"], "state": 0}
     for service in ddo["services"]:
         service.update(serviceEndpoint=world.daemon.url, files="0x",
                        datatokenAddress=to_checksum_address(service["datatokenAddress"]))

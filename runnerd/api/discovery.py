@@ -24,6 +24,7 @@ SERVICE_ENDPOINTS = {
     "computeEnvironments": ["GET", "/api/services/computeEnvironments"],
     "nonce": ["GET", "/api/services/nonce"],
     "initializeCompute": ["POST", "/api/services/initializeCompute"],
+    "fileinfo": ["POST", "/api/services/fileinfo"],  # registered assets only (ocean.py's compute.start asks it)
     # runnerd's live log, under its own name and under the one ocean.js 4.x looks up
     "computeLogs": ["GET", "/api/services/computeLogs"],
     "computeStreamableLogs": ["GET", "/api/services/computeLogs"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, console, discovery, docs, initialize, live, node, results
+from runnerd.api import compute, console, discovery, docs, fileinfo, initialize, live, node, results
 
 COMPUTE = "/api/services/compute"
 
@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/services/computeEnvironments", discovery.environments)
     app.router.add_post(COMPUTE, compute.start_job)
     app.router.add_post("/api/services/initializeCompute", initialize.initialize_compute)
+    app.router.add_post("/api/services/fileinfo", fileinfo.fileinfo)
     # Signed reads consume a nonce: no implicit HEAD on them (Ocean Provider answers 405 too).
     app.router.add_get(COMPUTE, compute.job_status, allow_head=False)
     app.router.add_put(COMPUTE, compute.stop_jobs)

@@ -1,13 +1,13 @@
 """ocean.py's own compute flow against runnerd and the test chain, run with ocean-lib's Python
 (tests/test_chain_oceanpy.py installs nothing: it runs this with the interpreter it is given).
 
-Everything that touches runnerd or the chain is ocean.py's code, called as its c2d flow guide does:
-DataServiceProvider.get_c2d_environments, OceanAssets.pay_for_compute_service (initializeCompute,
-then Datatoken.start_order with the provider fee runnerd signed), DataServiceProvider's
-start_compute_job / compute_job_status / compute_job_result. Only OceanCompute.start's two lookups
-before its start_compute_job are left out: the DDO from an Aquarius (runnerd has its own catalog)
-and the fileinfo connectivity check (runnerd does not offer fileinfo). Ocean() still insists on
-reaching an Aquarius when it is made: a stand-in on 127.0.0.1 answers it.
+Everything that touches runnerd or the chain is ocean.py's own code, called as its c2d flow guide
+(READMEs/c2d-flow.md) does: ocean.assets.resolve, ocean.compute.get_c2d_environments,
+ocean.assets.pay_for_compute_service (initializeCompute, then Datatoken.start_order with the
+provider fee runnerd signed), ocean.compute.start (the DDO again, runnerd's fileinfo, the signed
+start), ocean.compute.status and ocean.compute.result. The one thing that is not Ocean's stack is
+the Aquarius: runnerd has its own catalog, so a stand-in on 127.0.0.1 serves ocean.py the
+catalog's DDO (ocean.py's default Aquarius, barge's address, is never contacted).
 
 Arguments: one JSON object on stdin. Output: one JSON object on stdout.
 """
@@ -43,8 +43,6 @@ def _skip_any(enforce_types):
 
 enforce_typing.enforce_types = _skip_any(enforce_typing.enforce_types)  # before ocean_lib imports it
 
-from ocean_lib.assets.ddo import DDO  # noqa: E402
-from ocean_lib.data_provider.data_service_provider import DataServiceProvider  # noqa: E402
 from ocean_lib.example_config import get_config_dict  # noqa: E402
 from ocean_lib.models.compute_input import ComputeInput  # noqa: E402
 from ocean_lib.ocean.ocean import Ocean  # noqa: E402
@@ -80,10 +78,10 @@ def main() -> None:
     config["METADATA_CACHE_URI"] = aquarius_stand_in(args["ddo"])  # before Ocean() contacts it
     ocean = Ocean(config)
     bob = Account.from_key(args["key"])
-    ddo = DDO.from_dict(args["ddo"])
+    ddo = ocean.assets.resolve(args["ddo"]["id"])
     service = ddo.services[0]
 
-    envs = DataServiceProvider.get_c2d_environments(service.service_endpoint, ddo.chain_id)
+    envs = ocean.compute.get_c2d_environments(service.service_endpoint, ddo.chain_id)
     env = next(e for e in envs if e["id"] == args["env"])
     # a paid environment: the provider fee is pulled from bob's OCEAN, so allow it first
     ocean.OCEAN_token.approve(service.datatoken, 10**24, {"from": bob})
@@ -95,18 +93,16 @@ def main() -> None:
         consume_market_order_fee_address=bob.address, tx_dict={"from": bob},
         consumer_address=env["consumerAddress"])
     tx = datasets[0].transfer_tx_id
-    job = DataServiceProvider.start_compute_job(
-        dataset_compute_service=service, consumer=bob, dataset=datasets[0], compute_environment=env["id"],
-        algorithm_meta=algorithm)
-    job_id = job["jobId"]
+    job_id = ocean.compute.start(consumer_wallet=bob, dataset=datasets[0], compute_environment=env["id"],
+                                 algorithm_meta=algorithm)
     status = {}
     for _ in range(600):
-        status = DataServiceProvider.compute_job_status(ddo.did, job_id, service, bob)
+        status = ocean.compute.status(ddo, service, job_id, bob)
         if status["status"] >= 70:
             break
         time.sleep(0.2)
     outputs = [r for r in status["results"] if r["type"] == "output"]
-    result = DataServiceProvider.compute_job_result(job_id, outputs[0]["index"], service, bob) if outputs else None
+    result = ocean.compute.result(ddo, service, job_id, outputs[0]["index"], bob) if outputs else None
     print(json.dumps({"tx": tx if isinstance(tx, str) else tx.hex(), "env": env, "jobId": job_id,
                       "status": status["status"], "output": result.decode() if result else None}))
 
