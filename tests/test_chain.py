@@ -112,6 +112,9 @@ def test_a_used_order_is_renewed_with_reuse_order(world):
     entry = again.json()["datasets"][0]
     assert entry["validOrder"] == tx and int(entry["providerFee"]["providerFeeAmount"]) > 0
     reuse = world.ocean.reuse_order("consumer", world.dt, entry["validOrder"], entry["providerFee"])
+    # the reuse is itself an unused order now, paid for 600 s: good as it is for 300
+    assert world.initialize(world.did, seconds=300, tx=reuse["transactionHash"]).json()["datasets"][0] == \
+        {"validOrder": reuse["transactionHash"]}
     second = world.start(reuse["transactionHash"])
     for j in (job, second):
         assert wait_done(world.client(), j["jobId"])["status"] == 70

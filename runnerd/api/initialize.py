@@ -78,7 +78,7 @@ async def initialize_compute(request: web.Request) -> web.Response:
                              "algorithm has a datatoken to order it with", "fees_not_paid", "order")
 
     store, gate = request.app[STORE], engine.chain
-    reusable: dict[int, str] = {}  # part index -> the start order a reuse would name
+    reusable: dict[int, str] = {}  # part index -> the startOrder a renewal (reuseOrder) must name
     fresh: set[int] = set()  # parts whose order is still good until validUntil
     for i, part in enumerate(parts):
         if part is None or not part.tx:
@@ -97,8 +97,8 @@ async def initialize_compute(request: web.Request) -> web.Response:
     for i, ((res, _item), part) in enumerate(zip(items, parts)):
         if part is None:
             entry: dict[str, Any] = {}  # a local asset: nothing to order
-        elif i in fresh:
-            entry = {"validOrder": reusable[i]}
+        elif i in fresh:  # the transaction itself (a reuse stands for its own, newer fee)
+            entry = {"validOrder": str(part.tx).lower()}
         else:
             entry = {"datatoken": part.target.datatoken,
                      "providerFee": await gate.quote(part, env, valid_until, charge=i == charged)}

@@ -10,8 +10,10 @@ Every failure is one of three answers, never a crash and never a free job:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -66,6 +68,10 @@ class ChainGate:
         self._transport = transport
         self._rpcs: dict[int, Rpc] = {}
         self._decimals: dict[int, int] = {}
+        # Its own threads: a slow or silent node then holds at most these, never the loop's default
+        # executor that other parts of the daemon use. A start that finds them all busy waits within
+        # its own deadline, then answers 503 like any other outage.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="runnerd-chain")
 
     def chain(self, chain_id: int) -> Chain | None:
         return self.settings.chain(chain_id)
@@ -81,7 +87,8 @@ class ChainGate:
         budget = 3 * chain.rpcTimeout
         deadline = time.monotonic() + budget
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args, deadline=deadline, **kwargs), budget + 1)
+            call = functools.partial(fn, *args, deadline=deadline, **kwargs)
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._pool, call), budget + 1)
         except (ChainUnavailable, asyncio.TimeoutError) as exc:
             log.warning("chain %d: %s", chain.chainId, exc or "the check ran out of time")
             raise Unavailable(f"the node of chain {chain.chainId} did not answer in time; try again later",
