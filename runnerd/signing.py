@@ -151,3 +151,30 @@ def sign(private_key: str | bytes, parts: list[str], nonce: str) -> str:
     signable = keccak(_EIP191_HASH_PREFIX + message_hash(parts, nonce))
     raw = _private_key(private_key).sign_recoverable(signable, hasher=None)  # r || s || v (0/1)
     return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
+
+
+# -- over a 32-byte hash (chain mode's provider fees, runnerd/chain/fees.py) -----------------------
+
+
+def keccak256(data: bytes) -> bytes:
+    return keccak(data)
+
+
+def sign_eip191_hash(private_key: str | bytes, digest: bytes) -> bytes:
+    """r ‖ s ‖ v (v = 27/28) of EIP-191 "\\n32" over `digest`: what Solidity's ecrecover on
+    keccak("\\x19Ethereum Signed Message:\\n32" ‖ digest) gives back the key's address for."""
+    raw = _private_key(private_key).sign_recoverable(keccak(_EIP191_HASH_PREFIX + digest), hasher=None)
+    return raw[:64] + bytes([raw[64] + 27])
+
+
+def eip191_hash_signer(digest: bytes, v: int, r: bytes, s: bytes) -> bytes | None:
+    """The 20-byte address that signed `digest` (EIP-191 "\\n32"), or None if it is no signature."""
+    recid = v - 27 if v >= 27 else v
+    if recid not in (0, 1) or len(r) != 32 or len(s) != 32:
+        return None
+    try:
+        public = coincurve.PublicKey.from_signature_and_message(r + s + bytes([recid]),
+                                                                keccak(_EIP191_HASH_PREFIX + digest), hasher=None)
+    except Exception:  # noqa: BLE001 - an invalid point or r/s value: not a signature
+        return None
+    return keccak(public.format(compressed=False)[1:])[-20:]

@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("api/",),                                    # HTTP: aiohttp app, handlers, transport limits
     ("daemon.py", "doctor.py"),                   # the two that pick the real Docker runtime
     ("engine/",),                                 # intake, scheduler, runner, steps, workspace, sweeper
-    ("store/", "containers/", "metrics.py", "client.py"),  # SQLite · containers · Prometheus · HTTP client
+    ("store/", "containers/", "metrics.py", "client.py", "chain/"),  # SQLite · containers · Prometheus · HTTP
+                                                                     # client · chain mode (fees, orders)
     ("identity.py", "hooks.py", "fields.py"),     # node key and tokens · engine events · a client's field
     ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py"),
     ("imageref.py",),                             # the one image reference parser (config checks patterns)
@@ -35,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 OWNERS = {"docker": ("containers/docker_runtime.py",), "aiosqlite": ("store/",), "aiohttp": ("api/",),
           "prometheus_client": ("metrics.py",), "httpx": ("client.py", "cli/common.py"),
           "coincurve": ("signing.py",), "eth_hash": ("signing.py",), "eth_account": (),
-          "yaml": ("config.py", "api/docs.py"), "tqdm": ("cli/results_cmd.py",)}
+          "yaml": ("config.py", "api/docs.py"), "tqdm": ("cli/results_cmd.py",), "eth_abi": ("chain/abi.py",)}
 # The engine reaches containers through the ContainerRuntime protocol only; the real one is chosen
 # by the composition root (and by doctor, which checks the host the way the daemon would).
 REAL_RUNTIME = "containers/docker_runtime.py"

@@ -49,7 +49,8 @@ async def initialize_compute(request: web.Request) -> web.Response:
     if not isinstance(algorithm, dict) or not (algorithm.get("documentId") or algorithm.get("meta")):
         raise BadRequest("The algorithm.documentId field is required when algorithm.meta is not present.",
                          "missing", "algorithm.documentId")
-    compute = params.get("compute") if isinstance(params.get("compute"), dict) else {}
+    compute = params.get("compute")
+    compute = compute if isinstance(compute, dict) else {}
     env_id = _required(compute.get("env"), "compute.env")
     valid_until = _valid_until(compute.get("validUntil"))
     consumer = _required(params.get("consumerAddress"), "consumerAddress")
@@ -71,8 +72,8 @@ async def initialize_compute(request: web.Request) -> web.Response:
     parts: list[Ordered | None] = []
     for res, item in items:
         asset = engine.catalog.get(str(item.get("documentId", "")))
-        parts.append(asset and ordered_part(res, asset, str(item.get("serviceId", "")),
-                                            str(item.get("transferTxId") or "")))
+        parts.append(None if asset is None else ordered_part(res, asset, str(item.get("serviceId", "")),
+                                                             str(item.get("transferTxId") or "")))
     if env.priceMin > 0 and not any(parts):
         raise PolicyRejected(f"environment {env.id!r} costs {env.priceMin:g} per minute, but no input nor the "
                              "algorithm has a datatoken to order it with", "fees_not_paid", "order")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode, encode
-from eth_hash.auto import keccak
+
+from runnerd.signing import keccak256 as keccak
 
 
 def _topic(signature: str) -> str:

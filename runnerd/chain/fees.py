@@ -12,13 +12,9 @@ import json
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-import coincurve
-from eth_hash.auto import keccak
-
-from runnerd.signing import to_checksum_address
+from runnerd.signing import eip191_hash_signer, keccak256, sign_eip191_hash, to_checksum_address
 
 ZERO_ADDRESS = "0x" + "0" * 40
-_EIP191 = b"\x19Ethereum Signed Message:\n32"
 
 
 def fee_amount(price_min: float, valid_until: int, now: float, decimals: int, fee_token: str) -> int:
@@ -44,24 +40,19 @@ def fee_hash(data: bytes, fee_address: str, fee_token: str, amount: int, valid_u
     """keccak(abi.encodePacked(bytes providerData, address, address, uint256, uint256))."""
     packed = (data + bytes.fromhex(fee_address[2:]) + bytes.fromhex(fee_token[2:])
               + amount.to_bytes(32, "big") + valid_until.to_bytes(32, "big"))
-    return keccak(packed)
-
-
-def signable(data: bytes, fee_address: str, fee_token: str, amount: int, valid_until: int) -> bytes:
-    return keccak(_EIP191 + fee_hash(data, fee_address, fee_token, amount, valid_until))
+    return keccak256(packed)
 
 
 def sign_fee(private_key: str, fee_address: str, fee_token: str, amount: int, valid_until: int,
              data: bytes) -> dict[str, Any]:
     """The `providerFee` object of initializeCompute (Provider v2 field names and types)."""
-    digest = signable(data, fee_address, fee_token, amount, valid_until)
-    raw = coincurve.PrivateKey(bytes.fromhex(private_key.removeprefix("0x"))).sign_recoverable(digest, hasher=None)
+    raw = sign_eip191_hash(private_key, fee_hash(data, fee_address, fee_token, amount, valid_until))
     return {
         "providerFeeAddress": to_checksum_address(fee_address),
         "providerFeeToken": to_checksum_address(fee_token),
         "providerFeeAmount": str(amount),
         "providerData": "0x" + data.hex(),
-        "v": raw[64] + 27,
+        "v": raw[64],
         "r": "0x" + raw[:32].hex(),
         "s": "0x" + raw[32:64].hex(),
         "validUntil": valid_until,
@@ -72,12 +63,5 @@ def fee_signer(data: bytes, fee_address: str, fee_token: str, amount: int, valid
                s: bytes) -> str | None:
     """The lower-case address that signed a ProviderFee event's fields, or None if it is not a
     signature at all."""
-    recid = v - 27 if v >= 27 else v
-    if recid not in (0, 1) or len(r) != 32 or len(s) != 32:
-        return None
-    try:
-        public = coincurve.PublicKey.from_signature_and_message(
-            r + s + bytes([recid]), signable(data, fee_address, fee_token, amount, valid_until), hasher=None)
-    except Exception:  # noqa: BLE001 - an invalid point or r/s value: not a signature
-        return None
-    return "0x" + keccak(public.format(compressed=False)[1:])[-20:].hex()
+    signer = eip191_hash_signer(fee_hash(data, fee_address, fee_token, amount, valid_until), v, r, s)
+    return None if signer is None else "0x" + signer.hex()

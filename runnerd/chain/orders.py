@@ -96,7 +96,8 @@ def verify_order(rpc: Rpc, tx: str, target: OrderTarget, sender: str, fee_addres
         # Provider's grace: the time the order took to be mined after the quote, plus 90 s.
         quoted = data.get("timestamp")
         block_time = to_int(rpc.block(receipt["blockHash"], deadline).get("timestamp"))
-        grace = block_time - float(quoted) + GRACE_SECONDS if _number(quoted) else 0
+        grace = block_time - float(quoted) + GRACE_SECONDS if isinstance(quoted, (int, float)) and \
+            not isinstance(quoted, bool) else 0
         if now >= fee.valid_until + grace:
             raise OrderRefused("the provider fee has expired (validUntil has passed)")
 
@@ -148,10 +149,6 @@ def _provider_data(raw: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None  # Provider skips a malformed providerData silently too
     return data if isinstance(data, dict) else None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def token_decimals(rpc: Rpc, token: str, deadline: float | None = None) -> int:

@@ -55,7 +55,7 @@ def aquarius_stand_in(ddo: dict) -> str:
     that and the one DDO."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:  # the stdlib's name for it
             body = json.dumps(ddo if self.path.endswith(ddo["id"]) else {"software": "Aquarius"}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
