@@ -372,6 +372,11 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_isolation(settings, info)
         results += check_host_capacity(settings, info)
     results += check_assets(assets, settings)
+    from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
+
+    results += [Result(f"chain {c.chainId}", FAIL if (why := probe(c)) else OK, why or f"{c.rpcUrl} answers",
+                       "check rpcUrl and feeToken of that `chains` entry")
+                for c in (settings.chains if settings else ())]
     if runtime is not None:
         asyncio.run(runtime.close())
     return results

@@ -237,3 +237,15 @@ def test_fileinfo_answers_for_a_registered_asset_without_its_path(world):
     assert answer.status_code == 200, answer.text
     assert answer.json() == [{"index": 0, "type": "file", "valid": True, "contentLength": "8"}]
     assert str(world.daemon.assets) not in answer.text
+
+
+def test_doctor_checks_the_chain(world, tmp_path):
+    from runnerd import doctor
+    from runnerd.chain.gate import probe
+    from runnerd.config import Chain
+
+    good = Chain(oc.CHAIN_ID, world.chain.url, world.ocean.ocean, 1, 5)
+    assert probe(good) == ""
+    assert "not 1" in probe(Chain(1, world.chain.url, world.ocean.ocean, 1, 5))  # another chain's node
+    assert "decimals()" in probe(Chain(oc.CHAIN_ID, world.chain.url, world.dt[:-4] + "0000", 1, 5))  # no token there
+    assert doctor.exit_status([doctor.Result("chain", doctor.OK, "")]) == 0

@@ -190,3 +190,14 @@ def test_a_published_ddo_is_accepted():
     ddo = _ddo(nftAddress="0x" + "1" * 40, chainId=8996, service={"datatokenAddress": "0x" + "2" * 40,
                                                                   "timeout": 3600})
     assert _validate(ddo, "x.json") == DID
+
+
+def test_an_answer_not_shaped_as_the_abi_says_is_a_503_not_a_500():
+    """eth_call on an address with no contract answers "0x": decoding it is an unusable answer
+    (eth_abi's DecodingError is no ValueError; it once escaped as a 500)."""
+    empty = _answer(json.dumps({"jsonrpc": "2.0", "id": 1, "result": "0x"}).encode())
+    settings = _settings()
+    gate = ChainGate(settings, ADDRESS, KEY, empty)
+    with pytest.raises(Unavailable) as err:
+        asyncio.run(gate.decimals(settings.chain(8996)))
+    assert err.value.code == "chain_unavailable"

@@ -9,9 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import decode, encode
+from eth_abi import decode as _abi_decode
+from eth_abi import encode
+from eth_abi.exceptions import DecodingError
 
 from runnerd.signing import keccak256 as keccak
+
+
+def decode(types: list[str], data: bytes) -> tuple[Any, ...]:
+    """eth_abi's decode, its errors (not ValueErrors) as ValueError: an answer not shaped as the
+    ABI says is one kind of unusable answer for the callers."""
+    try:
+        return tuple(_abi_decode(types, data))
+    except DecodingError as exc:
+        raise ValueError(f"not ABI-encoded {types}: {exc}") from None
 
 
 def _topic(signature: str) -> str:

@@ -182,3 +182,21 @@ def parts_of(params: dict[str, Any], catalog: Any) -> list[Ordered]:
         if part:
             parts.append(part)
     return parts
+
+
+def probe(chain: Chain, transport: Transport | None = None) -> str:
+    """For `runnerd doctor`: "" when rpcUrl answers for this chain id and the fee token answers
+    decimals(), else why not (for the operator: it may name the URL)."""
+    rpc = Rpc(chain.rpcUrl, chain.rpcTimeout, transport)
+    deadline = time.monotonic() + 3 * chain.rpcTimeout
+    try:
+        got = rpc.chain_id(deadline)
+        if got != chain.chainId:
+            return f"the node at rpcUrl is on chain {got}, not {chain.chainId}"
+        if int(chain.feeToken, 16):
+            token_decimals(rpc, chain.feeToken, deadline)
+    except ChainUnavailable as exc:
+        return f"the node does not answer: {exc}"
+    except (ValueError, TypeError, OverflowError):  # eth_abi's decoding errors are ValueErrors
+        return f"feeToken {chain.feeToken} does not answer decimals(): not an ERC-20 on chain {chain.chainId}?"
+    return ""
