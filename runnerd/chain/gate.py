@@ -93,7 +93,7 @@ class ChainGate:
             log.warning("chain %d: %s", chain.chainId, exc or "the check ran out of time")
             raise Unavailable(f"the node of chain {chain.chainId} did not answer in time; try again later",
                               "chain_unavailable") from None
-        except (ValueError, TypeError, KeyError, IndexError) as exc:  # an answer not shaped as the ABI says
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # an answer not shaped as expected
             log.warning("chain %d: unusable answer: %r", chain.chainId, exc)
             raise Unavailable(f"the node of chain {chain.chainId} gave an unusable answer; try again later",
                               "chain_unavailable") from None
