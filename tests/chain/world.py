@@ -40,6 +40,14 @@ def on_chain(root: Path, assets: Path, nft: str, datatoken: str, timeout: int = 
 class World:
     def __init__(self, root: Path):
         self.chain = oc.Ganache(root / "chain", free_port()).start()
+        self.daemon: Daemon | None = None
+        try:
+            self._build(root)
+        except BaseException:  # nothing may outlive a failed set-up: the node, the daemon
+            self.close()
+            raise
+
+    def _build(self, root: Path) -> None:
         self.ocean = oc.Ocean(self.chain)
         config = base_config(startsPerMinutePerOwner=0, maxJobsPerOwner=50, chains=[
             {"chainId": oc.CHAIN_ID, "rpcUrl": self.chain.url, "feeToken": self.ocean.ocean, "rpcTimeout": 5}])
@@ -48,7 +56,8 @@ class World:
              "priceMin": PRICE, "rawAlgorithmImages": base_config()["environments"][0]["rawAlgorithmImages"]},
             {"id": "free", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 60,
              "rawAlgorithmImages": base_config()["environments"][0]["rawAlgorithmImages"]}]
-        self.daemon = Daemon(root / "daemon", config).start()
+        self.daemon = Daemon(root / "daemon", config)
+        self.daemon.start()
         self.node = self.daemon.client().info()["providerAddress"]
         self.node_key = (self.daemon.data_dir / "node.key").read_text().strip()
         self.nft, self.dt = self.ocean.publish("data-a")
@@ -96,9 +105,10 @@ class World:
         return self.client(role).start(did or self.did, raw(CODE), env, transfer_tx=tx)
 
     def close(self) -> None:
-        self.daemon.stop()
-        left = self.daemon.leftover_containers()  # a test that failed midway may leave a job running
-        if left:
-            subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
-        self.daemon.purge()
+        if self.daemon is not None:
+            self.daemon.stop()
+            left = self.daemon.leftover_containers()  # a test that failed midway may leave a job running
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+            self.daemon.purge()
         self.chain.stop()
