@@ -9,7 +9,10 @@ in Docker, every refusal is decided before a container exists.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import secrets
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -249,3 +252,54 @@ def test_doctor_checks_the_chain(world, tmp_path):
     assert "not 1" in probe(Chain(1, world.chain.url, world.ocean.ocean, 1, 5))  # another chain's node
     assert "decimals()" in probe(Chain(oc.CHAIN_ID, world.chain.url, world.dt[:-4] + "0000", 1, 5))  # no token there
     assert doctor.exit_status([doctor.Result("chain", doctor.OK, "")]) == 0
+
+
+def test_a_published_algorithm_with_a_datatoken_is_paid_for_with_its_own_order(world):
+    """The algorithm's order is checked like an input's, with Provider's code for it; the fee is
+    charged on the dataset's order only (the algorithm's quote is 0)."""
+    code = world.chain.root / "algo.py"
+    code.write_text(CODE)
+    code.chmod(0o644)
+    nft, dt = world.ocean.publish("algo")
+    proc = subprocess.run([sys.executable, "-m", "runnerd", "assets", "add", str(code), "--type", "algorithm",
+                           "--assets", str(world.daemon.assets), "--image", "runnerd-test-python", "--tag", "latest",
+                           "--entrypoint", "python3 $ALGO", "--nft-address", nft, "--datatoken", dt,
+                           "--chain-id", str(oc.CHAIN_ID)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RUNNERD_CONFIG": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    algo = {"documentId": proc.stdout.strip(), "serviceId": "access"}
+    answer = httpx.post(f"{world.daemon.url}/api/services/initializeCompute", timeout=30, json={
+        "datasets": [{"documentId": world.did, "serviceId": "compute"}], "algorithm": algo,
+        "compute": {"env": "paid", "validUntil": int(time.time()) + 600}, "consumerAddress": oc.ADDRESSES["consumer"]})
+    assert answer.status_code == 200, answer.text
+    quote = answer.json()
+    assert int(quote["datasets"][0]["providerFee"]["providerFeeAmount"]) > 0
+    assert quote["algorithm"]["datatoken"] == dt and quote["algorithm"]["providerFee"]["providerFeeAmount"] == "0"
+    data_tx = world.ocean.start_order("consumer", world.dt, quote["datasets"][0]["providerFee"],
+                                      consumer=world.node)["transactionHash"]
+    algo_tx = world.ocean.start_order("consumer", dt, quote["algorithm"]["providerFee"],
+                                      consumer=world.node)["transactionHash"]
+    client = world.client()
+    with pytest.raises(ApiError) as err:  # the algorithm's order is required
+        client.start(world.did, algo, "paid", transfer_tx=data_tx)
+    assert (err.value.body["code"], err.value.body["field"]) == ("in_use_or_not_on_chain", "algorithm")
+    job = client.start(world.did, {**algo, "transferTxId": algo_tx}, "paid", transfer_tx=data_tx)
+    assert wait_done(client, job["jobId"])["status"] == 70
+    second = world.order()
+    with pytest.raises(ApiError) as err:  # and it paid for that job only
+        client.start(world.did, {**algo, "transferTxId": algo_tx}, "paid", transfer_tx=second)
+    assert (err.value.body["code"], err.value.body["field"]) == ("in_use_or_not_on_chain", "algorithm")
+
+
+def test_an_order_counts_once_it_has_the_confirmations_asked_for(world):
+    from runnerd.chain.orders import OrderRefused, OrderTarget, verify_order
+    from runnerd.chain.rpc import Rpc
+
+    tx = world.order()
+    target = OrderTarget(world.nft, world.dt, "compute", 0, 0)
+    rpc = Rpc(world.chain.url, 5)
+    with pytest.raises(OrderRefused, match="1 of the 3 confirmations"):
+        verify_order(rpc, tx, target, oc.ADDRESSES["consumer"], world.node, "paid", confirmations=3)
+    world.chain.rpc("evm_mine", [])
+    world.chain.rpc("evm_mine", [])
+    assert verify_order(rpc, tx, target, oc.ADDRESSES["consumer"], world.node, "paid", confirmations=3).tx == tx
