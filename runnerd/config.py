@@ -343,8 +343,8 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
             raise _fail(f"environments[{i}]", f"must be a mapping, got {env_raw!r}")
         env = _read_block(ENV_KEYS, env_raw, path)
         _check_environment(env, path)
-        if env["priceMin"] > 0 and not chains:  # it could not be charged: it would be given away
-            raise _fail(f"{path}priceMin", "is above 0, but no `chains` entry turns on chain mode")
+        if env["priceMin"] > 0 and not any(int(c.feeToken, 16) for c in chains):  # else it is given away
+            raise _fail(f"{path}priceMin", "is above 0, but no `chains` entry (with a feeToken) turns on chain mode")
         if any(e.id == env["id"] for e in envs):
             raise _fail(f"{path}id", f"duplicate environment id {env['id']!r}")
         envs.append(Environment(**env))

@@ -144,6 +144,8 @@ def test_a_used_order_is_refused_before_the_node_is_asked():
 def test_a_priced_environment_needs_chain_mode():
     with pytest.raises(ConfigError, match=r"environments\[0\]\.priceMin: is above 0"):
         parse_config({"environments": [{"id": "paid", "priceMin": 0.1}]})
+    with pytest.raises(ConfigError, match=r"environments\[0\]\.priceMin: is above 0"):  # a fee of 0 charges nothing
+        _settings(feeToken="0x" + "0" * 40)
     assert parse_config({"environments": [{"id": "free"}]}).chains == ()  # free runs as before
     assert _settings().chain(8996).confirmations == 1
 
