@@ -142,7 +142,8 @@ def test_a_reverted_order_is_refused(world):
     fee["validUntil"] += 1  # no longer what the node signed: _checkProviderFee reverts
     receipt = world.ocean.start_order("consumer", world.dt, fee, consumer=world.node, check=False)
     assert int(receipt["status"], 16) == 0
-    refused(world, receipt["transactionHash"], "order_invalid", "dataset.serviceId")
+    body = refused(world, receipt["transactionHash"], "order_invalid", "dataset.serviceId")
+    assert "reverted" in body["error"]  # said as such (a reverted transaction also has no events)
 
 
 def test_an_order_of_another_asset_is_refused(world):
