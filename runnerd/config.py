@@ -111,7 +111,6 @@ class Environment:
 @dataclass(frozen=True)
 class Chain:
     """One entry of `chains`: chain mode for one chain id (#16); the fee address is the node key's."""
-
     chainId: int = key(None, "the chain (one of chainIds)", required=True, minimum=1)
     rpcUrl: str = key(None, "JSON-RPC endpoint (http or https) of a node of that chain", required=True)
     feeToken: str = key(None, "ERC-20 the provider fees are paid in (the zero address: no fee)", required=True)

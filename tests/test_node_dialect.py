@@ -62,7 +62,9 @@ class Consumer:
 def node(tmp_path_factory):
     from tests.helpers import Daemon, base_config
 
-    d = Daemon(tmp_path_factory.mktemp("node"), base_config(environments=[
+    # a priced environment needs chain mode (#16); its node is never asked: no asset here has a datatoken
+    unasked = {"chainId": 8996, "rpcUrl": "http://127.0.0.1:9", "feeToken": "0x" + "1" * 40}
+    d = Daemon(tmp_path_factory.mktemp("node"), base_config(chains=[unasked], environments=[
         {"id": "ocean-compute", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 60,
          "rawAlgorithmImages": TEST_RAW_IMAGES},
         {"id": "paid", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "priceMin": 2,

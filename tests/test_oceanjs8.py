@@ -67,9 +67,13 @@ def test_the_pinned_client_is_oceanjs_8():
     assert re.fullmatch(r"8\.\d+\.\d+", declared) and _pinned() == declared == "8.6.2"
 
 
+UNASKED_CHAIN = {"chainId": 8996, "rpcUrl": "http://127.0.0.1:9", "feeToken": "0x" + "1" * 40}
+
+
 @pytest.mark.docker
 def test_oceanjs_8_runs_a_whole_compute_flow_unpatched_against_the_node_dialect(make_daemon, oceanjs8):
-    d = make_daemon(stopWaitSeconds=60, environments=[
+    # a priced environment needs chain mode (#16); its node is never asked: no asset here has a datatoken
+    d = make_daemon(stopWaitSeconds=60, chains=[UNASKED_CHAIN], environments=[
         {"id": "ocean-compute", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 2, "maxJobDuration": 120,
          "rawAlgorithmImages": TEST_RAW_IMAGES},
         {"id": "paid", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1, "priceMin": 1,

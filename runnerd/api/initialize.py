@@ -18,6 +18,7 @@ from runnerd.api.keys import ENGINE, SETTINGS, STORE
 from runnerd.api.params import read_params
 from runnerd.chain.gate import Ordered, ordered_part
 from runnerd.errors import BadRequest, PolicyRejected
+from runnerd.store import orders as spent_orders
 
 _MAX_VALID_UNTIL = 2**40  # a unix time far beyond any use; also keeps the signed uint256 sane
 
@@ -89,7 +90,7 @@ async def initialize_compute(request: web.Request) -> web.Response:
         except PolicyRejected:
             continue  # no usable order: a new one is needed (Provider answers the same way)
         reusable[i] = order.start_tx
-        if order.valid_until >= valid_until and not store.order_used(part.key):
+        if order.valid_until >= valid_until and not spent_orders.used(store.db, part.key):
             fresh.add(i)
     charged = next((i for i in range(len(parts)) if i in fresh), None)
     if charged is None:

@@ -29,6 +29,7 @@ from runnerd.engine.workspace import Workspace
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
 from runnerd.hooks import Hooks
 from runnerd.store import AgreementInUse, JobStore, OrderUsed, OwnerLimit, QueueFull
+from runnerd.store import orders as spent_orders
 
 log = logging.getLogger("runnerd.engine")
 
@@ -160,7 +161,7 @@ class Engine:
         env = self.settings.environment(job.environment)
         assert env is not None
         parts = parts_of(params, self.catalog)
-        await self.chain.check_start(parts, owner, env, self.store.order_used)
+        await self.chain.check_start(parts, owner, env, lambda key: spent_orders.used(self.store.db, key))
         return parts
 
     async def _restart(self, old: Job, params: dict[str, Any], owner: str) -> PlannedJob:

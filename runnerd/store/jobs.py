@@ -26,6 +26,7 @@ from runnerd.domain import (
 )
 from runnerd.store.connection import Database
 from runnerd.store.console import ConsoleJob, console_jobs
+from runnerd.store import orders as spent_orders
 from runnerd.store.nonces import NonceLedger
 
 _TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
@@ -37,10 +38,6 @@ class QueueFull(Exception):
 
 class AgreementInUse(Exception):
     pass
-
-
-class OrderUsed(Exception):
-    """An on-chain order that already paid for a job (migration 0008)."""
 
 
 class OwnerLimit(Exception):
@@ -165,12 +162,7 @@ class JobStore:
         (maxJobs running + maxQueue waiting), so maxQueue 0 means "only if a slot is free".
         Checks and insert share one write transaction: concurrent starts cannot both pass."""
         async with self.db.transaction() as tx:
-            for key in orders:  # chain mode: each order pays for one job, spent by this insert, checked first
-                try:  # as Provider checks orders before its operator looks at agreementIds
-                    await tx.execute("INSERT INTO orders_used (order_key, job_id, used_at) VALUES (?,?,?)",
-                                     (key, job.job_id, time.time()))
-                except sqlite3.IntegrityError:
-                    raise OrderUsed(key) from None
+            await spent_orders.spend(tx, orders, job.job_id)  # chain mode; first, as Provider checks orders first
             if owner_jobs or owner_bytes:
                 # One row, kept exact by triggers (migration 0003): no count over the owner's jobs.
                 async with tx.execute("SELECT active, kept_bytes FROM owners WHERE owner_lc = ?",
@@ -243,9 +235,6 @@ class JobStore:
     async def spend_suffix(self, job_id: str, suffix: str) -> None:
         """Remember what followed the jobId in a used computeResult signature (migration 0006)."""
         await self.db.write("INSERT OR IGNORE INTO result_suffixes (job_id, suffix) VALUES (?, ?)", (job_id, suffix))
-
-    def order_used(self, key: str) -> bool:
-        return bool(self.db.lookup("SELECT 1 FROM orders_used WHERE order_key = ?", (key,)))
 
     def suffix_spent(self, job_id: str, suffix: str) -> bool:
         return bool(self.db.lookup("SELECT 1 FROM result_suffixes WHERE job_id = ? AND suffix = ?", (job_id, suffix)))
