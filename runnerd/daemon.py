@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runnerd.catalog import Catalog
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.engine.service import Engine
@@ -61,7 +62,8 @@ def lock_data_dir(data_dir: Path) -> int:
 
 @contextlib.asynccontextmanager
 async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
-                      runtime: ContainerRuntime | None = None) -> AsyncIterator[Daemon]:
+                      runtime: ContainerRuntime | None = None, clock: Clock | None = None) -> AsyncIterator[Daemon]:
+    """`runtime` and `clock`: None for the real ones (the daemon); a test passes its fakes."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # Root only: Docker resolves bind-mount sources as root, so no job and no host user needs to
@@ -84,7 +86,7 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
                                 long_workers=max(64, 4 * sum(e.maxJobs for e in settings.environments) + 32))
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
-    engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks())
+    engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks(), clock=clock or SYSTEM)
     try:
         yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:

@@ -89,3 +89,11 @@ def http_server():
     server = BridgeServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def fake_clock():
+    """A clock the test advances (tests/fakes.py FakeClock); the engine rigs run on it when asked."""
+    from tests.fakes import FakeClock
+
+    return FakeClock()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
+from runnerd.clock import SYSTEM, Clock
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
 from runnerd.engine import reasons
@@ -30,6 +31,7 @@ _KILLED = (137, 143)
 # How long after such an exit runnerd watches whether dockerd is going away: its shutdown stops
 # containers with their stop timeout (10 s) within its shutdown-timeout (15 s by default).
 DOCKER_SHUTDOWN_WATCH = 20.0
+_WATCH_PING = 0.5  # how often Docker is pinged during that watch
 LOST_WITH_DOCKER = "its container was lost when Docker restarted"
 
 
@@ -54,9 +56,10 @@ class Outage:
     """Retry a runtime call while Docker is unreachable, with backoff, for at most `limit` seconds
     in total across the step; then give up (the job ends at 76)."""
 
-    def __init__(self, limit: float, on_change: Callable[[bool], None] | None = None):
+    def __init__(self, limit: float, on_change: Callable[[bool], None] | None = None, clock: Clock = SYSTEM):
         self.limit, self.spent, self.seen = limit, 0.0, False
         self._on_change = on_change
+        self._clock = clock
 
     async def retry(self, call: Callable[[], Awaitable[T]]) -> T:
         delay = 0.2
@@ -73,15 +76,16 @@ class Outage:
                 if self.spent >= self.limit:
                     raise
                 log.warning("Docker unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 self.spent += delay
                 delay = min(delay * 2, 5.0)
 
 
 class StepDriver:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, stop_grace: float, outage_limit: float,
-                 hooks: Hooks | None = None):
+                 hooks: Hooks | None = None, clock: Clock = SYSTEM):
         self.store = store
+        self.clock = clock
         self.runtime = runtime
         self.stop_grace = stop_grace
         self.outage_limit = outage_limit
@@ -97,7 +101,7 @@ class StepDriver:
         if rec is not None and rec.state != StepState.CREATING:
             return
         try:
-            await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0))
+            await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0, clock=self.clock))
         except (ImageMissing, ContainerRefused):
             if strict:
                 raise
@@ -119,7 +123,7 @@ class StepDriver:
                   logs: LogCapture | None = None) -> StepOutcome:
         """Run (or resume) the step and return how it ended. `max_seconds` counts from the
         container's start, across restarts of runnerd."""
-        outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None)
+        outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None, self.clock)
         rec = (await self.store.steps(job_id)).get(kind)
         if rec is not None and rec.state == StepState.EXITED:
             return StepOutcome(ExitResult(rec.exit_code or 0, bool(rec.oom_killed)), started_at=rec.started_at)
@@ -262,17 +266,16 @@ class StepDriver:
         live-restore) first stops its containers, in parallel, each with a grace period, and may
         answer its API meanwhile: a SIGTERM/SIGKILL exit followed by dockerd going away within its
         shutdown time means the container was lost with it, not that the algorithm failed."""
-        waited = 0.0
+        started = self.clock.monotonic()
         while True:
             try:
                 await self.runtime.ping()
             except RuntimeUnavailable:
                 self._docker_down()
                 return False
-            if waited >= window:
+            if self.clock.monotonic() - started >= window:
                 return True
-            await asyncio.sleep(0.5)
-            waited += 0.5
+            await self.clock.sleep(_WATCH_PING)
 
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
         try:
