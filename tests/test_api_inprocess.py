@@ -445,3 +445,53 @@ async def test_non_ascii_result_token_is_a_401_not_a_500(inprocess):
                                          params={"jobId": "a" * 32, "index": "0", "expires": "99999999999",
                                                  "token": "é"}))
     assert r.status_code == 401 and assert_error_shape(r)["code"] == "invalid_token"
+
+
+# -- signatures replayed (the adversarial review of the #10 fixes, r1) ---------------------------
+
+
+async def test_a_used_result_signature_is_not_a_delete(inprocess):
+    """Ocean's computeResult text `address + jobId + index + nonce` is the delete text
+    `address + jobId + "" + nonce'` with nonce' = index followed by nonce, a nonce never used."""
+    owner = await AsyncOceanStyle(inprocess.http).discover()
+    did = dataset(inprocess.assets)
+    job = await owner.start(did, raw("print('hello')"))
+    done = await owner.wait(job["jobId"])
+    assert len(done["results"]) >= 2
+    nonce = await owner.next_nonce()
+    signature = owner.sign(f"{owner.address}{job['jobId']}1", nonce, "py")
+    r = await owner.call("computeResult", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                                  "index": 1, "nonce": nonce, "signature": signature})
+    assert r.status_code == 200, r.text
+    # Someone who saw that URL (a proxy's log, a shared link) replays its signature as a delete.
+    attacker = await AsyncOceanStyle(inprocess.http).discover()
+    r = await attacker.call("computeDelete", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                                     "nonce": f"1{nonce}", "signature": signature})
+    assert r.status_code == 401, r.text
+    assert (await owner.job(job["jobId"]))["status"] == 70  # still there
+
+
+async def test_a_used_result_signature_is_not_a_signed_status_read(inprocess):
+    """The same text is a signed status read with nonce index+nonce: one used result-download URL
+    (say of the algorithm log) would yield capability URLs for every output."""
+    inprocess.fake.script(Outcome(on_start=writes_outputs({"secret.txt": "the data"})), image=PY_IMAGE,
+                          step="algorithm")
+    owner = await AsyncOceanStyle(inprocess.http).discover()
+    did = dataset(inprocess.assets)
+    job = await owner.start(did, raw("open('/data/outputs/secret.txt', 'w').write('the data')"))
+    done = await owner.wait(job["jobId"])
+    log_index = next(r["index"] for r in done["results"] if r["type"] == "algorithmLog")
+    assert log_index >= 1
+    nonce = await owner.next_nonce()
+    signature = owner.sign(f"{owner.address}{job['jobId']}{log_index}", nonce, "py")
+    r = await owner.call("computeResult", params={"consumerAddress": owner.address, "jobId": job["jobId"],
+                                                  "index": log_index, "nonce": nonce, "signature": signature})
+    assert r.status_code == 200, r.text
+    r = await inprocess.http.get(f"{API}/compute", params={
+        "consumerAddress": owner.address, "jobId": job["jobId"], "nonce": f"{log_index}{nonce}",
+        "signature": signature})
+    assert r.status_code == 401 and assert_error_shape(r)["code"] == "invalid_signature", r.text
+    r = await inprocess.http.get(f"{API}/computeLogs", params={  # nor a log read
+        "consumerAddress": owner.address, "jobId": job["jobId"], "nonce": f"{log_index}{nonce}",
+        "signature": signature})
+    assert r.status_code == 401, r.text
