@@ -159,6 +159,8 @@ class Scheduler:
         async with self._one_pass:
             await self._expire_waits()
             await self._admit()
+            if self.admitting and not self.docker_up:  # says why queued jobs do not start (once the pass is over)
+                log.info("admission waits for Docker to come back")
 
     def _wake_later(self, seconds: float) -> None:
         if self._recheck is None or self._recheck.done():
