@@ -55,7 +55,7 @@ def test_what_a_job_was_started_with_leaves_its_row_when_its_results_expire(make
         time.sleep(0.5)
     with sqlite3.connect(f"file:{daemon.data_dir / 'runnerd.db'}?mode=ro", uri=True) as db:
         (request,) = db.execute("SELECT request FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    assert request is None or len(request) < 1000
+    assert request is None  # the sweep that removed its results dropped it
 
 
 async def test_a_tag_restricted_image_entry_does_not_admit_another_image_of_the_repository_by_digest():
