@@ -20,7 +20,7 @@ import pytest
 
 from runnerd.identity import NodeIdentity
 from tests.fakes import Outcome
-from tests.helpers import PY_IMAGE, dataset, raw
+from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, dataset, raw
 from tests.inprocess import AsyncOceanStyle, writes_outputs
 from tests.test_api_conformance import API, POLICY_CASES, REAL_POLICY_CASES, shape_body, write_catalog
 from tests.test_openapi import assert_error_shape, conform, document
@@ -495,3 +495,66 @@ async def test_a_used_result_signature_is_not_a_signed_status_read(inprocess):
         "consumerAddress": owner.address, "jobId": job["jobId"], "nonce": f"{log_index}{nonce}",
         "signature": signature})
     assert r.status_code == 401, r.text
+
+
+# -- per-owner limits (issue #10 item 8; the results budget stays in tests/test_owner_limits.py) -----
+
+OWNERS_ENV = {"id": "owners", "nCPU": 0.25, "ramGB": 0.25, "diskGB": 0.1, "maxJobs": 1, "maxQueue": 20,
+              "maxJobDuration": 120, "diskQuota": "none"}
+
+
+@pytest.fixture
+async def owners(tmp_path, aiohttp_client, request):
+    """A daemon with maxJobsPerOwner 2 and no start rate, on the fakes; `parametrize("owners",
+    [{key: value}], indirect=True)` changes top-level keys."""
+    from contextlib import AsyncExitStack
+
+    from tests.helpers import base_config
+    from tests.inprocess import start
+
+    keys = {"maxJobsPerOwner": 2, "startsPerMinutePerOwner": 0, **getattr(request, "param", {})}
+    async with AsyncExitStack() as stack:
+        node = await start(stack, tmp_path, aiohttp_client, base_config(environments=[dict(OWNERS_ENV)], **keys))
+        node.fake.script(Outcome(duration=None), image=BUSYBOX_IMAGE)  # SLEEPER: runs until stopped
+        yield node
+
+
+SLEEPER = raw("import time\ntime.sleep(120)", image=BUSYBOX_IMAGE)
+
+
+async def test_an_owner_at_max_jobs_is_refused_while_another_owner_starts(owners):
+    did = dataset(owners.assets)
+    greedy, other = await AsyncOceanStyle(owners.http).discover(), await AsyncOceanStyle(owners.http).discover()
+    mine = [(await greedy.start(did, SLEEPER, "owners"))["jobId"] for _ in range(2)]
+    refused = await greedy.call("computeStart", json=await greedy.start_body(did, SLEEPER, "owners"))
+    body = assert_error_shape(refused)
+    assert refused.status_code == 429 and body["code"] == "owner_limit", body
+    assert "maxJobsPerOwner 2" in body["error"] and "stop one" in body["error"]
+    theirs = (await other.start(did, raw("print('mine')"), "owners"))["jobId"]  # not affected
+    await greedy.stop_py(mine[1])  # queued: ends at once and frees its place
+    mine.append((await greedy.start(did, raw("print(1)"), "owners"))["jobId"])
+    for job_id in mine:
+        await greedy.stop_py(job_id)
+    assert (await other.wait(theirs))["status"] == 70
+    for job_id in mine:
+        await greedy.wait(job_id)
+
+
+@pytest.mark.parametrize("owners", [{"startsPerMinutePerOwner": 2, "maxJobsPerOwner": 10}], indirect=True)
+async def test_the_n_plus_first_start_in_a_minute_answers_429_with_retry_after(owners):
+    did = dataset(owners.assets)
+    client, other = await AsyncOceanStyle(owners.http).discover(), await AsyncOceanStyle(owners.http).discover()
+    ids = [(await client.start(did, raw("print(1)"), "owners"))["jobId"] for _ in range(2)]
+    refused = await client.call("computeStart", json=await client.start_body(did, raw("print(1)"), "owners"))
+    assert refused.status_code == 429 and refused.json()["code"] == "owner_limit", refused.text
+    assert "startsPerMinutePerOwner 2" in refused.json()["error"]
+    assert refused.headers["Retry-After"] == "30"  # a token every 30 s, and no time has passed
+    await owners.clock.advance(29.5)
+    again = await client.call("computeStart", json=await client.start_body(did, raw("print(1)"), "owners"))
+    assert again.status_code == 429 and again.headers["Retry-After"] == "1"  # rounded up, never 0
+    ids_other = [(await other.start(did, raw("print(1)"), "owners"))["jobId"]]  # per owner
+    await owners.clock.advance(0.5)
+    ids.append((await client.start(did, raw("print(1)"), "owners"))["jobId"])  # the token is back
+    for c, job_ids in ((client, ids), (other, ids_other)):
+        for job_id in job_ids:
+            assert (await c.wait(job_id))["status"] == 70
