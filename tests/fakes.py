@@ -453,10 +453,10 @@ class FakeClock:
         return [asked for _, _, asked, w in sorted(self._sleepers) if not w.done()]
 
     async def sleeping(self, seconds: float | None = None, timeout: float = 30) -> None:
-        """Wait until a task sleeps on this clock (for `seconds`, if given). `timeout` is a safety
-        net against a hang (real seconds), not a timing assertion."""
+        """Wait until a task sleeps on this clock (for `seconds`, give or take a rounding, if given).
+        `timeout` is a safety net against a hang (real seconds), not a timing assertion."""
         def found() -> bool:
-            return any(seconds is None or asked == seconds for asked in self.pending())
+            return any(seconds is None or abs(asked - seconds) < 1e-6 for asked in self.pending())
 
         async def wait() -> None:
             async with self._changed:

@@ -396,9 +396,14 @@ async def test_stop_during_provision_ends_at_7(rig):
 
 
 @pytest.mark.parametrize("rig", [{"maxJobDuration": 1}], indirect=True)
-async def test_algorithm_running_past_max_job_duration_ends_at_72(rig):
+async def test_algorithm_running_past_max_job_duration_ends_at_72(rig, fake_clock):
     rig.fake.script(Outcome(duration=None, ignores_sigterm=True), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await fake_clock.sleeping(1)  # maxJobDuration, counted from the container's start
+    await fake_clock.advance(0.9)
+    assert (await rig.store.get(job_id)).status == S.RUNNING
+    await fake_clock.advance(0.1)
+    job = await rig.finished(job_id)
     assert job.status == S.TIMED_OUT, (job.status, job.error)
     assert job.stopreq == 2
     assert job.termination == {"exitCode": 137, "oomKilled": False, "reason": "timeout"}

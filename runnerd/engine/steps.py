@@ -151,7 +151,7 @@ class StepDriver:
                 if state is None:
                     raise ContainerGone(cid)
                 if state.status == "created":  # the crash fell between our record and `start`
-                    rec.started_at = time.time()
+                    rec.started_at = self.clock.now()
                     await self.store.save_step(rec)
                     await outage.retry(lambda: self.runtime.start(cid))
             return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
@@ -174,7 +174,7 @@ class StepDriver:
         for attempt in range(2):
             cid = rec.container_id
             assert cid is not None
-            rec.state, rec.started_at = StepState.RUNNING, time.time()
+            rec.state, rec.started_at = StepState.RUNNING, self.clock.now()
             await self.store.save_step(rec)
             try:
                 await outage.retry(functools.partial(self.runtime.start, cid))
@@ -197,7 +197,7 @@ class StepDriver:
             if reattach:
                 open(logs.path, "wb").close()  # Docker still has the whole log: copy it again
             log_task = asyncio.create_task(self._copy_logs(cid, logs))
-        deadline = (rec.started_at or time.time()) + max_seconds if max_seconds else None
+        deadline = (rec.started_at or self.clock.now()) + max_seconds if max_seconds else None
         timed_out = stopped = False
         try:
             result = await self._wait_exit(cid, deadline, stop, outage)
@@ -232,7 +232,7 @@ class StepDriver:
                 log.warning("job %s: %s step ended with exit code %d while Docker went away", rec.job_id,
                             rec.kind.value, result.exit_code)
                 return await self._abandon(rec, LOST_WITH_DOCKER)
-        rec.state, rec.finished_at = StepState.EXITED, time.time()
+        rec.state, rec.finished_at = StepState.EXITED, self.clock.now()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
         # Off the critical path: the next step starts while this container is removed.
@@ -243,19 +243,21 @@ class StepDriver:
                          outage: Outage) -> ExitResult | None:
         """The container's exit, or None when the deadline passed or a stop was requested first."""
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.time())
+            remaining = None if deadline is None else max(0.0, deadline - self.clock.now())
             if remaining == 0.0 or (stop is not None and stop.is_set()):
                 return None
             waiter = asyncio.create_task(outage.retry(lambda: self.runtime.wait(cid)))
-            watchers: set[asyncio.Task[Any]] = {waiter}
-            stop_task = asyncio.create_task(stop.wait()) if stop is not None else None
-            if stop_task:
-                watchers.add(stop_task)
+            # the deadline is a sleep on the clock (not wait's timeout), so a test can move it
+            others: list[asyncio.Task[Any]] = []
+            if stop is not None:
+                others.append(asyncio.create_task(stop.wait()))
+            if remaining is not None:
+                others.append(asyncio.create_task(self.clock.sleep(remaining)))
             try:
-                done, _ = await asyncio.wait(watchers, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                if stop_task:
-                    stop_task.cancel()
+                for task in others:
+                    task.cancel()
             if waiter in done:
                 return waiter.result()
             waiter.cancel()  # the thread blocked in Docker's wait returns once the container stops
@@ -285,7 +287,7 @@ class StepDriver:
 
     async def _abandon(self, rec: StepRecord | None, why: str) -> StepOutcome:
         if rec is not None:
-            rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, time.time()
+            rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, self.clock.now()
             await self.store.save_step(rec)
             if rec.container_id:
                 await self.remove(rec.container_id)
