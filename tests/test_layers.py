@@ -26,7 +26,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine/",),                                 # intake, scheduler, runner, steps, workspace, sweeper
     ("store/", "containers/", "metrics.py", "client.py"),  # SQLite · containers · Prometheus · HTTP client
     ("identity.py", "hooks.py", "fields.py"),     # node key and tokens · engine events · a client's field
-    ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py"),
+    ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py",
+     "clock.py"),
     ("imageref.py",),                             # the one image reference parser (config checks patterns)
     ("__init__.py", "steps/"),                    # the version; the helper containers' stdlib-only scripts
 )
