@@ -98,13 +98,16 @@ async def test_a_job_waits_while_the_disk_is_low_and_starts_at_the_next_look(rig
         return real(path)._replace(free=free["bytes"])
 
     monkeypatch.setattr(scheduler_module.shutil, "disk_usage", usage)
+    recheck = DISK_RECHECK + 2  # told apart from the engine's Docker watch (every 5 s) on the clock
+    monkeypatch.setattr(scheduler_module, "DISK_RECHECK", recheck)
     rig.engine.scheduler.settings = dataclasses.replace(rig.settings, diskFloorGB=1)
     job_id = (await rig.submit()).job_id
-    await fake_clock.sleeping(DISK_RECHECK)
+    await fake_clock.sleeping(recheck)
     await rig.engine.scheduler.admit_once()
     assert rig.engine.scheduler.disk_low and (await rig.store.get(job_id)).status == S.QUEUED
+    assert fake_clock.pending().count(recheck) == 1  # one look is due, however often it was woken
     free["bytes"] = 10 * 1024**3  # space was freed; nothing wakes the scheduler but its next look
-    await fake_clock.advance(DISK_RECHECK - 0.1)
+    await fake_clock.advance(recheck - 0.1)
     assert (await rig.store.get(job_id)).status == S.QUEUED
     await fake_clock.advance(0.1)
     job = await rig.finished(job_id)
