@@ -468,9 +468,11 @@ class FakeClock:
         """Move the time on by `seconds`: each sleep due meanwhile returns, in the order due, and
         runs until it next waits on something (each gets a few turns of the event loop)."""
         target = self.elapsed + seconds
-        while self._sleepers and self._sleepers[0][0] <= target:
+        # within a microsecond counts as due: a wait computed from wall-clock times (a deadline
+        # minus now(), both near 1.8e9) carries a rounding of a few 1e-7 s
+        while self._sleepers and self._sleepers[0][0] <= target + 1e-6:
             due, _, _, waiter = heapq.heappop(self._sleepers)
-            self.elapsed = max(self.elapsed, due)
+            self.elapsed = max(self.elapsed, min(due, target))
             if not waiter.done():
                 waiter.set_result(None)
                 for _ in range(5):

@@ -15,8 +15,8 @@ from runnerd.engine.scheduler import DISK_RECHECK
 from runnerd.engine.service import DOCKER_WATCH_DOWN, DOCKER_WATCH_UP
 from runnerd.engine.steps import Outage
 from runnerd.errors import RuntimeUnavailable
-from tests.fakes import FakeClock
-from tests.test_runner_faults import rig  # noqa: F401 - rig is a fixture
+from tests.fakes import FakeClock, Outcome
+from tests.test_runner_faults import ALGO, rig  # noqa: F401 - rig is a fixture
 
 S = JobStatus
 
@@ -114,3 +114,24 @@ async def test_a_job_waits_while_the_disk_is_low_and_starts_at_the_next_look(rig
     assert job.status == S.COMPLETED, job.error
     assert not rig.engine.scheduler.disk_low
 
+
+
+@pytest.mark.parametrize("rig", [{"maxJobs": 1, "queueMaxWaitTime": 30}], indirect=True)
+async def test_a_queued_job_ends_at_76_exactly_when_its_queue_wait_runs_out(rig, fake_clock):
+    rig.fake.script(Outcome(duration=None), image=ALGO)  # holds the only slot
+    running = (await rig.submit()).job_id
+    await rig.wait_for(running, {40})
+    queued = (await rig.submit()).job_id
+    await fake_clock.sleeping(30)  # the scheduler's wake-up at the job's queue deadline
+    await fake_clock.advance(29.9)
+    await rig.engine.scheduler.admit_once()
+    assert (await rig.store.get(queued)).status == S.QUEUED  # not a moment early
+    await fake_clock.sleeping(0.1)  # the pass set its wake-up again: for what is left of the wait
+    await fake_clock.advance(0.1)
+    job = await rig.wait_for(queued)
+    assert job.status == S.INTERRUPTED and job.termination == {"exitCode": None, "oomKilled": False,
+                                                               "reason": "queue_expired"}, job
+    assert "queueMaxWaitTime (30s)" in job.error
+    assert rig.fake.of_job(queued) == []
+    await rig.engine.stop(running)
+    assert (await rig.finished(running)).status == S.STOPPED

@@ -57,7 +57,7 @@ class Engine:
         self.hooks = hooks or Hooks()
         self.workspace = Workspace(data_dir, settings.job_ids)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
-        self.intake = Intake(settings, catalog)
+        self.intake = Intake(settings, catalog, clock)
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
         self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks, clock)
