@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runnerd.catalog import Catalog
 from runnerd.chain.gate import ChainGate
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.engine.service import Engine
@@ -62,7 +63,8 @@ def lock_data_dir(data_dir: Path) -> int:
 
 @contextlib.asynccontextmanager
 async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
-                      runtime: ContainerRuntime | None = None) -> AsyncIterator[Daemon]:
+                      runtime: ContainerRuntime | None = None, clock: Clock | None = None) -> AsyncIterator[Daemon]:
+    """`runtime` and `clock`: None for the real ones (the daemon); a test passes its fakes."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # Root only: Docker resolves bind-mount sources as root, so no job and no host user needs to
@@ -86,7 +88,7 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
     engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks(),
-                    chain=ChainGate(settings, identity.address, identity.private_key))
+                    chain=ChainGate(settings, identity.address, identity.private_key), clock=clock or SYSTEM)
     try:
         yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:

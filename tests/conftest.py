@@ -89,3 +89,23 @@ def http_server():
     server = BridgeServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def fake_clock():
+    """A clock the test advances (tests/fakes.py FakeClock); the engine rigs run on it when asked."""
+    from tests.fakes import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+async def inprocess(tmp_path, aiohttp_client):
+    """The daemon in this test's event loop, on the FakeRuntime and a FakeClock, behind aiohttp's
+    test client: API tests that need no container need no Docker (tests/inprocess.py)."""
+    from contextlib import AsyncExitStack
+
+    from tests.inprocess import start
+
+    async with AsyncExitStack() as stack:
+        yield await start(stack, tmp_path, aiohttp_client)

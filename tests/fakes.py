@@ -21,12 +21,20 @@ Faults
     gate = fake.gate("create", step="algorithm")
                                         the next such call waits: `await gate.reached.wait()`
                                         tells it is waiting, `gate.opened.set()` lets it go on
+
+FakeClock: runnerd.clock.Clock whose time moves only when the test says so
+    clock = FakeClock()
+    engine = Engine(..., clock=clock)
+    await clock.sleeping(5.0)           wait until some task sleeps 5 s on it (a positive event)
+    await clock.advance(5.0)            the time moves on; each sleep that is due returns, in order
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
+import itertools
 import secrets
 import time
 from collections import Counter
@@ -406,3 +414,67 @@ class FakeRuntime:
     async def close(self) -> None:
         for c in self.containers.values():
             c.cancel_timers()
+
+
+class FakeClock:
+    """A runnerd.clock.Clock for tests: `sleep` waits until `advance` moves the time past its end.
+    `now()` starts at the real time (stored timestamps stay plausible) and moves with `advance`."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self._epoch = time.time()
+        self._seq = itertools.count()
+        self._sleepers: list[tuple[float, int, float, asyncio.Future]] = []  # (due, order, asked, waiter)
+        self._changed = asyncio.Condition()
+        self.asked: list[float] = []  # every sleep asked for, in order
+
+    def now(self) -> float:
+        return self._epoch + self.elapsed
+
+    def monotonic(self) -> float:
+        return 1000.0 + self.elapsed
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.elapsed + max(0.0, seconds), next(self._seq), seconds, waiter))
+        async with self._changed:
+            self._changed.notify_all()
+        try:
+            await waiter
+        finally:
+            if not waiter.done():  # cancelled: it no longer sleeps
+                waiter.cancel()
+            self._sleepers = [s for s in self._sleepers if s[3] is not waiter]
+            heapq.heapify(self._sleepers)
+
+    def pending(self) -> list[float]:
+        """The durations asked by the sleeps still waiting, soonest due first."""
+        return [asked for _, _, asked, w in sorted(self._sleepers) if not w.done()]
+
+    async def sleeping(self, seconds: float | None = None, timeout: float = 30) -> None:
+        """Wait until a task sleeps on this clock (for `seconds`, give or take a rounding, if given).
+        `timeout` is a safety net against a hang (real seconds), not a timing assertion."""
+        def found() -> bool:
+            return any(seconds is None or abs(asked - seconds) < 1e-6 for asked in self.pending())
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(found)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def advance(self, seconds: float) -> None:
+        """Move the time on by `seconds`: each sleep due meanwhile returns, in the order due, and
+        runs until it next waits on something (each gets a few turns of the event loop)."""
+        target = self.elapsed + seconds
+        # within a microsecond counts as due: a wait computed from wall-clock times (a deadline
+        # minus now(), both near 1.8e9) carries a rounding of a few 1e-7 s
+        while self._sleepers and self._sleepers[0][0] <= target + 1e-6:
+            due, _, _, waiter = heapq.heappop(self._sleepers)
+            self.elapsed = max(self.elapsed, min(due, target))
+            if not waiter.done():
+                waiter.set_result(None)
+                for _ in range(5):
+                    await asyncio.sleep(0)
+        self.elapsed = target

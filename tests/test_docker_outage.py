@@ -155,9 +155,13 @@ def test_job_queued_while_docker_is_away_waits_in_the_queue_and_completes(make_d
     first = wait_done(client, running, timeout=120)  # past dockerOutageSeconds: its slot is free
     assert first["status"] == 76, first
     _docker_down_seen(daemon)
-    for _ in range(10):  # every chance to admit it into the outage
-        time.sleep(0.2)
-        assert client.job(queued)["status"] == 1, client.job(queued)
+    # The first job's end freed its slot and woke the scheduler: its pass is logged (the first
+    # such line: before that end no pass ran while Docker was away), and it left the job queued.
+    deadline = time.time() + 30
+    while "admission waits for Docker" not in daemon.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "admission waits for Docker" in daemon.log()
+    assert client.job(queued)["status"] == 1, client.job(queued)
     proxy.up()
     job = wait_done(client, queued, timeout=120)
     assert job["status"] == 70, (job, daemon.log()[-3000:])
@@ -179,7 +183,10 @@ def test_docker_away_while_a_job_provisions_the_job_completes(make_daemon, tmp_p
     wait_done(client, job_id, 90, {20, 30, 40}, poll=0.05)  # cut as early in its life as the poll allows
     proxy.down()
     _docker_down_seen(daemon)
-    time.sleep(1)
+    deadline = time.time() + 30  # until the job's step meets the outage (and retries), not a guess
+    while "Docker unavailable" not in daemon.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "Docker unavailable" in daemon.log()
     proxy.up()
     job = wait_done(client, job_id, timeout=120)
     assert job["status"] == 70, (job, daemon.log()[-3000:])

@@ -251,7 +251,10 @@ def test_a_local_registry_is_refused_at_submit_and_again_before_any_pull(make_da
         assert refused.value.status == 400 and refused.value.body["code"] == code, refused.value.body
         assert set(refused.value.body) <= {"error", "code", "field"}
     job_id = client.start(did, raw("print(1)", image="127.0.0.1:5000/x:y"), "ocean-compute")["jobId"]
-    time.sleep(0.5)
+    deadline = time.time() + 30  # the scheduler looked at it and kept it queued (the disk floor)
+    while "new jobs wait in the queue" not in daemon.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "new jobs wait in the queue" in daemon.log()
     assert client.job(job_id)["status"] == 1
 
     daemon.stop()

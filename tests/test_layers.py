@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store/", "containers/", "metrics.py", "client.py", "chain/"),  # SQLite · containers · Prometheus · HTTP
                                                                      # client · chain mode (fees, orders)
     ("identity.py", "hooks.py", "fields.py"),     # node key and tokens · engine events · a client's field
-    ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py"),
+    ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py",
+     "clock.py"),
     ("imageref.py",),                             # the one image reference parser (config checks patterns)
     ("__init__.py", "steps/"),                    # the version; the helper containers' stdlib-only scripts
 )

@@ -195,18 +195,18 @@ def test_status_object_documents_every_spec_field():
     assert nullable == {"dateFinished", "algorithmLogUrl", "terminationDetails", "error", "restartedFrom"}
 
 
-# -- against a real daemon ----------------------------------------------------------------------
+# -- as the daemon serves it ----------------------------------------------------------------------
 
 
-@pytest.mark.docker
-def test_served_document_is_the_yaml_file(shared_daemon):
-    r = httpx.get(f"{shared_daemon.url}/openapi.json")
+async def test_served_document_is_the_yaml_file(inprocess):
+    """In-process (tests/inprocess.py): the document is the app's, whatever runs the containers."""
+    r = await inprocess.http.get("/openapi.json")
     conform(r)
     assert r.headers["content-type"].startswith("application/json")
     served = r.json()
     assert served == json.loads(json.dumps(document()))
     assert served["info"]["version"] == __version__
-    assert httpx.get(f"{shared_daemon.url}/openapi.json").content == r.content  # loaded once, stable
+    assert (await inprocess.http.get("/openapi.json")).content == r.content  # loaded once, stable
 
 
 WRITES = """

@@ -222,6 +222,7 @@ class _SlowCommit:
 
     def __init__(self, conn, release: asyncio.Event, seen: list[str]):
         self._conn, self._release, self._seen = conn, release, seen
+        self.asked = asyncio.Event()
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
@@ -233,6 +234,7 @@ class _SlowCommit:
 
     async def _commit(self):
         self._seen.append("commit asked")
+        self.asked.set()
         await self._release.wait()
         result = await self._conn.execute("COMMIT")
         self._seen.append("committed")
@@ -241,10 +243,11 @@ class _SlowCommit:
 
 async def test_a_nonce_claim_and_an_insert_return_only_after_their_commit(db, store):
     release, seen = asyncio.Event(), []
-    db._writer = _SlowCommit(db._writer, release, seen)
+    db._writer = slow = _SlowCommit(db._writer, release, seen)
     claim = asyncio.ensure_future(store.claim_nonce(A, "5"))
     insert = asyncio.ensure_future(store.insert(make_job(A), max_queue=10))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(slow.asked.wait(), 30)  # the first commit is held: neither can have returned,
+    # and the other one waits for the writer (it never asks a commit of its own while the first is open)
     assert seen == ["commit asked"] and not claim.done() and not insert.done()
     release.set()
     assert await claim is True

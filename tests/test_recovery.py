@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.dockerproxy import DockerProxy
+from runnerd.client import ApiError
 from tests.helpers import Daemon, dataset, docker_containers, raw, result_of, wait_done
 
 pytestmark = pytest.mark.docker
@@ -132,9 +133,14 @@ def test_docker_unreachable_mid_job_then_back(make_daemon, tmp_path, monkeypatch
     health = httpx.get(f"{daemon.url}/health")
     assert health.status_code == 503 and health.json()["docker"] == "down"
     assert client.job(job_id)["status"] == 40  # status is still served from the store
-    refused = httpx.post(f"{daemon.url}/api/services/compute", json={})
-    assert refused.status_code in (400, 401, 503)
-    time.sleep(2)
+    with pytest.raises(ApiError) as refused:  # a start (signed, valid) waits for Docker: refused for now
+        client.start(dataset(daemon.assets), raw("print(1)"), "ocean-compute")
+    assert refused.value.status == 503 and refused.value.body["code"] == "docker_unavailable"
+    # the running job's wait broke with the connection, and its step is riding the outage out
+    deadline = time.time() + 30
+    while "Docker unavailable" not in daemon.log() and time.time() < deadline:
+        time.sleep(0.2)
+    assert "Docker unavailable" in daemon.log()
     proxy.up()
     job = wait_done(client, job_id, timeout=120)
     assert job["status"] == 70, (job, daemon.log()[-3000:])
@@ -179,7 +185,7 @@ def test_delete_leaves_no_file_container_or_row(make_daemon):
     for job_id in (finished, running):
         answer = client.delete(job_id)
         assert [j["status"] for j in answer] == [8] and answer[0]["statusText"] == "Job deleted successfully"
-        with pytest.raises(Exception) as gone:
+        with pytest.raises(ApiError) as gone:
             client.job(job_id)
         assert gone.value.status == 404
         assert not (daemon.data_dir / "jobs" / job_id).exists()
@@ -203,7 +209,7 @@ def test_expired_results_are_swept_and_status_says_removed(make_daemon):
     swept = client.job(job["jobId"])
     assert swept["removed"] == 1 and swept["results"] == [] and swept["status"] == 70
     assert not (daemon.data_dir / "jobs" / job["jobId"]).exists()
-    with pytest.raises(Exception) as gone:
+    with pytest.raises(ApiError) as gone:
         client.result(job["jobId"], 0)
     assert gone.value.status == 404
 

@@ -17,10 +17,13 @@ from typing import Callable
 import pytest
 
 from runnerd.catalog import Catalog
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings, parse_config
 from runnerd.domain import ALLOWED_TRANSITIONS, Job, JobStatus, StepKind, StepState
 from runnerd.engine.runner import Hooks
 from runnerd.engine.service import Engine
+from runnerd.engine.steps import _WATCH_PING as WATCH_PING
+from runnerd.engine.steps import DOCKER_SHUTDOWN_WATCH
 from runnerd.errors import BadRequest
 from runnerd.store import Database, JobStore
 from tests.fakes import FakeRuntime, Outcome
@@ -73,6 +76,7 @@ class Rig:
     dataset_did: str  # a URL dataset: every job runs all three steps (the fake fetches nothing)
     settings: Settings | None = None
     local_did: str = ""  # a local file: nothing to download, no provision container
+    clock: Clock = SYSTEM  # a test that asks for the `fake_clock` fixture gets its rig on it
 
     async def restart(self, while_down: Callable[[], None] | None = None) -> None:
         """What a daemon restart does to the engine: shut it down (containers keep running), then
@@ -82,7 +86,7 @@ class Rig:
         if while_down is not None:
             while_down()
         self.engine = Engine(self.settings, self.store, self.fake, Catalog(self.assets), self.data,
-                             Hooks(status=self.statuses), cores=[0, 1])
+                             Hooks(status=self.statuses), cores=[0, 1], clock=self.clock)
         await self.engine.start()
 
     async def submit(self, algorithm: dict | None = None, did: str | None = None) -> Job:
@@ -141,9 +145,10 @@ async def rig(tmp_path, request):
     store = JobStore(db)
     fake = FakeRuntime(images={HELPER, ALGO})
     statuses = StatusLog()
-    engine = Engine(settings, store, fake, Catalog(assets), data, Hooks(status=statuses), cores=[0, 1])
+    clock = request.getfixturevalue("fake_clock") if "fake_clock" in request.fixturenames else SYSTEM
+    engine = Engine(settings, store, fake, Catalog(assets), data, Hooks(status=statuses), cores=[0, 1], clock=clock)
     the_rig = Rig(engine, store, fake, assets, data, statuses, dataset(assets, url="http://datasets.example/x.csv"),
-                  settings, dataset(assets, b"x,y\n1,2\n"))
+                  settings, dataset(assets, b"x,y\n1,2\n"), clock)
     await engine.start()
     try:
         yield the_rig
@@ -203,9 +208,11 @@ async def test_local_job_restarted_right_after_30_finishes(rig):
 # ------------------------------------------------------------------------------ Docker outages
 
 
-async def test_docker_unreachable_longer_than_the_limit_during_the_algorithm_ends_at_76(rig):
+async def test_docker_unreachable_longer_than_the_limit_during_the_algorithm_ends_at_76(rig, fake_clock):
     rig.fake.script(Outcome(duration=None, logs="working\n", outage_after=0.05), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await ride_out_the_outage_limit(fake_clock)
+    job = await rig.finished(job_id)
     assert job.status == S.INTERRUPTED, (job.status, job.error)
     assert "Docker" in job.error and "unreachable" in job.error
     assert job.termination == {"exitCode": None, "oomKilled": False, "reason": "lost"}
@@ -389,9 +396,14 @@ async def test_stop_during_provision_ends_at_7(rig):
 
 
 @pytest.mark.parametrize("rig", [{"maxJobDuration": 1}], indirect=True)
-async def test_algorithm_running_past_max_job_duration_ends_at_72(rig):
+async def test_algorithm_running_past_max_job_duration_ends_at_72(rig, fake_clock):
     rig.fake.script(Outcome(duration=None, ignores_sigterm=True), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await fake_clock.sleeping(1)  # maxJobDuration, counted from the container's start
+    await fake_clock.advance(0.9)
+    assert (await rig.store.get(job_id)).status == S.RUNNING
+    await fake_clock.advance(0.1)
+    job = await rig.finished(job_id)
     assert job.status == S.TIMED_OUT, (job.status, job.error)
     assert job.stopreq == 2
     assert job.termination == {"exitCode": 137, "oomKilled": False, "reason": "timeout"}
@@ -408,25 +420,38 @@ async def test_container_killed_by_a_docker_restart_ends_at_76(rig):
     assert "Docker restarted" in job.error
 
 
-async def test_transient_start_error_is_not_blamed_for_a_later_exit_137(rig, monkeypatch):
+async def test_transient_start_error_is_not_blamed_for_a_later_exit_137(rig, fake_clock):
     # the algorithm's start fails once, before the container ran; later the container ends with 137
-    # and Docker stays up: the algorithm's own ending (71)
-    monkeypatch.setattr("runnerd.engine.steps.DOCKER_SHUTDOWN_WATCH", 1.0)
+    # and Docker stays up for the whole watch: the algorithm's own ending (71)
     rig.fake.fail("start", 1, step="algorithm")
     rig.fake.script(Outcome(exit_code=137, logs="killed\n"), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await fake_clock.sleeping(0.2)  # the failed start's backoff
+    await fake_clock.advance(0.2)
+    await fake_clock.sleeping(WATCH_PING)  # the exit is in: runnerd watches whether Docker goes away
+    await fake_clock.advance(DOCKER_SHUTDOWN_WATCH - 1)
+    assert (await rig.store.get(job_id)).status == S.RUNNING  # still watching, until the window is over
+    await fake_clock.advance(1.5)
+    job = await rig.finished(job_id)
     (algo,) = rig.fake.by_step("algorithm")
     assert algo.exit is not None and algo.exit.exit_code == 137  # it really ran, once
     assert job.status == S.ALGORITHM_FAILED, (job.status, job.error)
     assert "Docker restarted" not in (job.error or ""), job.error
 
 
-async def test_a_container_stopped_by_a_dockerd_that_is_still_shutting_down_ends_at_76(rig):
+async def test_a_container_stopped_by_a_dockerd_that_is_still_shutting_down_ends_at_76(rig, fake_clock):
     """dockerd (no live-restore) stops its containers first and may answer its API for seconds
     more: the SIGTERM exit is reported while Docker still answers, and Docker goes away only
     later (seen in CI with several containers to stop). That is a container lost with Docker."""
-    rig.fake.script(Outcome(duration=0.2, exit_code=143, outage_after=2.5, outage_for=1.0), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    rig.fake.script(Outcome(exit_code=143), image=ALGO)
+    job_id = (await rig.submit()).job_id
+    await fake_clock.sleeping(WATCH_PING)  # the exit is in and Docker still answers
+    await fake_clock.advance(DOCKER_SHUTDOWN_WATCH / 2)
+    assert (await rig.store.get(job_id)).status == S.RUNNING
+    rig.fake.go_down()  # dockerd exits, half-way through its shutdown time
+    await fake_clock.advance(WATCH_PING)  # the next ping finds it gone
+    rig.fake.up()
+    job = await rig.finished(job_id)
     assert job.status == S.INTERRUPTED, (job.status, job.error)
     assert "lost when Docker restarted" in job.error
 
@@ -514,6 +539,16 @@ async def test_entrypoint_with_unbalanced_quote_is_refused_at_submit(rig):
     finally:
         for job in await rig.store.list_for_owner(OWNER):
             await rig.finished(job.job_id)
+
+
+OUTAGE_BACKOFF = (0.2, 0.4, 0.8)  # the retries of a step within dockerOutageSeconds 1: 1.4 s, past the limit
+
+
+async def ride_out_the_outage_limit(clock) -> None:
+    """Let each backoff of an outage (dockerOutageSeconds 1) pass on the fake clock, in turn."""
+    for backoff in OUTAGE_BACKOFF:
+        await clock.sleeping(backoff)
+        await clock.advance(backoff)
 
 
 async def _until(predicate) -> None:

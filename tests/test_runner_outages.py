@@ -14,11 +14,13 @@ import pytest
 from runnerd import logs
 from runnerd.domain import JobStatus, StepKind
 from runnerd.engine.runner import JobRunner
+from runnerd.engine.service import DOCKER_WATCH_UP
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import ContainerRefused
 from runnerd.logs import LineFormatter
 from tests.fakes import FakeContainer, FakeRuntime, Outcome
-from tests.test_runner_faults import ALGO, HAPPY, WAIT_LIMIT, _until, rig  # noqa: F401 - rig is a fixture
+from tests.test_runner_faults import (  # noqa: F401 - rig is a fixture
+    ALGO, HAPPY, WAIT_LIMIT, _until, ride_out_the_outage_limit, rig)
 
 S = JobStatus
 SECRET = "XYZZY-host-secret /srv/operator/private"  # a distinctive text no consumer may ever see
@@ -35,19 +37,22 @@ def _no_leak(text: str | None) -> None:
 
 
 @pytest.mark.parametrize("rig", [{"maxJobs": 1}], indirect=True)
-async def test_queued_job_stays_queued_while_docker_is_down_then_completes(rig):
+async def test_queued_job_stays_queued_while_docker_is_down_then_completes(rig, fake_clock):
     rig.fake.script(Outcome(duration=None), image=ALGO)
     running = (await rig.submit()).job_id
     await rig.wait_for(running, {40})
     queued = (await rig.submit()).job_id
     rig.fake.go_down()  # the running job outlasts dockerOutageSeconds (1s) and frees its slot
+    await ride_out_the_outage_limit(fake_clock)  # past the limit, the step gives up
     first = await rig.finished(running)
     assert first.status == S.INTERRUPTED, first.error
-    await asyncio.sleep(0.5)  # the scheduler had every chance to admit it
+    assert not rig.engine.scheduler.docker_up
+    await rig.engine.scheduler.admit_once()  # the slot is free and the scheduler has had its pass
     assert (await rig.store.get(queued)).status == S.QUEUED
     assert rig.fake.of_job(queued) == []
     rig.fake.script(Outcome(), image=ALGO)
-    rig.fake.up()  # the engine's watcher notices, the scheduler admits it
+    rig.fake.up()  # the engine's watcher notices at its next look, the scheduler admits it
+    await fake_clock.advance(DOCKER_WATCH_UP)
     job = await rig.finished(queued)
     assert job.status == S.COMPLETED, job.error
     assert rig.statuses.sequence(queued) == HAPPY
@@ -80,9 +85,11 @@ async def test_every_line_logged_while_a_job_runs_names_it(rig):
     assert logs.JOB.get() is None  # and it does not leak out of the run
 
 
-async def test_outage_past_the_limit_outside_a_step_ends_at_76_with_a_plain_reason(rig):
+async def test_outage_past_the_limit_outside_a_step_ends_at_76_with_a_plain_reason(rig, fake_clock):
     rig.fake.fail("has_image", 1000)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await ride_out_the_outage_limit(fake_clock)
+    job = await rig.finished(job_id)
     assert job.status == S.INTERRUPTED
     assert "Docker was unreachable" in job.error
     _no_leak(job.error)
@@ -113,9 +120,11 @@ async def test_algorithm_lost_with_docker_says_so_plainly(rig):
     assert job.error == "the algorithm was interrupted: its container was lost when Docker restarted"
 
 
-async def test_outage_past_the_limit_in_a_step_names_no_docker_message(rig):
+async def test_outage_past_the_limit_in_a_step_names_no_docker_message(rig, fake_clock):
     rig.fake.script(Outcome(duration=None, outage_after=0.05), image=ALGO)
-    job = await rig.finished((await rig.submit()).job_id)
+    job_id = (await rig.submit()).job_id
+    await ride_out_the_outage_limit(fake_clock)
+    job = await rig.finished(job_id)
     assert job.status == S.INTERRUPTED and "Docker was unreachable for more than 1s" in job.error
     _no_leak(job.error)
     rig.fake.up()

@@ -291,14 +291,14 @@ async def test_a_missing_image_raises_image_missing(rt):
 @pytest.mark.docker
 async def test_docker_refusing_a_spec_is_not_reported_as_an_outage():
     from runnerd.containers.docker_runtime import DockerRuntime
-    from runnerd.errors import RuntimeUnavailable
+    from runnerd.errors import ContainerRefused, RuntimeUnavailable
 
     tag = uuid.uuid4().hex[:12]
     harness = Harness("docker", DockerRuntime(timeout=30, instance=f"contract-{tag}"), tag)
     spec = harness.spec(EXIT3, "tiny")
     tiny = dataclasses.replace(spec, memory_bytes=4 * 1024 * 1024)  # Docker's minimum is 6 MB
     try:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(ContainerRefused) as info:
             await harness.create(tiny)
         assert not isinstance(info.value, RuntimeUnavailable), info.value
     finally:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from runnerd.client import ApiError
 from tests.helpers import dataset, raw, result_of, wait_done
 
 pytestmark = pytest.mark.docker
@@ -69,7 +70,7 @@ def test_queue_bound_answers_503_and_stopping_a_queued_job_frees_its_place(make_
     running = client.start(did, raw("import time\ntime.sleep(3)"), "tiny")["jobId"]
     wait_done(client, running, statuses={10, 20, 30, 40})
     queued = client.start(did, raw("print(1)"), "tiny")["jobId"]
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(ApiError) as refused:
         client.start(did, raw("print(1)"), "tiny")
     assert refused.value.status == 503 and refused.value.body["code"] == "queue_full"
     stopped = client.stop(queued)[0]

@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 
+from runnerd.engine.steps import LOST_WITH_DOCKER
 from tests.helpers import dataset, docker_containers, raw, wait_done
 
 LOST = "the algorithm was interrupted: its container was lost when Docker restarted"
@@ -72,7 +73,7 @@ def test_dockerd_restart_mid_job(make_daemon):
         assert job["status"] == 70, job
     else:  # Docker stopped the container on its way down: the job is interrupted, not "failed"
         assert job["status"] == 76, job
-        assert "killed outside runnerd" in job["error"] or "Docker restarted" in job["error"]
+        assert LOST_WITH_DOCKER in job["error"], job  # (runnerd stayed up: it saw Docker go)
     deadline = time.time() + 30
     while httpx.get(f"{daemon.url}/health").status_code != 200 and time.time() < deadline:
         time.sleep(0.5)

@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import secrets
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from runnerd import imageref
 from runnerd.catalog import DID_RE, Asset, AssetError, Catalog, mode_readable_by, open_no_follow
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Environment, Settings
 from runnerd.containers.spec import algorithm_command
 from runnerd.domain import (
@@ -141,9 +141,10 @@ def _merge_datasets_list(listed: Any, dataset: dict[str, Any], extra: list[dict[
 
 
 class Intake:
-    def __init__(self, settings: Settings, catalog: Catalog):
+    def __init__(self, settings: Settings, catalog: Catalog, clock: Clock = SYSTEM):
         self.settings = settings
         self.catalog = catalog
+        self.clock = clock  # dateCreated, from which the queue wait (queueMaxWaitTime) counts
 
     def build(self, params: dict[str, Any], owner: str) -> PlannedJob:
         environment = text(params, "environment", required=True)
@@ -192,7 +193,7 @@ class Intake:
             agreement_id=text(dataset, "transferTxId", required=True, path="dataset.transferTxId"),
             algo_did=algo.did or "raw",
             input_dids=dids,
-            date_created=time.time(),
+            date_created=self.clock.now(),
             plan=JobPlan(
                 inputs=tuple(inputs),
                 algorithm=algo,

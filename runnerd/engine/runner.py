@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 from runnerd import logs
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
@@ -49,15 +50,16 @@ class JobRunner:
     """Shared by every running job; what belongs to one run is on its RunHandle."""
 
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
-                 images: Images, hooks: Hooks | None = None):
+                 images: Images, hooks: Hooks | None = None, clock: Clock = SYSTEM):
         self.settings = settings
+        self.clock = clock
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
         self.images = images
         self.hooks = hooks or Hooks()
         self.steps = StepDriver(store, runtime, settings.stopGraceSeconds, settings.dockerOutageSeconds,
-                                self.hooks)
+                                self.hooks, clock)
 
     async def _move(self, h: RunHandle, status: JobStatus, **fields: Any) -> None:
         """A step forward of the job being driven: the handle then holds the row as written."""
@@ -126,7 +128,7 @@ class JobRunner:
                                   expires_at=now + expiry)
 
     def _outage(self) -> Outage:
-        return Outage(self.settings.dockerOutageSeconds, self.hooks.docker)
+        return Outage(self.settings.dockerOutageSeconds, self.hooks.docker, self.clock)
 
     async def _pipeline(self, h: RunHandle) -> Job:
         if h.job.status in (S.STARTED, S.CONFIGURING):

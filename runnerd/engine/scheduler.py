@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Environment, Settings
 from runnerd.domain import IllegalTransition, Job, JobStatus, Slot
 from runnerd.engine.run_handle import termination
@@ -23,6 +24,8 @@ from runnerd.engine.terms import applied
 from runnerd.store import JobStore
 
 log = logging.getLogger("runnerd.scheduler")
+
+DISK_RECHECK = 5.0  # seconds between looks at the free space while it is under diskFloorGB
 
 
 @dataclass
@@ -72,8 +75,9 @@ class Allocator:
 
 class Scheduler:
     def __init__(self, settings: Settings, store: JobStore, runner: JobRunner, data_dir: Path,
-                 cores: list[int] | None = None):
+                 cores: list[int] | None = None, clock: Clock = SYSTEM):
         self.settings = settings
+        self.clock = clock
         self.store = store
         self.runner = runner
         self.data_dir = data_dir
@@ -81,7 +85,9 @@ class Scheduler:
         self.live: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._expiry: asyncio.TimerHandle | None = None  # wakes the loop at the next queue deadline
+        self._expiry: asyncio.Task[None] | None = None  # wakes the loop at the next queue deadline
+        self._recheck: asyncio.Task[None] | None = None  # the wake-up due while the disk is low
+        self._one_pass = asyncio.Lock()
         self.admitting = True
         self.disk_low = False
         # Set by the engine as Docker comes and goes: a job admitted into an outage could only
@@ -101,9 +107,8 @@ class Scheduler:
         """Stop admitting and stop driving jobs, but leave their containers running: a restarted
         daemon re-attaches to them (recovery)."""
         self.admitting = False
-        if self._expiry is not None:
-            self._expiry.cancel()
-        tasks = [t for t in ([self._task] + [j.task for j in self.live.values()]) if t is not None]
+        tasks = [t for t in ([self._task, self._expiry, self._recheck] + [j.task for j in self.live.values()])
+                 if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -118,18 +123,17 @@ class Scheduler:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._expire_waits()
-                await self._admit()
+                await self.admit_once()
             except Exception:  # keep scheduling; the store may be briefly locked
                 log.exception("admission failed; retrying")
-                await asyncio.sleep(1)
+                await self.clock.sleep(1)
                 self.wake()
 
     async def _expire_waits(self) -> None:
         """End the queued jobs whose queue wait (queueMaxWaitTime) ran out at 76 with the reason
         `queue_expired`, whatever else keeps them waiting (slots, GPUs, disk, Docker); then wake
         again at the next such deadline."""
-        now = time.time()
+        now = self.clock.now()
         expired, upcoming = await self.store.queue_expired(now)
         for queued in expired:
             env = self.settings.environment(queued.environment)
@@ -145,8 +149,26 @@ class Scheduler:
             self.runner.hooks.status(job, JobStatus.QUEUED)
         if self._expiry is not None:
             self._expiry.cancel()
-        self._expiry = None if upcoming is None else \
-            asyncio.get_running_loop().call_later(max(0.0, upcoming - time.time()), self.wake)
+        self._expiry = None if upcoming is None else asyncio.create_task(
+            self._sleep_then_wake(max(0.0, upcoming - self.clock.now())), name="scheduler-queue-deadline")
+
+    async def admit_once(self) -> None:
+        """One admission pass, as the loop runs it when woken: admit what fits now. Tests call it
+        to know that the scheduler had its chance (rather than waiting and hoping it ran). One pass
+        at a time: two interleaved passes could both see a free slot and fill it twice."""
+        async with self._one_pass:
+            await self._expire_waits()
+            await self._admit()
+            if self.admitting and not self.docker_up:  # says why queued jobs do not start (once the pass is over)
+                log.info("admission waits for Docker to come back")
+
+    def _wake_later(self, seconds: float) -> None:
+        if self._recheck is None or self._recheck.done():
+            self._recheck = asyncio.create_task(self._sleep_then_wake(seconds), name="scheduler-recheck")
+
+    async def _sleep_then_wake(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        self.wake()
 
     def _disk_ok(self) -> bool:
         free = shutil.disk_usage(self.data_dir).free
@@ -167,7 +189,7 @@ class Scheduler:
                 if not queued:
                     break
                 if not self._disk_ok():
-                    asyncio.get_running_loop().call_later(5, self.wake)
+                    self._wake_later(DISK_RECHECK)
                     return
                 slot = self.allocator.take(applied(env, queued[0].terms))  # the CPUs it asked for
                 if slot is None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from runnerd.catalog import Catalog
 from runnerd.chain.gate import ChainGate, Ordered, parts_of, refusal
+from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus, JobTerms, PlannedJob
@@ -33,6 +34,9 @@ from runnerd.store import orders as spent_orders
 
 log = logging.getLogger("runnerd.engine")
 
+# How often /health's view of Docker is refreshed: every 5 s, every second while it is away.
+DOCKER_WATCH_UP, DOCKER_WATCH_DOWN = 5.0, 1.0
+
 # Statuses a job can be restarted from: stopped, or failed (never a completed or running one).
 RESTARTABLE = frozenset({JobStatus(7), JobStatus(31), JobStatus(32), *(JobStatus(c) for c in range(71, 77))})
 _REQUEST_KEYS = ("environment", "dataset", "additionalDatasets", "datasets", "algorithm")
@@ -46,24 +50,25 @@ def restart_record(params: dict[str, Any]) -> dict[str, Any]:
 class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
                  data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None,
-                 chain: ChainGate | None = None):
+                 chain: ChainGate | None = None, clock: Clock = SYSTEM):
         self.settings = settings
+        self.clock = clock
         self.store = store
         self.runtime = runtime
         self.catalog = catalog
         self.hooks = hooks or Hooks()
         self.workspace = Workspace(data_dir, settings.job_ids)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
-        self.intake = Intake(settings, catalog)
+        self.intake = Intake(settings, catalog, clock)
         self.chain = chain or ChainGate(settings, "0x" + "0" * 40, "0x" + "1" * 64)  # no key: refuses every order
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
-        self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks)
-        self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores)
+        self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks, clock)
+        self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores, clock)
         self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
-                               settings.jobRetentionSeconds)
-        self.starts = StartRate(settings.startsPerMinutePerOwner)
+                               settings.jobRetentionSeconds, clock)
+        self.starts = StartRate(settings.startsPerMinutePerOwner, clock.monotonic)
         self._watch: asyncio.Task[None] | None = None
 
     def _docker_changed(self, downstream: Callable[[bool], None]) -> Callable[[bool], None]:
@@ -121,7 +126,7 @@ class Engine:
         """Keep /health honest: ping Docker every few seconds, faster while it is down. When it
         comes back, remove at once what could not be removed while it was away."""
         while True:
-            await asyncio.sleep(5 if self.docker_up else 1)
+            await self.clock.sleep(DOCKER_WATCH_UP if self.docker_up else DOCKER_WATCH_DOWN)
             was_up = self.docker_up
             await self._check_docker()
             if self.docker_up and not was_up:

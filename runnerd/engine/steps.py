@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
+from runnerd.clock import SYSTEM, Clock
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.domain import ExitResult, StepKind, StepState
 from runnerd.engine import reasons
@@ -30,6 +31,7 @@ _KILLED = (137, 143)
 # How long after such an exit runnerd watches whether dockerd is going away: its shutdown stops
 # containers with their stop timeout (10 s) within its shutdown-timeout (15 s by default).
 DOCKER_SHUTDOWN_WATCH = 20.0
+_WATCH_PING = 0.5  # how often Docker is pinged during that watch
 LOST_WITH_DOCKER = "its container was lost when Docker restarted"
 
 
@@ -54,9 +56,10 @@ class Outage:
     """Retry a runtime call while Docker is unreachable, with backoff, for at most `limit` seconds
     in total across the step; then give up (the job ends at 76)."""
 
-    def __init__(self, limit: float, on_change: Callable[[bool], None] | None = None):
+    def __init__(self, limit: float, on_change: Callable[[bool], None] | None = None, clock: Clock = SYSTEM):
         self.limit, self.spent, self.seen = limit, 0.0, False
         self._on_change = on_change
+        self._clock = clock
 
     async def retry(self, call: Callable[[], Awaitable[T]]) -> T:
         delay = 0.2
@@ -73,15 +76,16 @@ class Outage:
                 if self.spent >= self.limit:
                     raise
                 log.warning("Docker unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 self.spent += delay
                 delay = min(delay * 2, 5.0)
 
 
 class StepDriver:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, stop_grace: float, outage_limit: float,
-                 hooks: Hooks | None = None):
+                 hooks: Hooks | None = None, clock: Clock = SYSTEM):
         self.store = store
+        self.clock = clock
         self.runtime = runtime
         self.stop_grace = stop_grace
         self.outage_limit = outage_limit
@@ -97,7 +101,7 @@ class StepDriver:
         if rec is not None and rec.state != StepState.CREATING:
             return
         try:
-            await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0))
+            await self._create(rec, job_id, kind, build, Outage(self.outage_limit if strict else 0, clock=self.clock))
         except (ImageMissing, ContainerRefused):
             if strict:
                 raise
@@ -119,7 +123,7 @@ class StepDriver:
                   logs: LogCapture | None = None) -> StepOutcome:
         """Run (or resume) the step and return how it ended. `max_seconds` counts from the
         container's start, across restarts of runnerd."""
-        outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None)
+        outage = Outage(self.outage_limit, self.hooks.docker if self.hooks else None, self.clock)
         rec = (await self.store.steps(job_id)).get(kind)
         if rec is not None and rec.state == StepState.EXITED:
             return StepOutcome(ExitResult(rec.exit_code or 0, bool(rec.oom_killed)), started_at=rec.started_at)
@@ -147,7 +151,7 @@ class StepDriver:
                 if state is None:
                     raise ContainerGone(cid)
                 if state.status == "created":  # the crash fell between our record and `start`
-                    rec.started_at = time.time()
+                    rec.started_at = self.clock.now()
                     await self.store.save_step(rec)
                     await outage.retry(lambda: self.runtime.start(cid))
             return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
@@ -170,7 +174,7 @@ class StepDriver:
         for attempt in range(2):
             cid = rec.container_id
             assert cid is not None
-            rec.state, rec.started_at = StepState.RUNNING, time.time()
+            rec.state, rec.started_at = StepState.RUNNING, self.clock.now()
             await self.store.save_step(rec)
             try:
                 await outage.retry(functools.partial(self.runtime.start, cid))
@@ -193,7 +197,7 @@ class StepDriver:
             if reattach:
                 open(logs.path, "wb").close()  # Docker still has the whole log: copy it again
             log_task = asyncio.create_task(self._copy_logs(cid, logs))
-        deadline = (rec.started_at or time.time()) + max_seconds if max_seconds else None
+        deadline = (rec.started_at or self.clock.now()) + max_seconds if max_seconds else None
         timed_out = stopped = False
         try:
             result = await self._wait_exit(cid, deadline, stop, outage)
@@ -228,7 +232,7 @@ class StepDriver:
                 log.warning("job %s: %s step ended with exit code %d while Docker went away", rec.job_id,
                             rec.kind.value, result.exit_code)
                 return await self._abandon(rec, LOST_WITH_DOCKER)
-        rec.state, rec.finished_at = StepState.EXITED, time.time()
+        rec.state, rec.finished_at = StepState.EXITED, self.clock.now()
         rec.exit_code, rec.oom_killed, rec.error = result.exit_code, result.oom_killed, result.error
         await self.store.save_step(rec)
         # Off the critical path: the next step starts while this container is removed.
@@ -239,19 +243,21 @@ class StepDriver:
                          outage: Outage) -> ExitResult | None:
         """The container's exit, or None when the deadline passed or a stop was requested first."""
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.time())
+            remaining = None if deadline is None else max(0.0, deadline - self.clock.now())
             if remaining == 0.0 or (stop is not None and stop.is_set()):
                 return None
             waiter = asyncio.create_task(outage.retry(lambda: self.runtime.wait(cid)))
-            watchers: set[asyncio.Task[Any]] = {waiter}
-            stop_task = asyncio.create_task(stop.wait()) if stop is not None else None
-            if stop_task:
-                watchers.add(stop_task)
+            # the deadline is a sleep on the clock (not wait's timeout), so a test can move it
+            others: list[asyncio.Task[Any]] = []
+            if stop is not None:
+                others.append(asyncio.create_task(stop.wait()))
+            if remaining is not None:
+                others.append(asyncio.create_task(self.clock.sleep(remaining)))
             try:
-                done, _ = await asyncio.wait(watchers, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                if stop_task:
-                    stop_task.cancel()
+                for task in others:
+                    task.cancel()
             if waiter in done:
                 return waiter.result()
             waiter.cancel()  # the thread blocked in Docker's wait returns once the container stops
@@ -262,17 +268,16 @@ class StepDriver:
         live-restore) first stops its containers, in parallel, each with a grace period, and may
         answer its API meanwhile: a SIGTERM/SIGKILL exit followed by dockerd going away within its
         shutdown time means the container was lost with it, not that the algorithm failed."""
-        waited = 0.0
+        started = self.clock.monotonic()
         while True:
             try:
                 await self.runtime.ping()
             except RuntimeUnavailable:
                 self._docker_down()
                 return False
-            if waited >= window:
+            if self.clock.monotonic() - started >= window:
                 return True
-            await asyncio.sleep(0.5)
-            waited += 0.5
+            await self.clock.sleep(_WATCH_PING)
 
     async def _copy_logs(self, cid: str, logs: LogCapture) -> None:
         try:
@@ -282,7 +287,7 @@ class StepDriver:
 
     async def _abandon(self, rec: StepRecord | None, why: str) -> StepOutcome:
         if rec is not None:
-            rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, time.time()
+            rec.state, rec.error, rec.finished_at = StepState.ABANDONED, why, self.clock.now()
             await self.store.save_step(rec)
             if rec.container_id:
                 await self.remove(rec.container_id)

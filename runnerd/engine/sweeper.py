@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Callable
 
+from runnerd.clock import SYSTEM, Clock
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import RuntimeUnavailable
@@ -22,8 +23,10 @@ log = logging.getLogger("runnerd.sweeper")
 
 class Sweeper:
     def __init__(self, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
-                 live_ids: Callable[[], set[str]], grace: float, interval: float, retention: float = 2592000):
+                 live_ids: Callable[[], set[str]], grace: float, interval: float, retention: float = 2592000,
+                 clock: Clock = SYSTEM):
         self.store = store
+        self.clock = clock
         self.runtime = runtime
         self.workspace = workspace
         self.live_ids = live_ids
@@ -42,9 +45,9 @@ class Sweeper:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await self.clock.sleep(self.interval)
             try:
-                await self.sweep_once()
+                await self.sweep_once(self.clock.now())
             except Exception:  # housekeeping must never take the daemon down
                 log.exception("sweep failed")
 
