@@ -313,6 +313,25 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
+def check_runtimes(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
+    """An environment's `runtime` must be registered with dockerd, or every job of it fails at create."""
+    wanted = sorted({env.runtime for env in settings.environments if env.runtime})
+    if not wanted:
+        return []
+    if info is None:
+        return [_skipped("oci runtime", *NO_DOCKER)]
+    have = info.get("Runtimes") or {}
+    return [Result("oci runtime", OK, f"{name!r} is registered with Docker ({have[name].get('path', '?')})")
+            if name in have else
+            Result("oci runtime", FAIL, f"environment runtime {name!r} is not registered with Docker "
+                   f"(it has: {', '.join(sorted(have)) or 'none'})",
+                   "`bash scripts/runsc.sh` registers gVisor's runsc without restarting dockerd"
+                   if name.startswith("runsc") else
+                   f"add {name!r} to `runtimes` in /etc/docker/daemon.json and reload dockerd "
+                   "(`systemctl reload docker`)")
+            for name in wanted]
+
+
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -371,6 +390,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
         results += check_host_capacity(settings, info)
+        results += check_runtimes(settings, info)
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
 

@@ -66,8 +66,9 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         host["cpuset_cpus"] = spec.cpuset
     if spec.pids_limit:
         host["pids_limit"] = spec.pids_limit
-    if spec.nofile:
-        host["ulimits"] = [Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile)]
+    limits = (("nofile", spec.nofile), ("nproc", spec.nproc))
+    if ulimits := [Ulimit(name=name, soft=n, hard=n) for name, n in limits if n]:
+        host["ulimits"] = ulimits
     if spec.shm_bytes:
         host["shm_size"] = spec.shm_bytes
     if spec.gpu_device_ids:

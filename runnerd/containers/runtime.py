@@ -47,6 +47,7 @@ class ContainerSpec:
     cpuset: str | None = None
     pids_limit: int | None = None
     nofile: int | None = None
+    nproc: int | None = None  # RLIMIT_NPROC; only where the container has a kernel of its own (gVisor)
     shm_bytes: int | None = None
     gpu_device_ids: tuple[str, ...] = ()
     log_max_bytes: int = 10 * 1024 * 1024  # Docker's own json-file cap: protects the host disk

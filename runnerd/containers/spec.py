@@ -21,6 +21,22 @@ STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
 HELPER_MEMORY = 512 * 1024 * 1024  # provision/filter are ours and stream; they need little
 HELPER_PIDS = 64
 HELPER_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777"}
+# gVisor (a runtime named runsc…) runs the algorithm on a kernel of its own, and Docker's pids limit
+# lands on the host tasks of the whole sandbox: its own ~55, ~4 per mount and ~5 per process of the
+# algorithm (measured, ptrace platform: 62 forked processes peaked at 385; threads cost far less),
+# so 8 per task leaves room for transients; a sandbox that hits it dies
+# (exit 2) instead of failing a fork. So there pidsLimit is RLIMIT_NPROC, which gVisor's kernel
+# enforces per sandbox (fork and clone fail with EAGAIN, as under runc's pids limit), and the host
+# limit stays as a backstop sized for the sandbox. (Under runc RLIMIT_NPROC would count every job
+# of jobUser on the host together, so it is not used there.)
+GVISOR_HOST_PIDS_BASE, GVISOR_HOST_PIDS_PER_TASK = 160, 8
+
+
+def own_kernel(runtime: str) -> bool:
+    """Whether containers of this OCI runtime get a kernel of their own (gVisor's runsc)."""
+    return runtime.rsplit("/", 1)[-1].startswith("runsc")
+
+
 STEP_MODULES = {StepKind.PROVISION: ("netpolicy.py",)}  # stdlib modules a step script imports from its folder
 
 
@@ -186,7 +202,9 @@ def build_algorithm(job: PlannedJob, env: Environment, settings: Settings, paths
         memory_bytes=env.ram_bytes,
         nano_cpus=int(env.nCPU * 1e9),
         cpuset=slot.cpuset,
-        pids_limit=env.pidsLimit,
+        pids_limit=(env.pidsLimit * GVISOR_HOST_PIDS_PER_TASK + GVISOR_HOST_PIDS_BASE if own_kernel(env.runtime)
+                    else env.pidsLimit),
+        nproc=env.pidsLimit if own_kernel(env.runtime) else None,
         nofile=env.nofileLimit,
         shm_bytes=env.shmSizeMB * 1024 * 1024,
         gpu_device_ids=slot.gpus,
