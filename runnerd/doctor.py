@@ -315,21 +315,14 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
 
 def check_runtimes(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
     """An environment's `runtime` must be registered with dockerd, or every job of it fails at create."""
-    wanted = sorted({env.runtime for env in settings.environments if env.runtime})
-    if not wanted:
-        return []
-    if info is None:
+    wanted, have = sorted({e.runtime for e in settings.environments if e.runtime}), (info or {}).get("Runtimes") or {}
+    if wanted and info is None:
         return [_skipped("oci runtime", *NO_DOCKER)]
-    have = info.get("Runtimes") or {}
-    return [Result("oci runtime", OK, f"{name!r} is registered with Docker ({have[name].get('path', '?')})")
-            if name in have else
-            Result("oci runtime", FAIL, f"environment runtime {name!r} is not registered with Docker "
-                   f"(it has: {', '.join(sorted(have)) or 'none'})",
-                   "`bash scripts/runsc.sh` registers gVisor's runsc without restarting dockerd"
-                   if name.startswith("runsc") else
-                   f"add {name!r} to `runtimes` in /etc/docker/daemon.json and reload dockerd "
-                   "(`systemctl reload docker`)")
-            for name in wanted]
+    fix = {True: "`bash scripts/runsc.sh` registers gVisor's runsc without restarting dockerd",
+           False: "add it to `runtimes` in /etc/docker/daemon.json and reload dockerd (`systemctl reload docker`)"}
+    return [Result("oci runtime", OK, f"{n!r} is registered with Docker") if n in have else
+            Result("oci runtime", FAIL, f"environment runtime {n!r} is not registered with Docker (it has: "
+                   f"{', '.join(sorted(have)) or 'none'})", fix[n.startswith("runsc")]) for n in wanted]
 
 
 # -- assets -----------------------------------------------------------------------------------
