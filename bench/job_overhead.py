@@ -2,6 +2,7 @@
 containers (provision, algorithm, filter) run with plain `docker run --rm` in sequence.
 
     .venv/bin/python bench/job_overhead.py -n 20
+    .venv/bin/python bench/job_overhead.py -n 20 --runtime runsc   # the algorithm under gVisor, both sides
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from common import ROOT, dataset, parser, progress, start_daemon, stop_daemon, s
 
 ALGO = "print('hello from the algorithm')\n"
 STEPS = ROOT / "runnerd" / "steps"
+from runnerd.containers.spec import GVISOR_HOST_PIDS_BASE, GVISOR_HOST_PIDS_PER_TASK  # noqa: E402
 
 
 GAPS = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70))
@@ -28,8 +30,8 @@ def status_gaps(job: dict) -> dict[str, float]:
     return {f"{a}-{b}": at[b] - at[a] for a, b in GAPS if a in at and b in at}
 
 
-def run_runnerd(n: int, image: str, poll: float, gaps: list | None = None) -> list[float]:
-    daemon = start_daemon([ENV])
+def run_runnerd(n: int, image: str, poll: float, gaps: list | None = None, runtime: str = "") -> list[float]:
+    daemon = start_daemon([{**ENV, "runtime": runtime}])
     try:
         client = daemon.client()
         did = dataset(daemon.assets, b"a,b\n1,2\n")
@@ -63,9 +65,10 @@ def prepare_docker_workdir() -> Path:
 ENV = {"id": "bench", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1}
 
 
-def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list[list[str]]:
+def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV, runtime: str = "") -> list[list[str]]:
     """The three `docker run --rm` of one job, with the same scripts, mounts, hardening and
-    resource limits runnerd gives them (helper steps: 1 CPU, 512 MiB; algorithm: the env's)."""
+    resource limits runnerd gives them (helper steps: 1 CPU, 512 MiB; algorithm: the env's, under
+    `runtime` if one is given, with the pids limits runnerd gives a gVisor sandbox)."""
     out = work / f"out{i}"
     (out / "outputs").mkdir(parents=True)
     (out / "results").mkdir()
@@ -79,6 +82,9 @@ def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list
     helper = ["--cpus", "1", "--memory", "512m", "--memory-swap", "512m", "--pids-limit", "64"]
     ram = f"{int(env['ramGB'] * 1024)}m"
     algo = ["--cpus", str(env["nCPU"]), "--memory", ram, "--memory-swap", ram, "--pids-limit", "512"]
+    if runtime:
+        algo = ["--runtime", runtime, *algo[:-1], str(512 * GVISOR_HOST_PIDS_PER_TASK + GVISOR_HOST_PIDS_BASE),
+                "--ulimit", "nproc=512:512"]
     return [
         common + helper + ["-e", f"RUNNERD_PLAN={plan_p}", "-v", f"{out}/results:/runnerd/out",
                            "-v", f"{STEPS}/provision.py:/runnerd/provision.py:ro",
@@ -93,12 +99,12 @@ def docker_job_commands(work: Path, i: int, image: str, env: dict = ENV) -> list
     ]
 
 
-def run_docker(n: int, image: str) -> list[float]:
+def run_docker(n: int, image: str, runtime: str = "") -> list[float]:
     """The same three containers, by hand: what Docker itself costs."""
     work = prepare_docker_workdir()
     times = []
     for i in range(n + 1):
-        commands = docker_job_commands(work, i, image)
+        commands = docker_job_commands(work, i, image, runtime=runtime)
         started = time.perf_counter()
         for argv in commands:
             subprocess.run(argv, check=True, capture_output=True)
@@ -114,18 +120,21 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("-n", type=int, default=20, help="jobs per side (default %(default)s; one more warms up)")
     p.add_argument("--poll", type=float, default=0.02, help="status poll interval of the client (s)")
+    p.add_argument("--runtime", default="", help="OCI runtime of the algorithm on both sides, e.g. runsc")
     args = p.parse_args()
-    docker = summary(run_docker(args.n, args.image))
+    docker = summary(run_docker(args.n, args.image, args.runtime))
     gaps: list[dict[str, float]] = []
-    ours = summary(run_runnerd(args.n, args.image, args.poll, gaps))
+    ours = summary(run_runnerd(args.n, args.image, args.poll, gaps, args.runtime))
     medians = {k: statistics.median(g[k] for g in gaps if k in g) for k in gaps[0]} if gaps else {}
     rows = [["docker run --rm x3 (baseline)", docker["median"], docker["p95"], 1.0],
             ["runnerd job via HTTP API", ours["median"], ours["p95"], ours["median"] / docker["median"]]]
-    print(table(f"Per-job overhead, {args.n} sequential trivial jobs (seconds)",
+    print(table(f"Per-job overhead, {args.n} sequential trivial jobs (seconds), algorithm runtime "
+                f"{args.runtime or 'runc'}",
                 ["what", "median", "p95", "ratio (median)"], rows))
     print(table("runnerd statusHistory gaps, median (ms)", list(medians),
                 [[f"{v * 1000:.0f}" for v in medians.values()]]))
-    write_json(args.json, {"bench": "job_overhead", "n": args.n, "poll": args.poll, "baseline": docker,
+    write_json(args.json, {"bench": "job_overhead", "n": args.n, "poll": args.poll, "runtime": args.runtime or "runc",
+                           "baseline": docker,
                            "runnerd": ours, "ratio_median": ours["median"] / docker["median"],
                            "ratio_p95": ours["p95"] / docker["p95"],
                            "gaps_median": medians})
