@@ -13,7 +13,7 @@ import pytest
 
 from runnerd.config import load_config
 from runnerd.engine.quota_pool import QuotaPool, env_folder_name
-from tests.helpers import base_config
+from tests.helpers import base_config, dataset, raw, wait_done
 
 pytestmark = pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="needs mkfs.ext4 (e2fsprogs)")
 
@@ -111,3 +111,31 @@ def test_start_up_throws_away_what_it_cannot_trust(tmp_path, pool):
     second.close()
     sizes = {f.stat().st_size for f in folder.iterdir()}
     assert sizes == {new["a"].disk_bytes} and len(list(folder.iterdir())) == 2
+
+
+EXT4_UUID_AT = 0x468  # s_uuid in the superblock (at 1024) + 0x68
+
+
+def fs_uuid(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(EXT4_UUID_AT)
+        return f.read(16)
+
+
+@pytest.mark.docker
+def test_a_job_mounts_a_filesystem_the_pool_formatted(make_daemon):
+    """The daemon fills the pool at start; a job's disk.img is one of those images (same ext4
+    UUID), and the pool is full again after it."""
+    daemon = make_daemon(environments=[{"id": "e", "nCPU": 0.5, "ramGB": 0.25, "diskGB": 0.05, "maxJobs": 2}])
+    folder = daemon.data_dir / "quota-pool" / env_folder_name("e")
+    ready = lambda: sorted(folder.glob("*.img")) if folder.is_dir() else []  # noqa: E731
+    wait_for(lambda: len(ready()) == 2)
+    pooled = {fs_uuid(image) for image in ready()}
+    client = daemon.client()
+    job_id = client.start(dataset(daemon.assets), raw("import time\ntime.sleep(2)"), "e")["jobId"]
+    wait_done(client, job_id, statuses={40})
+    image = daemon.data_dir / "jobs" / job_id / "disk.img"
+    assert fs_uuid(image) in pooled
+    assert wait_done(client, job_id)["status"] == 70
+    wait_for(lambda: len(ready()) == 2)
+    assert not image.exists()

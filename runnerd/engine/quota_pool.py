@@ -30,6 +30,7 @@ from runnerd.config import Environment
 from runnerd.errors import WorkspaceError
 
 log = logging.getLogger("runnerd.quota_pool")
+QUOTA_POOL_DIR = "quota-pool"  # under the data dir
 DEPTH = 2  # per environment (never more than its maxJobs): one for the next job, one for the one after
 MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
 TMP = ".tmp-"
@@ -65,7 +66,11 @@ class QuotaPool:
     def start(self, environments: Iterable[Environment]) -> None:
         """Clean what a previous run left (synchronously: cheap) and fill in the background."""
         self._envs = {env.id: env for env in environments if env.diskQuota == "loop" and self._depth(env)}
-        self.clean()
+        try:
+            self.clean()
+        except OSError as exc:  # the pool is an optimisation: a daemon never fails to start on it
+            log.warning("quota pool: cannot clean %s (%s); jobs format their own", self.root, exc)
+            self._envs = {}
         if not self._envs:
             return
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-pool")

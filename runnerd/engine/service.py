@@ -22,6 +22,7 @@ from runnerd.domain import Job, JobStatus, JobTerms, PlannedJob
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
+from runnerd.engine.quota_pool import QUOTA_POOL_DIR, QuotaPool
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
@@ -57,7 +58,8 @@ class Engine:
         self.runtime = runtime
         self.catalog = catalog
         self.hooks = hooks or Hooks()
-        self.workspace = Workspace(data_dir, settings.job_ids)
+        self.quota_pool = QuotaPool(Path(data_dir) / QUOTA_POOL_DIR)
+        self.workspace = Workspace(data_dir, settings.job_ids, self.quota_pool)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog, clock)
         self.chain = chain or ChainGate(settings, "0x" + "0" * 40, "0x" + "1" * 64)  # no key: refuses every order
@@ -102,6 +104,7 @@ class Engine:
                             job.environment)
         # Containers of jobs that ended (or vanished) while runnerd was down: remove them now.
         await self.sweeper.remove_orphan_containers(time.time())
+        await asyncio.to_thread(self.quota_pool.start, self.settings.environments)  # cleans, then fills aside
         self.scheduler.start()
         self.sweeper.start()
         self._watch = asyncio.create_task(self._watch_docker(), name="docker-watch")
@@ -111,6 +114,7 @@ class Engine:
             self._watch.cancel()
         await self.sweeper.shutdown()
         await self.scheduler.shutdown()
+        await asyncio.to_thread(self.quota_pool.close)
 
     async def _check_docker(self) -> None:
         try:

@@ -22,6 +22,7 @@ from runnerd import layout
 from runnerd.config import Environment
 from runnerd.domain import JobStatus, LocalFile, PlannedJob, RawCode
 from runnerd.engine import pins
+from runnerd.engine.quota_pool import QuotaPool, format_image
 from runnerd.engine.trees import remove_tree
 from runnerd.errors import WorkspaceError
 from runnerd.layout import JobPaths, did_dir
@@ -37,8 +38,9 @@ def _run(argv: list[str]) -> None:
 
 
 class Workspace:
-    def __init__(self, data_dir: Path, job_ids: tuple[int, int]):
+    def __init__(self, data_dir: Path, job_ids: tuple[int, int], pool: QuotaPool | None = None):
         self.data_dir = Path(data_dir)
+        self.pool = pool  # ready quota filesystems (engine/quota_pool.py); None formats each one here
         self.uid, self.gid = job_ids  # jobUser (Settings.job_ids)
         self._can_chown = os.geteuid() == 0
         self._pending_dir = self.data_dir / "cleanup-pending"  # one file per job whose cleanup failed
@@ -116,11 +118,11 @@ class Workspace:
         if env.diskQuota == "tmpfs":
             _run(["mount", "-t", "tmpfs", "-o", f"size={env.disk_bytes},mode=0755,nosuid,nodev", "tmpfs", str(p.fs)])
             return
-        if not p.disk_image.exists():
-            with open(p.disk_image, "wb") as f:
-                f.truncate(env.disk_bytes)  # sparse: host disk is used only as the job writes
-            _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
-                  str(p.disk_image)])
+        if not p.disk_image.exists() and not (self.pool and self.pool.take(env, p.disk_image)):
+            # Formatted aside and renamed: a crash mid-format never leaves a disk.img that cannot mount.
+            tmp = p.disk_image.with_name(p.disk_image.name + ".tmp")
+            format_image(tmp, env.disk_bytes)
+            os.rename(tmp, p.disk_image)
         _run(["mount", "-o", "loop,nosuid,nodev", str(p.disk_image), str(p.fs)])
         lost = p.fs / "lost+found"
         if lost.exists():
@@ -221,6 +223,7 @@ class Workspace:
         # shutil.rmtree it (recursion, links, mounts; see trees.py).
         _must_be_gone(p.fs, remove_tree(p.fs))
         p.disk_image.unlink(missing_ok=True)
+        p.disk_image.with_name(p.disk_image.name + ".tmp").unlink(missing_ok=True)  # a format a crash cut
         _must_be_gone(p.provision_out, remove_tree(p.provision_out))
 
     def job_dirs(self) -> list[str]:
