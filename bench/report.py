@@ -30,6 +30,7 @@ Row = tuple[str, list[float], list[float] | None, list[float] | None, str]  # wh
 # name: (script, its arguments for the README, tiny arguments for the test suite)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "job_overhead": ("job_overhead.py", ["-n", "10"], ["-n", "1"]),
+    "job_overhead_url": ("job_overhead.py", ["-n", "10", "--url"], ["-n", "1", "--url"]),
     "job_overhead_runsc": ("job_overhead.py", ["-n", "10", "--runtime", "runsc"], ["-n", "1", "--runtime", "runsc"]),
     "throughput": ("throughput.py", ["-n", "100"], ["-n", "4", "--slots", "2"]),
     "api_load": ("api_load.py", ["--clients", "50"], ["--clients", "3", "--seconds", "1", "--per-client", "20"]),
@@ -38,16 +39,17 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
-def _job_rows(runs: list[dict], label: str) -> list[Row]:
-    return [(f"per-job, trivial job (local dataset, raw code), algorithm under {label}: median of -n {runs[0]['n']}",
+def _job_rows(runs: list[dict], label: str, data: str = "local dataset") -> list[Row]:
+    return [(f"per-job, trivial job ({data}, raw code), algorithm under {label}: median of -n {runs[0]['n']}",
              [r["runnerd"]["median"] for r in runs], [r["baseline"]["median"] for r in runs],
              [r["ratio_median"] for r in runs], "s"),
-            (f"per-job, {label}: p95", [r["runnerd"]["p95"] for r in runs], [r["baseline"]["p95"] for r in runs],
-             [r["ratio_p95"] for r in runs], "s")]
+            (f"per-job, {data}, {label}: p95", [r["runnerd"]["p95"] for r in runs],
+             [r["baseline"]["p95"] for r in runs], [r["ratio_p95"] for r in runs], "s")]
 
 
 ROWS: dict[str, Callable[[list[dict]], list[Row]]] = {
     "job_overhead": lambda runs: _job_rows(runs, "runc"),
+    "job_overhead_url": lambda runs: _job_rows(runs, "runc", "URL dataset, downloaded"),
     "job_overhead_runsc": lambda runs: _job_rows(runs, "runsc (gVisor)"),
     "throughput": lambda runs: [(f"throughput, {runs[0]['n']} jobs at once, maxJobs {runs[0]['slots']}",
                                  [r["runnerd_jobs_per_min"] for r in runs], [r["baseline_jobs_per_min"] for r in runs],
@@ -69,7 +71,8 @@ ROWS: dict[str, Callable[[list[dict]], list[Row]]] = {
         (f"provision {runs[0]['mib']} MiB over HTTP", [r["provision_http"]["MBps"] for r in runs],
          [r["curl_MBps"] for r in runs], [r["provision_http"]["MBps"] / r["curl_MBps"] for r in runs], "MB/s")],
 }
-BASELINES = {"job_overhead": "3 × `docker run --rm`", "job_overhead_runsc": "3 × `docker run --rm`, algorithm runsc",
+BASELINES = {"job_overhead": "3 × `docker run --rm`", "job_overhead_url": "3 × `docker run --rm`",
+             "job_overhead_runsc": "3 × `docker run --rm`, algorithm runsc",
              "throughput": "4-way parallel `docker run`", "api_load": "GET /health", "store_scale": "10 jobs",
              "data_path": "`cat` > /dev/null; `curl` on the host"}
 

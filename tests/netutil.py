@@ -8,6 +8,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from runnerd.containers.runtime import JOB_NETWORK
+
 
 def docker_bridge_ip() -> str:
     """The host's address on Docker's default bridge (docker0), where containers reach the host."""
@@ -16,6 +18,13 @@ def docker_bridge_ip() -> str:
         return json.loads(out.stdout)[0]["addr_info"][0]["local"]
     except (ValueError, IndexError, KeyError):
         raise RuntimeError(f"cannot find the docker0 address: {out.stderr or out.stdout}") from None
+
+
+def ensure_job_network() -> None:
+    """runnerd's job network, made as the daemon makes it at start, for containers run by hand."""
+    if subprocess.run(["docker", "network", "inspect", JOB_NETWORK], capture_output=True).returncode != 0:
+        subprocess.run(["docker", "network", "create", "--driver", "bridge", "--label", "runnerd.network=jobs",
+                        "-o", "com.docker.network.bridge.enable_icc=false", JOB_NETWORK], capture_output=True)
 
 
 class BridgeServer:
