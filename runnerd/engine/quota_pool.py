@@ -141,7 +141,7 @@ class QuotaPool:
     def _folder(self, env: Environment) -> Path:
         return self.root / env_folder_name(env.id)
 
-    def _is_ready(self, entry: os.DirEntry, env: Environment) -> bool:
+    def _is_ready(self, entry: os.DirEntry[str], env: Environment) -> bool:
         if not entry.name.startswith(f"{env.disk_bytes}-") or not entry.name.endswith(".img"):
             return False
         try:
