@@ -21,7 +21,7 @@ CASES = {
     "big_bodies.py": ["--senders", "1", "--seconds", "1"],
     "store_scale.py": ["--jobs", "300", "--lookups", "5"],
     "start_rate.py": ["--clients", "2", "--per-client", "3"],
-    "report.py": ["--tiny", "--runs", "1", "--only", "job_overhead,throughput"],
+    "report.py": ["--tiny", "--runs", "1", "--only", "job_overhead,job_overhead_url,throughput"],
 }
 
 
