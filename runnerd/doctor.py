@@ -313,18 +313,6 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
-def check_runtimes(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
-    """An environment's `runtime` must be registered with dockerd, or every job of it fails at create."""
-    wanted, have = sorted({e.runtime for e in settings.environments if e.runtime}), (info or {}).get("Runtimes") or {}
-    if wanted and info is None:
-        return [_skipped("oci runtime", *NO_DOCKER)]
-    fix = {True: "`bash scripts/runsc.sh` registers gVisor's runsc without restarting dockerd",
-           False: "add it to `runtimes` in /etc/docker/daemon.json and reload dockerd (`systemctl reload docker`)"}
-    return [Result("oci runtime", OK, f"{n!r} is registered with Docker") if n in have else
-            Result("oci runtime", FAIL, f"environment runtime {n!r} is not registered with Docker (it has: "
-                   f"{', '.join(sorted(have)) or 'none'})", fix[n.startswith("runsc")]) for n in wanted]
-
-
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -344,6 +332,14 @@ def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Res
                               "remapped container roots cannot read runnerd's root-only job folders",
                               "remove `userns-remap` from /etc/docker/daemon.json (runnerd's jobs run as a non-root "
                               "uid with no capabilities anyway)"))
+    have, wanted = (info or {}).get("Runtimes") or {}, sorted({e.runtime for e in settings.environments if e.runtime})
+    # An environment's runtime unknown to dockerd fails every job of it at create (runsc: gVisor, #13).
+    results += [_skipped("oci runtime", *NO_DOCKER)] if wanted and info is None else [
+        Result("oci runtime", OK, f"{n!r} is registered with Docker") if n in have else Result(
+            "oci runtime", FAIL, f"environment runtime {n!r} is not registered with Docker (it has: "
+            f"{', '.join(sorted(have)) or 'none'})", "`bash scripts/runsc.sh` registers gVisor's runsc without "
+            "restarting dockerd" if n.startswith("runsc") else "add it to `runtimes` in /etc/docker/daemon.json "
+            "and reload dockerd (`systemctl reload docker`)") for n in wanted]
     return results
 
 
@@ -383,7 +379,6 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
         results += check_host_capacity(settings, info)
-        results += check_runtimes(settings, info)
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
 
