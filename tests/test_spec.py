@@ -211,6 +211,25 @@ def test_writable_rootfs_caps_gpus_and_runtime_when_the_environment_relaxes_them
     assert hc["CapAdd"] == ["SYS_PTRACE", "NET_BIND_SERVICE"]
 
 
+@pytest.mark.parametrize("runtime, own_kernel", [("runsc", True), ("runsc-kvm", True), ("/usr/bin/runsc", True),
+                                                 ("", False), ("crun", False), ("nvidia", False)])
+def test_under_gvisor_pids_limit_is_the_sandboxs_nproc_and_the_host_limit_a_backstop(tmp_assets, paths, runtime,
+                                                                                       own_kernel):
+    """runsc (#13): Docker's pids limit counts gVisor's own host tasks, and a sandbox that hits it
+    dies; so pidsLimit becomes RLIMIT_NPROC (gVisor's kernel enforces it per sandbox). Never under
+    runc, where RLIMIT_NPROC would count every job of jobUser on the host together."""
+    settings = settings_for(runtime=runtime)
+    spec = specs.build_algorithm(build_job(tmp_assets, settings), settings.environments[0], settings, paths,
+                                 "img:1", Slot(None, ()))
+    ulimits = {u.name: (u.soft, u.hard) for u in to_sdk_kwargs(spec)["ulimits"]}
+    if own_kernel:
+        assert spec.nproc == 100 and ulimits["nproc"] == (100, 100)
+        assert spec.pids_limit == 100 * specs.GVISOR_HOST_PIDS_PER_TASK + specs.GVISOR_HOST_PIDS_BASE
+    else:
+        assert spec.nproc is None and "nproc" not in ulimits and spec.pids_limit == 100
+    assert ulimits["nofile"] == (2048, 2048)
+
+
 @pytest.mark.parametrize("env_allows, dataset_allows, expected", [
     (False, False, "none"),
     (False, True, "none"),
