@@ -5,6 +5,7 @@ are built by hand, the way ocean.js 8 builds them (signature over address + nonc
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import tarfile
@@ -307,3 +308,69 @@ def test_a_job_may_ask_for_fewer_cpus_and_gets_that_many_cores(node):
         log = c.http.get(f"{S}/computeResult", params={**c.signed("getComputeResult"), "jobId": job_id,
                                                        "index": index})
         assert f"cores {cores}" in log.text, (job_id, log.text)
+
+
+# -- adversarial review (#11 §2, r3-node) -------------------------------------------------------
+
+
+def _post_raw(c: Consumer, path: str, body: dict, **literals: str) -> httpx.Response:
+    """POST `body` as JSON text, with each `"@NAME@"` string replaced by the literal given (what a
+    hostile client can send and Python's parser takes: NaN, Infinity, 1e999, a 400-digit integer)."""
+    text_ = json.dumps(body)
+    for name, literal in literals.items():
+        text_ = text_.replace(f'"@{name}@"', literal)
+    return c.http.post(path, content=text_, headers={"Content-Type": "application/json"})
+
+
+def test_a_datasets_list_beyond_the_inputs_bound_is_refused_before_any_catalog_lookup(node):
+    """Each catalog lookup scans the assets folder: 40,000 datasets without serviceId (840 KB)
+    held the event loop for 48 s with 200 assets, before the engine's bound refused the start."""
+    from runnerd.api.node import intake
+    from runnerd.config import parse_config
+    from runnerd.engine.intake import MAX_INPUTS
+    from runnerd.errors import BadRequest
+
+    lookups: list[str] = []
+
+    class Catalog:
+        def get(self, did: str) -> None:
+            lookups.append(did)
+
+    datasets = [{"documentId": "did:op:%064x" % i} for i in range(MAX_INPUTS + 1)]
+    with pytest.raises(BadRequest) as refused:
+        env = parse_config({"environments": [{"id": "e"}]}).environments[0]
+        intake.start_request({"datasets": datasets, "algorithm": raw("")}, env, Catalog())
+    assert refused.value.field == "datasets" and lookups == []
+    c = Consumer(node.url)
+    body = _error(c.start(node.did, datasets=[{"documentId": node.did}] * (MAX_INPUTS + 1)), 400, "invalid")
+    assert body["field"] == "datasets"
+
+
+def test_numbers_that_json_has_not_are_refused_and_never_stored(node):
+    """NaN, Infinity and 1e999 parse in Python: a NaN cpu amount made the job end at 76 with an
+    internal error, and a stored NaN or infinity made every answer about the job invalid JSON."""
+    c = Consumer(node.url)
+    cases = [
+        ({"resources": [{"id": "cpu", "amount": "@X@"}]}, "NaN", "resources"),
+        ({"resources": [{"id": "cpu", "amount": "@X@"}]}, "-Infinity", "resources"),
+        ({"queueMaxWaitTime": "@X@"}, "1e999", "queueMaxWaitTime"),
+        ({"queueMaxWaitTime": "@X@"}, "Infinity", "queueMaxWaitTime"),
+        ({"maxJobDuration": "@X@"}, "NaN", "maxJobDuration"),
+        ({"metadata": {"x": ["@X@"]}}, "NaN", "metadata"),
+        ({"metadata": {"x": "@X@"}}, "1e999", "metadata"),
+    ]
+    for extra, literal, field in cases:
+        body = {**c.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": node.did}],
+                "algorithm": raw("print(1)"), **extra}
+        answer = _post_raw(c, f"{S}/freeCompute", body, X=literal)
+        assert _error(answer, 400, "invalid")["field"] == field, (extra, literal)
+        assert "NaN" not in answer.text and "Infinity" not in answer.text
+
+
+def test_odd_types_get_the_error_shape_never_a_500(node):
+    c = Consumer(node.url)
+    for rid in (["cpu"], {"id": "cpu"}):  # unhashable: `rid in known` raised TypeError
+        assert _error(c.start(node.did, resources=[{"id": rid, "amount": 1}]), 400, "invalid")["field"] == "resources"
+    body = {**c.signed("createAuthToken", "address"), "validUntil": "@BIG@"}  # float() raised OverflowError
+    assert _error(_post_raw(c, f"{S}/auth/token", body, BIG="9" * 400), 400, "invalid")["field"] == "validUntil"
+
