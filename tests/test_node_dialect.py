@@ -374,3 +374,20 @@ def test_odd_types_get_the_error_shape_never_a_500(node):
     body = {**c.signed("createAuthToken", "address"), "validUntil": "@BIG@"}  # float() raised OverflowError
     assert _error(_post_raw(c, f"{S}/auth/token", body, BIG="9" * 400), 400, "invalid")["field"] == "validUntil"
 
+
+@pytest.mark.docker
+def test_an_agreement_id_is_no_secret_so_listing_by_it_needs_the_token(node):
+    """A root-dialect job's agreementId is its order's transaction id, public on chain together
+    with the consumer's address: it must not unlock an unsigned read of the job (and its jobId)."""
+    c = Consumer(node.url)
+    tx = "0x" + secrets.token_hex(32)
+    job = node.client(c.key).start(node.did, raw("print(1)"), "ocean-compute", transfer_tx=tx)
+    try:
+        query = {"consumerAddress": c.address, "agreementId": tx}
+        unsigned = c.http.get(f"{S}/compute", params=query)
+        _error(unsigned, 401, "token_required")
+        assert job["jobId"] not in unsigned.text
+        listed = c.http.get(f"{S}/compute", params=query, headers={"Authorization": c.token()})
+        assert listed.status_code == 200 and [j["jobId"] for j in listed.json()] == [job["jobId"]]
+    finally:
+        c.wait(job["jobId"])
