@@ -391,3 +391,22 @@ def test_an_agreement_id_is_no_secret_so_listing_by_it_needs_the_token(node):
         assert listed.status_code == 200 and [j["jobId"] for j in listed.json()] == [job["jobId"]]
     finally:
         c.wait(job["jobId"])
+
+
+def test_a_finished_jobs_outputs_tar_is_laid_out_once_not_on_every_status_answer(monkeypatch):
+    """Every status answer lists outputs.tar's size; laying the tar out takes ~50 ms for 1000
+    long names (maxOutputFiles), and unsigned reads by jobId or token listings are free to send."""
+    from runnerd.api.node import tarview, views
+    from runnerd.domain import ResultFile, ResultType
+
+    headers: list[str] = []
+    real = tarview._header
+    monkeypatch.setattr(tarview, "_header", lambda name, *a, **k: headers.append(name) or real(name, *a, **k))
+    outputs = [ResultFile("d" * 150 + f"/f{i}", 10, ResultType.OUTPUT, f"results/outputs/f{i}") for i in range(50)]
+    job = Job(secrets.token_hex(16), "0x" + "1" * 40, "did", "e", "a", "raw", [], status=JobStatus.COMPLETED,
+              results=outputs)
+    first = views.render(job)["results"]
+    laid_out = len(headers)
+    assert laid_out == 51  # the outputs/ folder and each file
+    assert views.render(job)["results"] == first and len(headers) == laid_out
+    assert [r["filesize"] for r in first if r["filename"] == "outputs.tar"] == [tarview.tar_size(outputs)]
