@@ -410,3 +410,13 @@ def test_a_finished_jobs_outputs_tar_is_laid_out_once_not_on_every_status_answer
     assert laid_out == 51  # the outputs/ folder and each file
     assert views.render(job)["results"] == first and len(headers) == laid_out
     assert [r["filesize"] for r in first if r["filename"] == "outputs.tar"] == [tarview.tar_size(outputs)]
+
+
+def test_deeply_nested_metadata_is_refused_not_a_500(node):
+    """500 levels parse (the parser's bound is ~1000), but the store's recursive copy of the terms
+    (dataclasses.asdict) overflowed on them: a 500 after the nonce was used."""
+    c = Consumer(node.url)
+    body = {**c.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": node.did}],
+            "algorithm": raw("print(1)"), "metadata": "@M@"}
+    nested = '{"a": ' + "[" * 500 + "]" * 500 + "}"
+    assert _error(_post_raw(c, f"{S}/freeCompute", body, M=nested), 400, "invalid")["field"] == "metadata"

@@ -24,6 +24,7 @@ from runnerd.errors import BadRequest
 
 MAX_VIEWERS = 16
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32  # the store copies terms recursively (dataclasses.asdict): 500 levels overflowed it
 _REFUSED = {
     "output": "remote output storage (`output`) is not offered by this node; results stay here for computeResult",
     "outputBucketId": "persistent storage buckets (`outputBucketId`) are not offered by this node",
@@ -123,9 +124,10 @@ def terms(params: dict[str, Any], env: Environment) -> JobTerms:
         raise BadRequest(f"additionalViewers must be a list of at most {MAX_VIEWERS} addresses", "invalid",
                          "additionalViewers")
     metadata = params.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict) or _json_size(metadata) > MAX_METADATA_BYTES):
+    if metadata is not None and (not isinstance(metadata, dict) or _json_size(metadata) > MAX_METADATA_BYTES
+                                 or _depth(metadata) > MAX_METADATA_DEPTH):
         raise BadRequest(f"metadata must be an object of at most {MAX_METADATA_BYTES // 1024} KiB of JSON (finite "
-                         "numbers only)", "invalid", "metadata")
+                         f"numbers only), nested at most {MAX_METADATA_DEPTH} deep", "invalid", "metadata")
     granted = tuple((r["id"], r["amount"]) for r in _resources(params.get("resources"), env))
     return JobTerms(max_duration=duration, queue_max_wait=_seconds(params, "queueMaxWaitTime"),
                     viewers=tuple(dict.fromkeys(v.lower() for v in viewers)), metadata=metadata, resources=granted)
@@ -137,6 +139,17 @@ def _json_size(value: Any) -> float:
         return len(json.dumps(value, allow_nan=False))
     except (ValueError, RecursionError):
         return math.inf
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and lists nest in `value` (walked without recursion; stops past the bound)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_METADATA_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _service_id(catalog: Catalog, item: dict[str, Any], kinds: tuple[str, ...]) -> dict[str, Any]:
