@@ -420,3 +420,48 @@ def test_deeply_nested_metadata_is_refused_not_a_500(node):
             "algorithm": raw("print(1)"), "metadata": "@M@"}
     nested = '{"a": ' + "[" * 500 + "]" * 500 + "}"
     assert _error(_post_raw(c, f"{S}/freeCompute", body, M=nested), 400, "invalid")["field"] == "metadata"
+
+
+async def test_a_range_of_outputs_tar_reuses_its_layout_and_checks_only_the_files_it_covers(tmp_path, monkeypatch):
+    """`Range: bytes=0-0` with a token costs the client nothing; it laid out the whole tar (~50 ms
+    for 1000 long names) and looked at every file on disk, each time, to send one byte."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from runnerd.api.node import tarview
+    from runnerd.domain import ResultFile, ResultType
+
+    (tmp_path / "outputs").mkdir()
+    outputs = []
+    for i in range(20):
+        (tmp_path / "outputs" / f"f{i}").write_bytes(b"%d" % i * 10)
+        outputs.append(ResultFile(f"f{i}", len(b"%d" % i * 10), ResultType.OUTPUT, f"outputs/f{i}"))
+    headers: list[str] = []
+    looked_at: set[str] = set()  # the output files stat'ed (realpath stats each folder above them too)
+    real_header, real_lstat = tarview._header, tarview.os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if os.path.dirname(str(path)) == str(tmp_path / "outputs"):
+            looked_at.add(os.path.basename(str(path)))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(tarview, "_header", lambda name, *a, **k: headers.append(name) or real_header(name, *a, **k))
+    monkeypatch.setattr(tarview.os, "lstat", lstat)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await tarview.serve_outputs_tar(request, outputs, tmp_path, 1_700_000_000)
+
+    app = web.Application()
+    app.router.add_get("/outputs.tar", handler)
+    async with TestClient(TestServer(app)) as client:
+        whole = await (await client.get("/outputs.tar")).read()
+        assert len(looked_at) == 20 and len(headers) == 21
+        with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+            assert tar.extractfile("outputs/f7").read() == b"7" * 10
+        headers.clear(), looked_at.clear()
+        first = await client.get("/outputs.tar", headers={"Range": "bytes=0-0"})
+        assert first.status == 206 and await first.read() == whole[:1]
+        assert headers == [] and looked_at == set()  # the folder's header: no file's bytes
+        last = await client.get("/outputs.tar", headers={"Range": "bytes=-1100"})  # the last file and the end
+        assert await last.read() == whole[-1100:]
+        assert headers == [] and looked_at == {"f19"}
