@@ -72,14 +72,16 @@ def tar_size(outputs: list[ResultFile]) -> int:
 # published list and the finish time (the files are checked against it each time they are sent).
 _LAYOUTS: dict[tuple[str, int, int], tuple[list[_Part], int]] = {}
 _LAYOUTS_KEPT = 8
+_LAYOUT_KEPT_BYTES = 2 * 1024 * 1024  # of headers: 1000 long names take ~1.5 MB; larger ones are not kept
 
 
 def layout(outputs: list[ResultFile], root: Path, mtime: int) -> tuple[list[_Part], int]:
     key = (str(root), len(outputs), mtime)
     found = _LAYOUTS.pop(key, None) or _layout(outputs, root, mtime)
-    if len(_LAYOUTS) >= _LAYOUTS_KEPT:
-        del _LAYOUTS[next(iter(_LAYOUTS))]  # the least recently served
-    _LAYOUTS[key] = found
+    if sum(len(part.header) for part in found[0]) <= _LAYOUT_KEPT_BYTES:
+        if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+            del _LAYOUTS[next(iter(_LAYOUTS))]  # the least recently served
+        _LAYOUTS[key] = found
     return found
 
 
