@@ -313,6 +313,18 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
+def check_backend(settings: Settings) -> list[Result]:
+    """Every guarantee an environment's keys promise must be one the backend has (#17)."""
+    from runnerd.containers.capabilities import for_backend, refusals
+
+    caps = for_backend(settings.backend)
+    unasked = ", ".join(c.value for c in caps.why_not)
+    return [Result("backend", FAIL, str(r), f"change that key, or use a backend with {r.capability.value}")
+            for r in refusals(settings, caps)] or [
+        Result("backend", OK, f"{caps.backend}: every environment's guarantees hold"
+               + (f"; it lacks (no key asks for them): {unasked}" if unasked else ""))]
+
+
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -370,6 +382,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
+        results += check_backend(settings)
         results += check_host_capacity(settings, info)
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
