@@ -47,7 +47,7 @@ def _bytes(text: str) -> int:
     match = _SIZE.fullmatch(text.strip())
     if not match:
         raise ValueError(f"not a size: {text!r}")
-    return int(match.group(1)) * 1024 ** " kmg".index((match.group(2) or " ").lower())
+    return int(match.group(1)) * int(1024 ** " kmg".index((match.group(2) or " ").lower()))
 
 
 def tmpfs_mount(target: str, options: str) -> dict[str, Any]:
