@@ -22,7 +22,6 @@ from runnerd.errors import ContainerGone, ImageMissing
 from tests.fakes import FakeRuntime, Outcome
 from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE
 from tests.swarm_lab import skip_reason as swarm_skip_reason
-from tests.swarm_lab import swarm_lab  # noqa: F401 (the session fixture the swarm kind uses)
 
 MISSING_IMAGE = "runnerd-test-no-such-image:missing"
 CUT_MARKER = "[runnerd: log cut at {} bytes]"

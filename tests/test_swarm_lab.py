@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BUSYBOX_IMAGE
-from tests.swarm_lab import LAB_DIR, NODES, SCRIPT, skip_reason, swarm_lab  # noqa: F401 (the fixture)
+from tests.swarm_lab import LAB_DIR, NODES, SCRIPT, skip_reason
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
 

@@ -13,7 +13,7 @@ from runnerd.containers.swarm_runtime import LABEL_STOPPED, _state, job_network,
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerRefused
 from tests.helpers import BUSYBOX_IMAGE
-from tests.swarm_lab import skip_reason, swarm_lab  # noqa: F401 (the fixture)
+from tests.swarm_lab import skip_reason
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
