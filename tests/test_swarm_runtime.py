@@ -9,10 +9,18 @@ import uuid
 import pytest
 
 from runnerd.containers.runtime import LABEL_JOB, LABEL_STEP, ContainerSpec, Mount
-from runnerd.containers.swarm_runtime import LABEL_STOPPED, _state, job_network, tmpfs_mount, to_service
+from runnerd.containers.swarm_spec import (
+    LABEL_EXIT,
+    LABEL_STOPPED,
+    PROBABLY_OOM,
+    job_network,
+    service_state,
+    tmpfs_mount,
+    to_service,
+)
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerRefused
-from tests.helpers import BUSYBOX_IMAGE
+from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE
 from tests.swarm_lab import skip_reason
 
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -78,21 +86,30 @@ def task(state: str, iteration: int = 1, node: str = "n2", code: int | None = No
 
 
 def test_task_states_map_to_container_states():
-    assert _state(service(0), []).status == "created"
-    assert _state(service(1), []).status == "running"  # started, not yet scheduled
-    assert _state(service(1), [task("preparing")]).status == "running"
-    assert _state(service(1), [task("complete", code=0)]).exit == ExitResult(0)
-    failed = _state(service(1), [task("failed", code=3, err="task: non-zero exit (3)")])
+    assert service_state(service(0), []).status == "created"
+    assert service_state(service(1), []).status == "running"  # started, not yet scheduled
+    assert service_state(service(1), [task("preparing")]).status == "running"
+    assert service_state(service(1), [task("complete", code=0)]).exit == ExitResult(0)
+    failed = service_state(service(1), [task("failed", code=3, err="task: non-zero exit (3)")])
     assert failed.status == "exited" and failed.exit == ExitResult(3, False, None)
     # stopped by runnerd: the first iteration's task ended at SIGTERM; the pending one goes nowhere
-    stopped = _state(service(1, **{LABEL_STOPPED: "1"}),
+    stopped = service_state(service(1, **{LABEL_STOPPED: "1"}),
                      [task("shutdown", 1, code=143), task("pending", 2, node="")])
     assert stopped.exit == ExitResult(143)
-    never = _state(service(1, **{LABEL_STOPPED: "1"}), [task("pending", 2, node="")])
-    assert never.exit.exit_code == 137 and "before it started" in never.exit.error
-    rejected = _state(service(1), [task("rejected", err="No such image: x")])
+    # Swarm deletes the stopped task soon after: the exit code stop wrote on the service remains
+    gone = service_state(service(1, **{LABEL_STOPPED: "1", LABEL_EXIT: "143"}), [task("pending", 2, node="")])
+    assert gone.status == "exited" and gone.exit == ExitResult(143)
+    # stopped while it was still being prepared: its "shutdown" with exit code 0 is no success
+    early = service_state(service(1, **{LABEL_STOPPED: "1", LABEL_EXIT: "unstarted"}), [task("shutdown", 1, code=0)])
+    assert early.exit.exit_code == 137 and "before it started" in early.exit.error
+    never = service_state(service(1, **{LABEL_STOPPED: "1"}), [task("pending", 2, node="")])
+    assert never.exit.exit_code == 137 and "before its exit was seen" in never.exit.error
+    rejected = service_state(service(1), [task("rejected", err="No such image: x")])
     assert rejected.status == "dead" and rejected.exit.error == "No such image: x"
-    assert _state(service(1), [task("failed", code=137)]).exit.oom_killed is False  # Swarm cannot tell
+    # Swarm cannot tell an OOM kill: a SIGKILL runnerd did not send says "probably", never more
+    killed = service_state(service(1), [task("failed", code=137, err="task: non-zero exit (137)")]).exit
+    assert killed == ExitResult(137, False, PROBABLY_OOM)
+    assert service_state(service(1, **{LABEL_STOPPED: "1"}), [task("shutdown", code=137)]).exit == ExitResult(137)
 
 
 @pytest.mark.docker
@@ -136,3 +153,40 @@ async def test_every_limit_of_the_spec_holds_on_the_node(swarm_lab, tmp_path):
             await runtime.remove(c.id)
         await runtime.prune_networks()
         await runtime.close()
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+async def test_a_fresh_runtime_reattaches_and_an_oom_kill_is_reported_as_probable(swarm_lab):
+    """What a restarted runnerd relies on: the services live in the managers' store, so a new
+    runtime (same instance) lists them, and can wait on and stop what the old one started. And the
+    OOM evidence: a memory hog ends at 137 with the "probably out of memory" text, no flag."""
+    from runnerd.containers.swarm_runtime import SwarmRuntime
+
+    lab = swarm_lab
+    tag = uuid.uuid4().hex[:8]
+    make = lambda: SwarmRuntime(node=lab.node_id(2), base_url=lab.url(1), timeout=30,  # noqa: E731
+                                instance=f"reattach-{tag}")
+    first, second = make(), make()
+    labels = {LABEL_JOB: f"reattach-{tag}", LABEL_STEP: "algorithm"}
+    try:
+        sleeper = await first.create(spec(name=f"runnerd-sleep-{tag}", command=["sh", "-c", "sleep 60"], labels=labels))
+        await first.start(sleeper)
+        hog = await first.create(spec(name=f"runnerd-hog-{tag}", image=PY_IMAGE, labels=labels,
+                                      command=["python3", "-c", "b = bytearray(512 * 1024 * 1024)"],
+                                      memory_bytes=64 * 2**20))
+        await first.start(hog)
+        await first.close()  # runnerd goes away; the services do not
+        owned = {c.id: c for c in await second.list_owned()}
+        assert set(owned) == {sleeper, hog}
+        assert await second.wait(hog, timeout=90) == ExitResult(137, False, PROBABLY_OOM)
+        assert await second.wait(sleeper, timeout=0.5) is None
+        assert (await second.inspect(sleeper)).status == "running"
+        await second.stop(sleeper, grace=1)
+        result = await second.wait(sleeper, timeout=60)
+        assert result is not None and result.exit_code in (137, 143) and result.error is None  # runnerd's own stop
+    finally:
+        for c in await second.list_owned():
+            await second.remove(c.id)
+        await second.prune_networks()
+        await second.close()

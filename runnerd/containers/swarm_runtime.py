@@ -6,8 +6,9 @@ stays the placer), with no restart. The verbs map as follows (docs/architecture-
   start    the same service asked for one completion: Swarm schedules its one task
   wait     polls the service's tasks (Swarm has no blocking wait), 50 ms growing to 1 s
   stop     an update that moves the job where no node is (`node.id==runnerd-stopped`) with the
-           grace as its stop grace period: Swarm stops the running task (SIGTERM, then SIGKILL)
-           and keeps it, with its exit code and logs, until `remove`
+           grace as its stop grace period: Swarm stops the running task (SIGTERM, then SIGKILL).
+           It deletes that task moments after it ended (its iteration is over), so stop waits for
+           the end, as `docker stop` does, and writes the exit code on the service
   remove   removes the service, and the job's internal network once no step uses it
 Algorithms without network get a per-job `--internal` overlay network (services cannot use
 `none`: moby#44403): loopback and one interface, no route out. Exit codes come from the task;
@@ -17,8 +18,6 @@ Swarm reports no OOM flag, so `oom_killed` is never set (capabilities.SWARM says
 from __future__ import annotations
 
 import asyncio
-import re
-from datetime import datetime
 from typing import Any
 
 import docker.errors
@@ -33,110 +32,21 @@ from runnerd.containers.runtime import (
     ContainerState,
     OwnedContainer,
 )
+from runnerd.containers.swarm_spec import (
+    ENDED,
+    LABEL_EXIT,
+    LABEL_NETWORK,
+    LABEL_STOPPED,
+    NOWHERE,
+    UNSTARTED,
+    created_at,
+    job_mode,
+    job_network,
+    service_state,
+    to_service,
+)
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
-
-LABEL_STOPPED = "runnerd.stopped"  # on a service runnerd stopped (its task is shutting down or ended)
-LABEL_NETWORK = "runnerd.network"
-NOWHERE = "node.id==runnerd-stopped"  # a constraint no node meets
-_ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
-_SIZE = re.compile(r"([0-9]+)([kmg]?)", re.I)
-
-
-def _bytes(text: str) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    return int(match.group(1)) * int(1024 ** " kmg".index((match.group(2) or " ").lower()))
-
-
-def tmpfs_mount(target: str, options: str) -> dict[str, Any]:
-    """A tmpfs mount option string (`rw,nosuid,nodev,size=16m,mode=1777`) as a service mount. API 1.41
-    takes only the size and mode; Docker mounts service tmpfs nosuid, nodev and noexec itself."""
-    opts = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
-    tmpfs: dict[str, Any] = {"Mode": int(opts.get("mode", "1777"), 8)}
-    if "size" in opts:
-        tmpfs["SizeBytes"] = _bytes(opts["size"])
-    return {"Type": "tmpfs", "Target": target, "TmpfsOptions": tmpfs}
-
-
-def job_network(spec: ContainerSpec) -> str:
-    return f"runnerd-job-{spec.labels.get(LABEL_JOB) or spec.name}"
-
-
-def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels: dict[str, str]) -> dict[str, Any]:
-    """ContainerSpec → the body of a service create (pure, tested). Refuses what Swarm cannot do
-    rather than dropping it: the capability check should have refused the environment first."""
-    lacking = [what for what, asked in (("a cpuset", spec.cpuset), ("GPU devices", spec.gpu_device_ids),
-                                        ("an OCI runtime", spec.runtime), ("host bind mounts", spec.mounts)) if asked]
-    if lacking:
-        raise ContainerRefused(f"the swarm backend cannot give {spec.name} {', '.join(lacking)}")
-    mounts = [tmpfs_mount(t, o) for t, o in spec.tmpfs.items()]
-    if spec.shm_bytes:
-        mounts.append({"Type": "tmpfs", "Target": "/dev/shm", "TmpfsOptions": {"SizeBytes": spec.shm_bytes}})
-    container: dict[str, Any] = {
-        "Image": image, "Args": list(spec.command), "Env": [f"{k}={v}" for k, v in spec.env.items()],
-        "User": spec.user, "Labels": labels, "ReadOnly": spec.read_only_rootfs, "Init": True,
-        "CapabilityDrop": ["ALL"], "Mounts": mounts,
-    }
-    if spec.entrypoint is not None:
-        container["Command"] = list(spec.entrypoint)
-    if spec.working_dir:
-        container["Dir"] = spec.working_dir
-    if spec.cap_add:
-        container["CapabilityAdd"] = list(spec.cap_add)
-    if spec.nofile:
-        container["Ulimits"] = [{"Name": "nofile", "Soft": spec.nofile, "Hard": spec.nofile}]
-    limits: dict[str, int] = {}
-    if spec.memory_bytes:
-        limits["MemoryBytes"] = spec.memory_bytes
-    if spec.nano_cpus:
-        limits["NanoCPUs"] = spec.nano_cpus
-    if spec.pids_limit:
-        limits["Pids"] = spec.pids_limit
-    return {
-        "ContainerSpec": container,
-        "Resources": {"Limits": limits},
-        "RestartPolicy": {"Condition": "none"},
-        "Placement": {"Constraints": [f"node.id=={node}"]},
-        "LogDriver": {"Name": "json-file", "Options": {"max-size": str(spec.log_max_bytes), "max-file": "1"}},
-        "Networks": [{"Target": network}],
-    }
-
-
-def _mode(completions: int) -> dict[str, Any]:
-    return {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": completions}}
-
-
-def _created(text: str) -> float:
-    """Docker's RFC 3339 time with nanoseconds, as epoch seconds."""
-    head, _, frac = text.rstrip("Z").partition(".")
-    return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
-
-
-def _state(service: dict[str, Any], tasks: list[dict[str, Any]]) -> ContainerState:
-    """A service's state as a container's: the task that ran (the latest one placed on a node)."""
-    sid, spec = service["ID"], service["Spec"]
-    ran = sorted((t for t in tasks if t.get("NodeID")), key=lambda t: (t.get("JobIteration") or {}).get("Index", 0))
-    stopped = LABEL_STOPPED in (spec.get("Labels") or {})
-    if not ran:
-        if stopped:
-            return ContainerState(sid, "exited", ExitResult(137, error="stopped before it started"))
-        started = (spec.get("Mode", {}).get("ReplicatedJob") or {}).get("TotalCompletions", 0) > 0
-        return ContainerState(sid, "running" if started else "created", None)
-    status = ran[-1]["Status"]
-    state = status.get("State", "")
-    if state not in _ENDED:
-        return ContainerState(sid, "running", None)  # pending to running: started, from runnerd's side
-    code = (status.get("ContainerStatus") or {}).get("ExitCode")
-    if state == "complete":
-        return ContainerState(sid, "exited", ExitResult(0))
-    if code is None:  # never ran (rejected: e.g. the image is not on the node), or the node is lost
-        return ContainerState(sid, "dead", ExitResult(-1, error=status.get("Err") or state))
-    # a failed task's Err is "task: non-zero exit (N)": the exit code says it all
-    error = status.get("Err") if state not in ("failed", "shutdown") else None
-    return ContainerState(sid, "exited", ExitResult(int(code), False, error))
-
 
 class SwarmRuntime(DockerRuntime):
     capabilities = SWARM
@@ -197,14 +107,14 @@ class SwarmRuntime(DockerRuntime):
                 network = spec.network
             body = to_service(spec, image, spec.node or self.node, network, labels)
             try:
-                return str(api.create_service(body, name=spec.name, labels=labels, mode=_mode(0))["ID"])
+                return str(api.create_service(body, name=spec.name, labels=labels, mode=job_mode(0))["ID"])
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
                 # A service of that name survives from an attempt that crashed before its id was
                 # recorded: it never ran (ids are recorded before start), so replacing it is safe.
                 api.remove_service(spec.name)
-                return str(api.create_service(body, name=spec.name, labels=labels, mode=_mode(0))["ID"])
+                return str(api.create_service(body, name=spec.name, labels=labels, mode=job_mode(0))["ID"])
 
         try:
             return await self._call(create)
@@ -231,7 +141,7 @@ class SwarmRuntime(DockerRuntime):
             job = spec["Mode"].get("ReplicatedJob") or {}
             if job.get("TotalCompletions"):
                 return False  # started already
-            spec["Mode"] = _mode(1)
+            spec["Mode"] = job_mode(1)
             return True
 
         try:
@@ -247,7 +157,7 @@ class SwarmRuntime(DockerRuntime):
                 service = self._api.inspect_service(container_id)
             except docker.errors.NotFound:
                 return None
-            return _state(service, self._api.tasks(filters={"service": service["ID"]}))
+            return service_state(service, self._api.tasks(filters={"service": service["ID"]}))
 
         try:
             return await self._call(look)
@@ -273,6 +183,10 @@ class SwarmRuntime(DockerRuntime):
         state = await self.inspect(container_id)
         if state is None or state.exit is not None:
             return  # gone, or ended by itself: how it ended stays as it was
+        tasks = await self._call(lambda: self._api.tasks(filters={"service": container_id}))
+        # A task stopped before its process started ends at "shutdown" with exit code 0: that is no
+        # success, so what state it had when the stop came decides how its 0 is read.
+        was_running = any(t["Status"].get("State") in ("starting", "running") for t in tasks)
 
         def halt(spec: dict[str, Any]) -> bool:
             if LABEL_STOPPED in (spec.get("Labels") or {}):
@@ -283,12 +197,43 @@ class SwarmRuntime(DockerRuntime):
             spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_STOPPED: "1"}
             return True
 
+        def record(code: str) -> Any:
+            def change(spec: dict[str, Any]) -> bool:
+                spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_EXIT: code}
+                return True
+            return change
+
         try:
             await self._call(self._update, container_id, halt)
+            code = await self._stopped_exit(container_id, grace + self._timeout)
+            if not was_running and code in (None, 0):
+                await self._call(self._update, container_id, record(UNSTARTED))
+            elif code is not None:
+                await self._call(self._update, container_id, record(str(code)))
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
             raise RuntimeUnavailable(f"cannot stop service: {exc.explanation or exc}") from exc
+
+    async def _stopped_exit(self, service_id: str, bound: float) -> int | None:
+        """The exit code of the task a stop ends, polled until it ended (None: it was never placed,
+        or Swarm deleted it before it was seen)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        while loop.time() < deadline:
+            tasks = await self._call(lambda: self._api.tasks(filters={"service": service_id}))
+            ran = [t for t in tasks if t.get("NodeID")]
+            if not ran:
+                return None
+            ended = [t["Status"] for t in ran if t["Status"].get("State") in ENDED]
+            codes = [s["ContainerStatus"]["ExitCode"] for s in ended if (s.get("ContainerStatus") or {}).get(
+                "ExitCode") not in (None, -1)]
+            if codes:
+                return int(codes[0])
+            if len(ended) == len(ran):
+                return None
+            await asyncio.sleep(0.05)
+        return None
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
@@ -359,10 +304,10 @@ class SwarmRuntime(DockerRuntime):
             out = []
             for service in self._api.services(filters={"label": wanted}):
                 labels = service["Spec"].get("Labels") or {}
-                state = _state(service, self._api.tasks(filters={"service": service["ID"]}))
+                state = service_state(service, self._api.tasks(filters={"service": service["ID"]}))
                 out.append(OwnedContainer(id=service["ID"], name=service["Spec"]["Name"],
                                           job_id=labels.get(LABEL_JOB, ""), step=labels.get(LABEL_STEP, ""),
-                                          status=state.status, created=_created(service["CreatedAt"])))
+                                          status=state.status, created=created_at(service["CreatedAt"])))
             return out
 
         return await self._call(owned)
