@@ -4,6 +4,8 @@
 #   scripts/swarm_lab.sh up       build it (idempotent: a half-built or crashed lab is torn down first)
 #   scripts/swarm_lab.sh down     tear it down, also after a crash mid-setup (finds leftovers by name)
 #   scripts/swarm_lab.sh status   print what exists; exit 0 only when all three nodes are Ready
+#   scripts/swarm_lab.sh restart N   stop node N's dockerd and everything it ran (as after a crash), then
+#                                 start it again on its data root: it rejoins the swarm by itself
 #
 # Layout (everything is named rdlab*, so `down` finds it without any state):
 #   - network namespaces rdlab-hub (holds the bridge rdlab0) and rdlab-n1..3 (one dockerd each);
@@ -211,9 +213,21 @@ status() {
   return $rc
 }
 
+restart() {
+  local n=$1
+  case "$n" in 1|2|3) ;; *) log "restart: a node number 1-3"; exit 2 ;; esac
+  stop_node "$n"
+  start_node "$n"
+  wait_node "$n"
+  for _ in $(seq 300); do ready && break; sleep 0.2; done
+  ready || { log "node $n did not rejoin:"; dk 1 node ls >&2; exit 1; }
+  log "node $n restarted"
+}
+
 case "${1:-}" in
   up) up ;;
+  restart) restart "${2:-}" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status   (RDLAB_DIR=$LAB, RDLAB_NET=$NET.0/24)" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart N   (RDLAB_DIR=$LAB, RDLAB_NET=$NET.0/24)" >&2; exit 2 ;;
 esac

@@ -37,9 +37,9 @@ def skip_reason() -> str | None:
     return None
 
 
-def script(verb: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
+def script(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess:
     env = {**os.environ, "RDLAB_DIR": str(LAB_DIR), "RDLAB_NET": LAB_NET}
-    return subprocess.run(["bash", str(SCRIPT), verb], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -83,6 +83,11 @@ class Lab:
             script("down", timeout=120)
             raise AssertionError(f"swarm_lab.sh up failed ({proc.returncode}): {proc.stderr[-2000:]}")
         self.up_seconds = time.monotonic() - started
+
+    def restart(self, node: int) -> None:
+        """Kill a node's dockerd and all it runs, start it again: it rejoins on its own."""
+        proc = script("restart", str(node), timeout=180)
+        assert proc.returncode == 0, proc.stderr
 
     def down(self) -> None:
         proc = script("down", timeout=120)

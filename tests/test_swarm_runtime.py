@@ -190,3 +190,47 @@ async def test_a_fresh_runtime_reattaches_and_an_oom_kill_is_reported_as_probabl
             await second.remove(c.id)
         await second.prune_networks()
         await second.close()
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+async def test_a_task_on_a_lost_node_is_gone_and_the_other_nodes_go_on(swarm_lab):
+    """A worker's dockerd killed mid-job: Swarm keeps reporting the task "running" (jobs are not
+    rescheduled), so the runtime reads the node's state and reports the task gone once the manager
+    marks the node down (Swarm's heartbeat, about 10 s on the lab); a task on another node runs to
+    its end. Node 3 is restarted afterwards and rejoins."""
+    import os
+    import signal
+    import time
+
+    from runnerd.containers.swarm_runtime import SwarmRuntime
+    from runnerd.errors import ContainerGone
+    from tests.swarm_lab import LAB_DIR
+
+    lab = swarm_lab
+    tag = uuid.uuid4().hex[:8]
+    runtime = SwarmRuntime(node=lab.node_id(2), base_url=lab.url(1), timeout=30, instance=f"lost-{tag}")
+    labels = {LABEL_JOB: f"lost-{tag}", LABEL_STEP: "algorithm"}
+    try:
+        doomed = await runtime.create(spec(name=f"runnerd-doomed-{tag}", command=["sh", "-c", "sleep 120"],
+                                           labels=labels, node=lab.node_id(3)))
+        fine = await runtime.create(spec(name=f"runnerd-fine-{tag}", command=["sh", "-c", "sleep 20; echo done"],
+                                         labels={**labels, LABEL_JOB: f"fine-{tag}"}))
+        for cid in (doomed, fine):
+            await runtime.start(cid)
+        while lab.docker(1, "service", "ps", "--format", "{{.CurrentState}}", doomed).split()[:1] != ["Running"]:
+            time.sleep(0.2)
+        os.kill(int((LAB_DIR / "n3" / "docker.pid").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        with pytest.raises(ContainerGone):
+            await runtime.wait(doomed, timeout=120)
+        print(f"lost node noticed {time.monotonic() - killed:.1f}s after the kill")
+        assert (await runtime.inspect(doomed)).exit.error.startswith("the node it ran on is down: rdlab-n3")
+        assert await runtime.wait(fine, timeout=120) == ExitResult(0)
+    finally:
+        for c in await runtime.list_owned():
+            await runtime.remove(c.id)
+        await runtime.prune_networks()
+        await runtime.close()
+        lab.restart(3)
+    assert lab.docker(1, "node", "inspect", "--format", "{{.Status.State}}", "rdlab-n3").strip() == "ready"

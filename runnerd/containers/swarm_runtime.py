@@ -37,6 +37,7 @@ from runnerd.containers.swarm_spec import (
     LABEL_EXIT,
     LABEL_NETWORK,
     LABEL_STOPPED,
+    NODE_LOST,
     NOWHERE,
     UNSTARTED,
     created_at,
@@ -157,7 +158,21 @@ class SwarmRuntime(DockerRuntime):
                 service = self._api.inspect_service(container_id)
             except docker.errors.NotFound:
                 return None
-            return service_state(service, self._api.tasks(filters={"service": service["ID"]}))
+            tasks = self._api.tasks(filters={"service": service["ID"]})
+            state = service_state(service, tasks)
+            if state.status == "running":
+                # Swarm keeps a lost node's tasks "running" (jobs are not rescheduled): a task
+                # whose node is down is lost, as far as anyone can know.
+                nodes = {t["NodeID"] for t in tasks if t.get("NodeID") and t["Status"].get("State") not in ENDED}
+                for node_id in nodes:
+                    try:
+                        node = self._api.inspect_node(node_id)
+                    except docker.errors.NotFound:
+                        return ContainerState(state.id, "dead", ExitResult(-1, error=f"{NODE_LOST}: {node_id}"))
+                    if (node.get("Status") or {}).get("State") != "ready":
+                        name = (node.get("Description") or {}).get("Hostname") or node_id
+                        return ContainerState(state.id, "dead", ExitResult(-1, error=f"{NODE_LOST}: {name}"))
+            return state
 
         try:
             return await self._call(look)
@@ -170,7 +185,7 @@ class SwarmRuntime(DockerRuntime):
         pause = 0.05
         while True:
             state = await self.inspect(container_id)
-            if state is None:
+            if state is None or (state.exit is not None and (state.exit.error or "").startswith(NODE_LOST)):
                 raise ContainerGone(container_id)
             if state.exit is not None:
                 return state.exit

@@ -17,6 +17,7 @@ LABEL_EXIT = "runnerd.exit"  # how a stopped task ended: Swarm deletes a task wh
 UNSTARTED = "unstarted"  # LABEL_EXIT of a task stopped before its process started
 LABEL_NETWORK = "runnerd.network"
 NOWHERE = "node.id==runnerd-stopped"  # a constraint no node meets
+NODE_LOST = "the node it ran on is down"  # inspect's error for a task on a node the manager lost
 PROBABLY_OOM = "killed by SIGKILL that runnerd did not send: probably out of memory (Swarm reports no OOM flag)"
 ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned"}  # task states after which it runs no more
 _SIZE = re.compile(r"([0-9]+)([kmg]?)", re.I)
