@@ -314,15 +314,9 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
 
 
 def check_backend(settings: Settings) -> list[Result]:
-    """Every guarantee an environment's keys promise must be one the backend has (#17)."""
-    from runnerd.containers.capabilities import for_backend, refusals
+    from runnerd.containers.capabilities import findings  # (ok, detail, fix): what the backend cannot keep
 
-    caps = for_backend(settings.backend)
-    unasked = ", ".join(c.value for c in caps.why_not)
-    return [Result("backend", FAIL, str(r), f"change that key, or use a backend with {r.capability.value}")
-            for r in refusals(settings, caps)] or [
-        Result("backend", OK, f"{caps.backend}: every environment's guarantees hold"
-               + (f"; it lacks (no key asks for them): {unasked}" if unasked else ""))]
+    return [Result("backend", OK if ok else FAIL, detail, fix) for ok, detail, fix in findings(settings)]
 
 
 # -- assets -----------------------------------------------------------------------------------

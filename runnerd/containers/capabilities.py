@@ -130,6 +130,17 @@ def refusals(settings: Settings, capabilities: Capabilities | None = None) -> li
     return out
 
 
+def findings(settings: Settings) -> list[tuple[bool, str, str]]:
+    """doctor's `backend` check as (ok, detail, fix): a FAIL per refused key, else one OK that also
+    names what the backend lacks although no key asks for it (what it reports less precisely)."""
+    caps = for_backend(settings.backend)
+    refused = [(False, str(r), f"change that key, or use a backend with {r.capability.value}")
+               for r in refusals(settings, caps)]
+    unasked = ", ".join(c.value for c in caps.why_not)
+    return refused or [(True, f"{caps.backend}: every environment's guarantees hold"
+                        + (f"; it lacks (no key asks for them): {unasked}" if unasked else ""), "")]
+
+
 def load_checked(path: str | os.PathLike[str]) -> Settings:
     """load_config, then refuse the file if an environment needs what its backend lacks (the
     ConfigError names each key, as any other config error does)."""
