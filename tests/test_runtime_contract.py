@@ -247,6 +247,29 @@ async def test_copy_logs_follow_returns_when_the_container_exits(rt, tmp_path):
     assert result is not None and result.exit_code == 0
 
 
+async def test_copy_logs_follow_copies_while_the_container_runs(rt, tmp_path):
+    """A live log (computeLogs follow) needs the lines as they come, not at the end. No timing: the
+    program prints, then sleeps until it is stopped."""
+    import asyncio
+
+    if rt.kind == "fake":
+        pytest.skip("the fake writes a container's logs when it ends")
+    cid = await rt.run(Program(["sh", "-c", "echo start; sleep 60; echo end"], Outcome(), "echo start; sleep 60"))
+    path = tmp_path / "live.log"
+    follow = asyncio.create_task(rt.runtime.copy_logs(cid, str(path), 10_000, follow=True))
+    try:
+        for _ in range(600):  # a hang guard only
+            if path.exists() and "start" in path.read_text():
+                break
+            await asyncio.sleep(0.1)
+        assert path.read_text() == "start\n" and not follow.done()
+        await rt.runtime.stop(cid, grace=1)
+        assert await asyncio.wait_for(follow, 120) == len("start\n")
+        assert path.read_text() == "start\n"
+    finally:
+        follow.cancel()
+
+
 async def test_list_owned_lists_only_containers_with_the_job_label(rt):
     owned_id = await rt.create(rt.spec(EXIT3, "owned"))
     other_id = await rt.create(rt.spec(EXIT3, "foreign", labelled=False))

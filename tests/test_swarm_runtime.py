@@ -72,6 +72,19 @@ def test_tmpfs_options_keep_size_and_mode():
     assert tmpfs_mount("/y", "rw,mode=0700")["TmpfsOptions"] == {"Mode": 0o700}
 
 
+def test_a_log_read_again_appends_only_what_is_new_and_keeps_the_cap(tmp_path):
+    """How follow works on Swarm (a service's log stream does not end with its task): each read
+    skips the bytes copied before; the cap counts the whole log."""
+    from runnerd.containers.docker_runtime import copy_capped
+
+    path = tmp_path / "algorithm.log"
+    lines = [b"0123456789\n"] * 10
+    first = copy_capped(iter(lines[:3]), str(path), 50)
+    assert first == 33
+    assert copy_capped(iter(lines), str(path), 50, skip=first) == 17
+    assert path.read_bytes() == b"0123456789\n" * 4 + b"012345\n[runnerd: log cut at 50 bytes]\n"
+
+
 def service(completions: int = 1, **labels: str) -> dict:
     return {"ID": "svc1", "Spec": {"Labels": labels, "Mode": {"ReplicatedJob": {"TotalCompletions": completions}}}}
 

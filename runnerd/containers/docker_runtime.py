@@ -78,17 +78,23 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     return host
 
 
-def copy_capped(stream: Any, path: str, limit: int) -> int:
-    """Append a log stream's chunks to `path`, at most `limit` bytes, then a marker line; closes it."""
-    written = 0
+def copy_capped(stream: Any, path: str, limit: int, skip: int = 0) -> int:
+    """Append a log stream's chunks to `path`, at most `limit` bytes, then a marker line; closes it;
+    returns the bytes appended. With `skip`, the stream's first `skip` bytes were appended before
+    (the Swarm runtime re-reads a log to follow it) and count against the limit."""
+    written, done = 0, skip
     try:
         with open(path, "ab") as out:
             for chunk in stream:
-                room = limit - written
+                if skip:
+                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                    if not chunk:
+                        continue
+                room = limit - done - written
                 if len(chunk) > room:
                     out.write(chunk[:room])
                     out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
-                    written = limit
+                    written += room
                     break  # closing the stream stops Docker sending; the container runs on
                 out.write(chunk)
                 out.flush()  # so a live `logs -f` reader sees it now

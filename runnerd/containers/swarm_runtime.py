@@ -291,11 +291,24 @@ class SwarmRuntime(DockerRuntime):
         return await self._call(prune)
 
     async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
-        """Through the manager, which gathers them from the worker. With follow, once the task has
-        ended (a service's log stream does not end with its task); live copies are left for later."""
-        if follow:
-            await self.wait(container_id)
+        """Through the manager, which gathers them from the worker. A service's log stream does not
+        end with its task, so `follow` re-reads the log while the task runs (every 1 s, slowing to
+        5 s) and appends what is new; a last read once it ended makes the copy whole."""
+        if not follow:
+            return await self._copy_from(container_id, path, limit, 0)
+        written, pause = 0, 1.0
+        while True:
+            state = await self.inspect(container_id)
+            if state is None:
+                raise ContainerGone(container_id)
+            written += await self._copy_from(container_id, path, limit, written)
+            if state.exit is not None or written >= limit:
+                return written
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 1.5)
 
+    async def _copy_from(self, container_id: str, path: str, limit: int, skip: int) -> int:
+        """Append the service's log from byte `skip` on (`limit` counts the whole log)."""
         def copy() -> int:
             try:
                 stream = self._api.service_logs(container_id, stdout=True, stderr=True, follow=False, is_tty=False)
@@ -305,7 +318,7 @@ class SwarmRuntime(DockerRuntime):
                 if exc.status_code == 400:  # a malformed id
                     raise docker.errors.NotFound(str(exc)) from exc
                 raise
-            return copy_capped(stream, path, limit)
+            return copy_capped(stream, path, limit, skip)
 
         try:
             return await self._call(copy, long=True)
