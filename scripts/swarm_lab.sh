@@ -192,6 +192,12 @@ up() {
   for n in "${loads[@]}"; do wait "$n"; done          # the image loads (not the dockerds)
   for _ in $(seq 150); do ready && break; sleep 0.2; done
   ready || { log "nodes not Ready:"; dk 1 node ls >&2; exit 1; }
+  # runnerd's Swarm runtime runs jobs only on nodes labelled swap-free; say so only when true
+  if [ "$(awk 'NR > 1' /proc/swaps | wc -l)" = 0 ]; then
+    for n in "${NODES[@]}"; do dk 1 node update --label-add runnerd.swap=off "rdlab-n$n" >/dev/null; done
+  else
+    log "this machine has swap: nodes are not labelled runnerd.swap=off (the Swarm runtime will refuse them)"
+  fi
   log "up in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s: manager unix://$(sock 1)"
 }
 

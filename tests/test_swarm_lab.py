@@ -50,6 +50,10 @@ def test_three_nodes_of_their_own_are_ready(swarm_lab):
     assert [i["DockerRootDir"] for i in infos] == [str(LAB_DIR / f"n{n}" / "data") for n in NODES]
     assert {i["CgroupDriver"] for i in infos} == {system["CgroupDriver"]}
     assert all(i["Swarm"]["LocalNodeState"] == "active" for i in infos)
+    # this machine has no swap, so the lab declares every node swap-free (the runtime requires it)
+    labels = swarm_lab.docker(1, "node", "ls", "-q").split()
+    assert [swarm_lab.docker(1, "node", "inspect", "--format", '{{index .Spec.Labels "runnerd.swap"}}', n).strip()
+            for n in labels] == ["off"] * 3
     for n, info in zip(NODES, infos):  # the images came from `docker load`, with the system's ids
         assert info["Name"] == f"rdlab-n{n}"
         image_id = swarm_lab.docker(n, "image", "inspect", "--format", "{{.Id}}", BUSYBOX_IMAGE).strip()

@@ -247,3 +247,24 @@ async def test_a_task_on_a_lost_node_is_gone_and_the_other_nodes_go_on(swarm_lab
         await runtime.close()
         lab.restart(3)
     assert lab.docker(1, "node", "inspect", "--format", "{{.Status.State}}", "rdlab-n3").strip() == "ready"
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+async def test_a_node_not_labelled_swap_free_gets_no_step(swarm_lab):
+    """no_swap on Swarm: services cannot set swap before API 1.52, so a node must be declared
+    swap-free (label runnerd.swap=off); a step for any other node is refused, never weakened."""
+    from runnerd.containers.swarm_runtime import SwarmRuntime
+
+    lab = swarm_lab
+    tag = uuid.uuid4().hex[:8]
+    runtime = SwarmRuntime(node=lab.node_id(3), base_url=lab.url(1), timeout=30, instance=f"swap-{tag}")
+    lab.docker(1, "node", "update", "--label-rm", "runnerd.swap", "rdlab-n3")
+    try:
+        with pytest.raises(ContainerRefused, match="not labelled runnerd.swap=off"):
+            await runtime.create(spec(name=f"runnerd-swap-{tag}", labels={LABEL_JOB: f"swap-{tag}"}))
+        assert await runtime.list_owned() == []
+    finally:
+        lab.docker(1, "node", "update", "--label-add", "runnerd.swap=off", "rdlab-n3")
+        await runtime.prune_networks()
+        await runtime.close()

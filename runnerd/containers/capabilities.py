@@ -70,7 +70,8 @@ LOCAL_DOCKER = Capabilities("docker", how={
 # docs/architecture-swarm.md for the issues behind each.
 SWARM = Capabilities("swarm", how={
     Capability.NO_ROUTE_OUT: "a per-job --internal overlay network: one interface, no route out",
-    Capability.NO_SWAP: "placement only on nodes labelled runnerd.swap=off (services cannot set swap before API 1.52)",
+    Capability.NO_SWAP: "steps only on nodes labelled runnerd.swap=off, others refused (services cannot set swap "
+                        "before API 1.52)",
     Capability.TMPFS_QUOTA: "a node-local tmpfs volume of diskGB",
 }, why_not={
     Capability.NETWORK_NONE: "services cannot use network none (moby#44403); the algorithm gets an internal "

@@ -34,6 +34,7 @@ from runnerd.containers.runtime import (
 )
 from runnerd.containers.swarm_spec import (
     ENDED,
+    SWAP_LABEL,
     LABEL_EXIT,
     LABEL_NETWORK,
     LABEL_STOPPED,
@@ -101,12 +102,21 @@ class SwarmRuntime(DockerRuntime):
 
         def create() -> str:
             api = self._api
+            node_id = spec.node or self.node
+            try:
+                node = api.inspect_node(node_id)
+            except docker.errors.NotFound as exc:
+                raise ContainerRefused(f"no swarm node {node_id}") from exc
+            if ((node.get("Spec") or {}).get("Labels") or {}).get(SWAP_LABEL) != "off":
+                # Services cannot set swap before API 1.52: only a swap-free node keeps ramGB a limit
+                raise ContainerRefused(f"swarm node {node_id} is not labelled {SWAP_LABEL}=off; runnerd runs "
+                                       "jobs only on nodes without swap")
             if spec.network == "none":
                 network = self._ensure_overlay(job_network(spec), internal=True,
                                                labels={LABEL_NETWORK: "job", LABEL_JOB: spec.labels.get(LABEL_JOB, "")})
             else:
                 network = spec.network
-            body = to_service(spec, image, spec.node or self.node, network, labels)
+            body = to_service(spec, image, node_id, network, labels)
             try:
                 return str(api.create_service(body, name=spec.name, labels=labels, mode=job_mode(0))["ID"])
             except docker.errors.APIError as exc:

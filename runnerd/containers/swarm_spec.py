@@ -16,6 +16,7 @@ LABEL_STOPPED = "runnerd.stopped"  # on a service runnerd stopped (its task is s
 LABEL_EXIT = "runnerd.exit"  # how a stopped task ended: Swarm deletes a task whose iteration is over
 UNSTARTED = "unstarted"  # LABEL_EXIT of a task stopped before its process started
 LABEL_NETWORK = "runnerd.network"
+SWAP_LABEL = "runnerd.swap"  # a node label: `off` is the operator's word that the node has no swap
 NOWHERE = "node.id==runnerd-stopped"  # a constraint no node meets
 NODE_LOST = "the node it ran on is down"  # inspect's error for a task on a node the manager lost
 PROBABLY_OOM = "killed by SIGKILL that runnerd did not send: probably out of memory (Swarm reports no OOM flag)"
