@@ -313,6 +313,12 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
+def check_backend(settings: Settings) -> list[Result]:
+    from runnerd.containers.capabilities import findings  # (ok, detail, fix): what the backend cannot keep
+
+    return [Result("backend", OK if ok else FAIL, detail, fix) for ok, detail, fix in findings(settings)]
+
+
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -370,6 +376,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
+        results += check_backend(settings)
         results += check_host_capacity(settings, info)
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
