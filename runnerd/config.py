@@ -123,6 +123,7 @@ class Settings:
     chainIds: tuple[int, ...] = key([8996], "chain ids this node answers for (Ocean clients key environments by them)")
     helperImage: str = key("python:3.12-slim", "image with python3 that runs the provision and filter steps")
     imagePull: Literal["never", "if-missing", "always"] = key("if-missing", "when to pull an algorithm or helper image")
+    backend: Literal["docker", "swarm"] = key("docker", "where jobs run: docker (this host) or swarm (#17)")
     unsignedStatus: bool = key(False, "allow unsigned GET /api/services/compute (old ocean.js clients)")
     provisionAllow: tuple[str, ...] = key([], "hosts or CIDRs the provision step may fetch from even though they are "
                                           "loopback/private/link-local")
@@ -369,8 +370,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

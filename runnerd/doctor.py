@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runnerd.config import ConfigError, Settings, load_config
+from runnerd.containers.spec import runtime_findings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_DOCKER = (20, 10)
@@ -313,6 +314,12 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
+def check_backend(settings: Settings) -> list[Result]:
+    from runnerd.containers.capabilities import findings  # (ok, detail, fix): what the backend cannot keep
+
+    return [Result("backend", OK if ok else FAIL, detail, fix) for ok, detail, fix in findings(settings)]
+
+
 # -- assets -----------------------------------------------------------------------------------
 
 def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Result]:
@@ -332,14 +339,7 @@ def check_isolation(settings: Settings, info: dict[str, Any] | None) -> list[Res
                               "remapped container roots cannot read runnerd's root-only job folders",
                               "remove `userns-remap` from /etc/docker/daemon.json (runnerd's jobs run as a non-root "
                               "uid with no capabilities anyway)"))
-    have, wanted = (info or {}).get("Runtimes") or {}, sorted({e.runtime for e in settings.environments if e.runtime})
-    # An environment's runtime unknown to dockerd fails every job of it at create (runsc: gVisor, #13).
-    results += [_skipped("oci runtime", *NO_DOCKER)] if wanted and info is None else [
-        Result("oci runtime", OK, f"{n!r} is registered with Docker") if n in have else Result(
-            "oci runtime", FAIL, f"environment runtime {n!r} is not registered with Docker (it has: "
-            f"{', '.join(sorted(have)) or 'none'})", "`bash scripts/runsc.sh` registers gVisor's runsc without "
-            "restarting dockerd" if n.startswith("runsc") else "add it to `runtimes` in /etc/docker/daemon.json "
-            "and reload dockerd (`systemctl reload docker`)") for n in wanted]
+    results += [Result("oci runtime", *f) for f in runtime_findings(settings.environments, info)]  # runsc (#13)
     return results
 
 
@@ -378,6 +378,7 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
+        results += check_backend(settings)
         results += check_host_capacity(settings, info)
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, Daemon, base_config
+from tests.swarm_lab import swarm_lab  # noqa: F401 - one session fixture for every module (#17)
 
 
 def _docker_ready() -> str | None:

@@ -34,8 +34,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 # third-party library -> where it may be imported
-OWNERS = {"docker": ("containers/docker_runtime.py",), "aiosqlite": ("store/",), "aiohttp": ("api/",),
-          "prometheus_client": ("metrics.py",), "httpx": ("client.py", "cli/common.py"),
+OWNERS = {"docker": ("containers/docker_runtime.py", "containers/swarm_runtime.py"), "aiosqlite": ("store/",),
+          "aiohttp": ("api/",), "prometheus_client": ("metrics.py",), "httpx": ("client.py", "cli/common.py"),
           "coincurve": ("signing.py",), "eth_hash": ("signing.py",), "eth_account": (),
           "yaml": ("config.py", "api/docs.py"), "tqdm": ("cli/results_cmd.py",), "eth_abi": ("chain/abi.py",)}
 # The engine reaches containers through the ContainerRuntime protocol only; the real one is chosen

@@ -41,8 +41,9 @@ def test_misbehaving_algorithms_each_end_in_their_own_status(daemon):
         "forkbomb": FORK_BOMB,
         "timeout": "print('spinning', flush=True)\nwhile True:\n    pass",
         "disk": DISK_FILLER,
+        # 8 MiB: 16 times the cap, written well within the 4 s maxJobDuration at 0.5 CPU
         "flood": ("import sys\nline = b'y' * 1023 + b'\\n'\n"
-                  "for _ in range(40 * 1024):\n    sys.stdout.buffer.write(line)"),
+                  "for _ in range(8 * 1024):\n    sys.stdout.buffer.write(line)"),
         "good": "print('fine')\nopen('/data/outputs/ok.txt', 'w').write('ok')",
     }
     started = {name: _run(daemon, code) for name, code in cases.items()}

@@ -5,6 +5,7 @@ are built by hand, the way ocean.js 8 builds them (signature over address + nonc
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import tarfile
@@ -307,3 +308,160 @@ def test_a_job_may_ask_for_fewer_cpus_and_gets_that_many_cores(node):
         log = c.http.get(f"{S}/computeResult", params={**c.signed("getComputeResult"), "jobId": job_id,
                                                        "index": index})
         assert f"cores {cores}" in log.text, (job_id, log.text)
+
+
+# -- adversarial review (#11 §2, r3-node) -------------------------------------------------------
+
+
+def _post_raw(c: Consumer, path: str, body: dict, **literals: str) -> httpx.Response:
+    """POST `body` as JSON text, with each `"@NAME@"` string replaced by the literal given (what a
+    hostile client can send and Python's parser takes: NaN, Infinity, 1e999, a 400-digit integer)."""
+    text_ = json.dumps(body)
+    for name, literal in literals.items():
+        text_ = text_.replace(f'"@{name}@"', literal)
+    return c.http.post(path, content=text_, headers={"Content-Type": "application/json"})
+
+
+def test_a_datasets_list_beyond_the_inputs_bound_is_refused_before_any_catalog_lookup(node):
+    """Each catalog lookup scans the assets folder: 40,000 datasets without serviceId (840 KB)
+    held the event loop for 48 s with 200 assets, before the engine's bound refused the start."""
+    from runnerd.api.node import intake
+    from runnerd.config import parse_config
+    from runnerd.engine.intake import MAX_INPUTS
+    from runnerd.errors import BadRequest
+
+    lookups: list[str] = []
+
+    class Catalog:
+        def get(self, did: str) -> None:
+            lookups.append(did)
+
+    datasets = [{"documentId": "did:op:%064x" % i} for i in range(MAX_INPUTS + 1)]
+    with pytest.raises(BadRequest) as refused:
+        env = parse_config({"environments": [{"id": "e"}]}).environments[0]
+        intake.start_request({"datasets": datasets, "algorithm": raw("")}, env, Catalog())
+    assert refused.value.field == "datasets" and lookups == []
+    c = Consumer(node.url)
+    body = _error(c.start(node.did, datasets=[{"documentId": node.did}] * (MAX_INPUTS + 1)), 400, "invalid")
+    assert body["field"] == "datasets"
+
+
+def test_numbers_that_json_has_not_are_refused_and_never_stored(node):
+    """NaN, Infinity and 1e999 parse in Python: a NaN cpu amount made the job end at 76 with an
+    internal error, and a stored NaN or infinity made every answer about the job invalid JSON."""
+    c = Consumer(node.url)
+    cases = [
+        ({"resources": [{"id": "cpu", "amount": "@X@"}]}, "NaN", "resources"),
+        ({"resources": [{"id": "cpu", "amount": "@X@"}]}, "-Infinity", "resources"),
+        ({"queueMaxWaitTime": "@X@"}, "1e999", "queueMaxWaitTime"),
+        ({"queueMaxWaitTime": "@X@"}, "Infinity", "queueMaxWaitTime"),
+        ({"maxJobDuration": "@X@"}, "NaN", "maxJobDuration"),
+        ({"metadata": {"x": ["@X@"]}}, "NaN", "metadata"),
+        ({"metadata": {"x": "@X@"}}, "1e999", "metadata"),
+    ]
+    for extra, literal, field in cases:
+        body = {**c.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": node.did}],
+                "algorithm": raw("print(1)"), **extra}
+        answer = _post_raw(c, f"{S}/freeCompute", body, X=literal)
+        assert _error(answer, 400, "invalid")["field"] == field, (extra, literal)
+        assert "NaN" not in answer.text and "Infinity" not in answer.text
+
+
+def test_odd_types_get_the_error_shape_never_a_500(node):
+    c = Consumer(node.url)
+    for rid in (["cpu"], {"id": "cpu"}):  # unhashable: `rid in known` raised TypeError
+        assert _error(c.start(node.did, resources=[{"id": rid, "amount": 1}]), 400, "invalid")["field"] == "resources"
+    body = {**c.signed("createAuthToken", "address"), "validUntil": "@BIG@"}  # float() raised OverflowError
+    assert _error(_post_raw(c, f"{S}/auth/token", body, BIG="9" * 400), 400, "invalid")["field"] == "validUntil"
+
+
+@pytest.mark.docker
+def test_an_agreement_id_is_no_secret_so_listing_by_it_needs_the_token(node):
+    """A root-dialect job's agreementId is its order's transaction id, public on chain together
+    with the consumer's address: it must not unlock an unsigned read of the job (and its jobId)."""
+    c = Consumer(node.url)
+    tx = "0x" + secrets.token_hex(32)
+    job = node.client(c.key).start(node.did, raw("print(1)"), "ocean-compute", transfer_tx=tx)
+    try:
+        query = {"consumerAddress": c.address, "agreementId": tx}
+        unsigned = c.http.get(f"{S}/compute", params=query)
+        _error(unsigned, 401, "token_required")
+        assert job["jobId"] not in unsigned.text
+        listed = c.http.get(f"{S}/compute", params=query, headers={"Authorization": c.token()})
+        assert listed.status_code == 200 and [j["jobId"] for j in listed.json()] == [job["jobId"]]
+    finally:
+        c.wait(job["jobId"])
+
+
+def test_a_finished_jobs_outputs_tar_is_laid_out_once_not_on_every_status_answer(monkeypatch):
+    """Every status answer lists outputs.tar's size; laying the tar out takes ~50 ms for 1000
+    long names (maxOutputFiles), and unsigned reads by jobId or token listings are free to send."""
+    from runnerd.api.node import tarview, views
+    from runnerd.domain import ResultFile, ResultType
+
+    headers: list[str] = []
+    real = tarview._header
+    monkeypatch.setattr(tarview, "_header", lambda name, *a, **k: headers.append(name) or real(name, *a, **k))
+    outputs = [ResultFile("d" * 150 + f"/f{i}", 10, ResultType.OUTPUT, f"results/outputs/f{i}") for i in range(50)]
+    job = Job(secrets.token_hex(16), "0x" + "1" * 40, "did", "e", "a", "raw", [], status=JobStatus.COMPLETED,
+              results=outputs)
+    first = views.render(job)["results"]
+    laid_out = len(headers)
+    assert laid_out == 51  # the outputs/ folder and each file
+    assert views.render(job)["results"] == first and len(headers) == laid_out
+    assert [r["filesize"] for r in first if r["filename"] == "outputs.tar"] == [tarview.tar_size(outputs)]
+
+
+def test_deeply_nested_metadata_is_refused_not_a_500(node):
+    """500 levels parse (the parser's bound is ~1000), but the store's recursive copy of the terms
+    (dataclasses.asdict) overflowed on them: a 500 after the nonce was used."""
+    c = Consumer(node.url)
+    body = {**c.signed("freeStartCompute"), "environment": "ocean-compute", "datasets": [{"documentId": node.did}],
+            "algorithm": raw("print(1)"), "metadata": "@M@"}
+    nested = '{"a": ' + "[" * 500 + "]" * 500 + "}"
+    assert _error(_post_raw(c, f"{S}/freeCompute", body, M=nested), 400, "invalid")["field"] == "metadata"
+
+
+async def test_a_range_of_outputs_tar_reuses_its_layout_and_checks_only_the_files_it_covers(tmp_path, monkeypatch):
+    """`Range: bytes=0-0` with a token costs the client nothing; it laid out the whole tar (~50 ms
+    for 1000 long names) and looked at every file on disk, each time, to send one byte."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from runnerd.api.node import tarview
+    from runnerd.domain import ResultFile, ResultType
+
+    (tmp_path / "outputs").mkdir()
+    outputs = []
+    for i in range(20):
+        (tmp_path / "outputs" / f"f{i}").write_bytes(b"%d" % i * 10)
+        outputs.append(ResultFile(f"f{i}", len(b"%d" % i * 10), ResultType.OUTPUT, f"outputs/f{i}"))
+    headers: list[str] = []
+    looked_at: set[str] = set()  # the output files stat'ed (realpath stats each folder above them too)
+    real_header, real_lstat = tarview._header, tarview.os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if os.path.dirname(str(path)) == str(tmp_path / "outputs"):
+            looked_at.add(os.path.basename(str(path)))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(tarview, "_header", lambda name, *a, **k: headers.append(name) or real_header(name, *a, **k))
+    monkeypatch.setattr(tarview.os, "lstat", lstat)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await tarview.serve_outputs_tar(request, outputs, tmp_path, 1_700_000_000)
+
+    app = web.Application()
+    app.router.add_get("/outputs.tar", handler)
+    async with TestClient(TestServer(app)) as client:
+        whole = await (await client.get("/outputs.tar")).read()
+        assert len(looked_at) == 20 and len(headers) == 21
+        with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+            assert tar.extractfile("outputs/f7").read() == b"7" * 10
+        headers.clear(), looked_at.clear()
+        first = await client.get("/outputs.tar", headers={"Range": "bytes=0-0"})
+        assert first.status == 206 and await first.read() == whole[:1]
+        assert headers == [] and looked_at == set()  # the folder's header: no file's bytes
+        last = await client.get("/outputs.tar", headers={"Range": "bytes=-1100"})  # the last file and the end
+        assert await last.read() == whole[-1100:]
+        assert headers == [] and looked_at == {"f19"}

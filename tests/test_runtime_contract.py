@@ -1,6 +1,8 @@
-"""One contract for the ContainerRuntime protocol, run against the in-memory FakeRuntime and against
-the real DockerRuntime: whatever the engine relies on, both must do. Every container a test creates
-is removed at the end (unique names and a per-test label)."""
+"""One contract for the ContainerRuntime protocol, run against the in-memory FakeRuntime, the real
+DockerRuntime and, with RUNNERD_TEST_SWARM=1, the SwarmRuntime on the three-node lab (#17): whatever the
+engine relies on, all must do. A test that needs a capability some backend lacks declares it
+(`rt.require`) and is skipped there with the backend's reason, so the gaps show in the summary.
+Every container (or service) a test creates is removed at the end (unique names and a per-test label)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from runnerd.containers.capabilities import LOCAL_DOCKER, Capability
 from runnerd.containers.runtime import LABEL_INSTANCE, LABEL_JOB, LABEL_STEP, ContainerSpec
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerGone, ImageMissing
 from tests.fakes import FakeRuntime, Outcome
-from tests.helpers import BUSYBOX_IMAGE
+from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE
+from tests.swarm_lab import skip_reason as swarm_skip_reason
 
 MISSING_IMAGE = "runnerd-test-no-such-image:missing"
 CUT_MARKER = "[runnerd: log cut at {} bytes]"
@@ -47,6 +51,16 @@ class Harness:
     runtime: object
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     ids: list[str] = field(default_factory=list)
+    lab: object = None  # the Swarm lab, for the swarm kind
+
+    def require(self, capability: Capability, fake: bool = True) -> None:
+        """Skip, with the backend's own reason, where the backend lacks what this test needs
+        (`fake=False`: the fake cannot show it at all, e.g. real network interfaces)."""
+        if self.kind == "fake" and not fake:
+            pytest.skip(f"fake lacks {capability.value}: it runs no process")
+        caps = getattr(self.runtime, "capabilities", LOCAL_DOCKER)
+        if capability not in caps:
+            pytest.skip(f"{caps.backend} lacks {capability.value}: {caps.why_not[capability]}")
 
     def spec(self, program: Program, suffix: str = "c", *, labelled: bool = True,
              image: str = BUSYBOX_IMAGE) -> ContainerSpec:
@@ -69,7 +83,13 @@ class Harness:
     async def cleanup(self) -> None:
         for cid in self.ids:
             await self.runtime.remove(cid)
-        if self.kind == "docker":
+        if self.kind == "swarm":
+            left = self.lab.docker(1, "service", "ls", "-q", "--filter", f"label=runnerd.contract={self.tag}").split()
+            if left:
+                self.lab.docker(1, "service", "rm", *left, check=False)
+                pytest.fail(f"{len(left)} contract service(s) survived remove()")
+            await self.runtime.prune_networks()
+        elif self.kind == "docker":
             out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=runnerd.contract={self.tag}"],
                                  capture_output=True, text=True)
             left = out.stdout.split()
@@ -81,24 +101,32 @@ class Harness:
                         if c.spec.labels.get("runnerd.contract") == self.tag]
 
 
-def make_runtime(kind: str, instance: str):
+def make_runtime(kind: str, instance: str, lab=None):
     if kind == "fake":
         runtime = FakeRuntime(images={BUSYBOX_IMAGE}, instance=instance)
         for program in PROGRAMS:
             runtime.script(program.outcome, command=program.key)
         return runtime
+    if kind == "swarm":
+        from runnerd.containers.swarm_runtime import SwarmRuntime
+
+        # every step on node 2: a worker, not the manager the runtime talks to
+        return SwarmRuntime(node=lab.node_id(2), base_url=lab.url(1), timeout=30, instance=instance)
     from runnerd.containers.docker_runtime import DockerRuntime
 
     return DockerRuntime(timeout=30, instance=instance)
 
 
 @pytest.fixture(params=[pytest.param("fake", id="fake"),
-                        pytest.param("docker", id="docker", marks=pytest.mark.docker)])
+                        pytest.param("docker", id="docker", marks=pytest.mark.docker),
+                        pytest.param("swarm", id="swarm", marks=[pytest.mark.docker, pytest.mark.skipif(
+                            swarm_skip_reason() is not None, reason=swarm_skip_reason() or "")])])
 async def rt(request):
     tag = uuid.uuid4().hex[:12]
+    lab = request.getfixturevalue("swarm_lab") if request.param == "swarm" else None
     # an instance of its own, as each daemon has: list_owned then sees this test's containers only
-    runtime = make_runtime(request.param, f"contract-{tag}")
-    harness = Harness(request.param, runtime, tag)
+    runtime = make_runtime(request.param, f"contract-{tag}", lab)
+    harness = Harness(request.param, runtime, tag, lab=lab)
     try:
         yield harness
     finally:
@@ -219,6 +247,29 @@ async def test_copy_logs_follow_returns_when_the_container_exits(rt, tmp_path):
     assert result is not None and result.exit_code == 0
 
 
+async def test_copy_logs_follow_copies_while_the_container_runs(rt, tmp_path):
+    """A live log (computeLogs follow) needs the lines as they come, not at the end. No timing: the
+    program prints, then sleeps until it is stopped."""
+    import asyncio
+
+    if rt.kind == "fake":
+        pytest.skip("the fake writes a container's logs when it ends")
+    cid = await rt.run(Program(["sh", "-c", "echo start; sleep 60; echo end"], Outcome(), "echo start; sleep 60"))
+    path = tmp_path / "live.log"
+    follow = asyncio.create_task(rt.runtime.copy_logs(cid, str(path), 10_000, follow=True))
+    try:
+        for _ in range(600):  # a hang guard only
+            if path.exists() and "start" in path.read_text():
+                break
+            await asyncio.sleep(0.1)
+        assert path.read_text() == "start\n" and not follow.done()
+        await rt.runtime.stop(cid, grace=1)
+        assert await asyncio.wait_for(follow, 120) == len("start\n")
+        assert path.read_text() == "start\n"
+    finally:
+        follow.cancel()
+
+
 async def test_list_owned_lists_only_containers_with_the_job_label(rt):
     owned_id = await rt.create(rt.spec(EXIT3, "owned"))
     other_id = await rt.create(rt.spec(EXIT3, "foreign", labelled=False))
@@ -242,8 +293,8 @@ async def test_list_owned_is_scoped_to_the_runtimes_instance(rt):
         other = rt.runtime.sibling(f"other-{rt.tag}")
         unscoped = rt.runtime.sibling("")
     else:
-        other = make_runtime("docker", f"other-{rt.tag}")
-        unscoped = make_runtime("docker", "")
+        other = make_runtime(rt.kind, f"other-{rt.tag}", rt.lab)
+        unscoped = make_runtime(rt.kind, "", rt.lab)
     try:
         theirs = await other.create(rt.spec(EXIT3, "theirs"))
         rt.ids.append(theirs)
@@ -254,7 +305,7 @@ async def test_list_owned_is_scoped_to_the_runtimes_instance(rt):
         # a runtime without an instance lists every runnerd container
         assert {mine, theirs} <= {c.id for c in await unscoped.list_owned()}
     finally:
-        if rt.kind == "docker":
+        if rt.kind != "fake":
             await other.close()
             await unscoped.close()
 
@@ -263,6 +314,8 @@ async def test_the_instance_label_is_added_to_every_container(rt):
     cid = await rt.create(rt.spec(EXIT3, "labelled"))
     if rt.kind == "fake":
         labels = rt.runtime.containers[cid].spec.labels
+    elif rt.kind == "swarm":
+        labels = json.loads(rt.lab.docker(1, "service", "inspect", "--format", "{{json .Spec.Labels}}", cid))
     else:
         out = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Labels}}", cid],
                              capture_output=True, text=True, check=True)
@@ -286,6 +339,43 @@ async def test_a_missing_image_raises_image_missing(rt):
         await rt.create(rt.spec(EXIT3, "noimage", image=MISSING_IMAGE))
     owned = await rt.runtime.list_owned()
     assert not [c for c in owned if c.name == f"runnerd-contract-{rt.tag}-noimage"]
+
+
+async def test_an_algorithm_without_network_reaches_no_address(rt, tmp_path):
+    """no_route_out: no default route, and a connect to this machine's own addresses fails (the
+    docker bridge's on one host, the lab's host and manager addresses on the swarm)."""
+    rt.require(Capability.NO_ROUTE_OUT, fake=False)
+    targets = [rt.lab.host_address, rt.lab.address(1)] if rt.kind == "swarm" else ["172.17.0.1", "127.0.0.1"]
+    probe = Program(["sh", "-c", "ip route | sed 's/^/route=/'; " + "; ".join(
+        f"nc -w 2 {t} 2375 </dev/null >/dev/null 2>&1; echo connect={t}:$?" for t in targets)],
+        Outcome(), "ip route")
+    cid = await rt.run(probe)
+    assert (await rt.runtime.wait(cid, timeout=60)).exit_code == 0
+    path = tmp_path / "probe.log"
+    await rt.runtime.copy_logs(cid, str(path), 10_000, follow=False)
+    lines = path.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("route=default")], lines
+    connects = [line for line in lines if line.startswith("connect=")]
+    assert len(connects) == len(targets) and all(not line.endswith(":0") for line in connects), lines
+
+
+async def test_network_none_leaves_only_loopback(rt, tmp_path):
+    rt.require(Capability.NETWORK_NONE, fake=False)
+    cid = await rt.run(Program(["sh", "-c", "ls /sys/class/net"], Outcome(), "ls /sys"))
+    await rt.runtime.wait(cid, timeout=60)
+    path = tmp_path / "net.log"
+    await rt.runtime.copy_logs(cid, str(path), 10_000, follow=False)
+    assert path.read_text().split() == ["lo"]
+
+
+async def test_an_oom_kill_is_reported_as_one(rt):
+    rt.require(Capability.OOM_FLAG, fake=False)
+    greedy = Program(["python3", "-c", "b = bytearray(512 * 1024 * 1024); print(len(b))"], Outcome(), "bytearray")
+    spec = dataclasses.replace(rt.spec(greedy, image=PY_IMAGE), memory_bytes=64 * 1024 * 1024)
+    cid = await rt.create(spec)
+    await rt.runtime.start(cid)
+    result = await rt.runtime.wait(cid, timeout=60)
+    assert result is not None and result.exit_code == 137 and result.oom_killed is True
 
 
 @pytest.mark.docker

@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -567,3 +568,23 @@ async def test_status_history_records_every_change_once(store):
     assert [s for s, _ in history] == [1, 10, 20, 31]
     times = [t for _, t in history]
     assert times == sorted(times)
+
+
+# ------------------------------------------------------------------------------ auth tokens (#11)
+
+
+async def test_an_addresss_tokens_are_trimmed_through_an_index_not_a_table_scan(db):
+    """createAuthToken keeps an address's newest tokens. Without an index on the address that
+    trim scanned every address's tokens inside the one write transaction: 0.2 s per request at
+    500,000 rows, which 5,000 self-made keys of 100 tokens each reach."""
+    from runnerd.store.tokens import MAX_TOKENS_PER_ADDRESS, TRIM_SQL, AuthTokens
+
+    plan = [r[3] for r in await db.fetchall("EXPLAIN QUERY PLAN " + TRIM_SQL, ("0xa", "0xa", 100))]
+    assert plan and not [step for step in plan if step.startswith("SCAN")], plan
+    tokens, until = AuthTokens(db), time.time() + 600
+    for i in range(MAX_TOKENS_PER_ADDRESS + 2):
+        await tokens.add(f"t{i}", "0xAbC", 1000.0 + i, until)
+    await tokens.add("other", "0xdef", 1.0, until)
+    assert tokens.address_of("t0") is None and tokens.address_of("t1") is None  # the oldest two went
+    assert tokens.address_of("t2") == tokens.address_of(f"t{MAX_TOKENS_PER_ADDRESS + 1}") == "0xabc"
+    assert tokens.address_of("other") == "0xdef"

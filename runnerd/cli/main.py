@@ -11,7 +11,8 @@ import sys
 from runnerd import __version__
 from runnerd.cli import assets_cmd, client_cmds, doctor_cmd
 from runnerd.cli.paths import add_location_flags, resolve
-from runnerd.config import ConfigError, load_config
+from runnerd.config import ConfigError
+from runnerd.containers.capabilities import load_checked
 
 EPILOG = """\
 quick start:
@@ -28,9 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     config, data_dir, assets = resolve(args)
     try:
-        settings = load_config(config)
+        settings = load_checked(config)
     except ConfigError as exc:
         print(f"runnerd: {exc}", file=sys.stderr)
+        return 2
+    if settings.backend != "docker":  # the Swarm runtime exists; the engine's remote job site does not yet
+        print(f"runnerd: {config}: backend: {settings.backend} cannot be served yet (#17)", file=sys.stderr)
         return 2
     configure(args.log_level)
     code = 0
@@ -49,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        settings = load_config(args.file)
+        settings = load_checked(args.file)
     except ConfigError as exc:
         print(f"runnerd: {exc}", file=sys.stderr)
         return 2

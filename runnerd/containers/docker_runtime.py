@@ -20,6 +20,7 @@ from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from runnerd import imageref
+from runnerd.containers.capabilities import LOCAL_DOCKER
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -78,7 +79,37 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     return host
 
 
+def copy_capped(stream: Any, path: str, limit: int, skip: int = 0) -> int:
+    """Append a log stream's chunks to `path`, at most `limit` bytes, then a marker line; closes it;
+    returns the bytes appended. With `skip`, the stream's first `skip` bytes were appended before
+    (the Swarm runtime re-reads a log to follow it) and count against the limit."""
+    written, done = 0, skip
+    try:
+        with open(path, "ab") as out:
+            for chunk in stream:
+                if skip:
+                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                    if not chunk:
+                        continue
+                room = limit - done - written
+                if len(chunk) > room:
+                    out.write(chunk[:room])
+                    out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
+                    written += room
+                    break  # closing the stream stops Docker sending; the container runs on
+                out.write(chunk)
+                out.flush()  # so a live `logs -f` reader sees it now
+                written += len(chunk)
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()
+    return written
+
+
 class DockerRuntime:
+    capabilities = LOCAL_DOCKER
+
     def __init__(self, timeout: float = 60, base_url: str | None = None, instance: str = "",
                  pull_timeout: float = 1800, long_workers: int = 512):
         """`instance` (the node address) is added as a label to every container and scopes
@@ -320,26 +351,8 @@ class DockerRuntime:
 
     async def copy_logs(self, container_id: str, path: str, limit: int, follow: bool) -> int:
         def copy() -> int:
-            api = self._api
-            written = 0
-            stream = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
-            try:
-                with open(path, "ab") as out:
-                    for chunk in stream:
-                        room = limit - written
-                        if len(chunk) > room:
-                            out.write(chunk[:room])
-                            out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
-                            written = limit
-                            break  # closing the stream stops Docker sending; the container runs on
-                        out.write(chunk)
-                        out.flush()  # so a live `logs -f` reader sees it now
-                        written += len(chunk)
-            finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
-            return written
+            return copy_capped(self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow),
+                               path, limit)
 
         try:
             return await self._call(copy, long=follow)

@@ -52,6 +52,7 @@ class ContainerSpec:
     gpu_device_ids: tuple[str, ...] = ()
     log_max_bytes: int = 10 * 1024 * 1024  # Docker's own json-file cap: protects the host disk
     runtime: str | None = None
+    node: str | None = None  # where a cluster backend runs it (a Swarm node id); None: the runtime's default
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ GVISOR_HOST_PIDS_BASE, GVISOR_HOST_PIDS_PER_TASK = 160, 8
 def own_kernel(runtime: str) -> bool:
     """Whether containers of this OCI runtime get a kernel of their own (gVisor's runsc)."""
     return runtime.rsplit("/", 1)[-1].startswith("runsc")
+
+
+def runtime_findings(environments: Iterable[Environment], info: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """doctor's `oci runtime` check, as (OK|FAIL|WARN, detail, fix): an environment's runtime that
+    dockerd (`docker info`, None when unreachable: one WARN) does not list fails every job of it."""
+    wanted = sorted({env.runtime for env in environments if env.runtime})
+    if wanted and info is None:
+        return [("WARN", "not checked: Docker is unreachable", "fix the docker check first")]
+    have = (info or {}).get("Runtimes") or {}
+    return [("OK", f"{name!r} is registered with Docker", "") if name in have else
+            ("FAIL", f"environment runtime {name!r} is not registered with Docker (it has: "
+             f"{', '.join(sorted(have)) or 'none'})",
+             "`bash scripts/runsc.sh` registers gVisor's runsc without restarting dockerd" if own_kernel(name) else
+             "add it to `runtimes` in /etc/docker/daemon.json and reload dockerd (`systemctl reload docker`)")
+            for name in wanted]
 
 
 STEP_MODULES = {StepKind.PROVISION: ("netpolicy.py",)}  # stdlib modules a step script imports from its folder

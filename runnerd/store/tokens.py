@@ -12,6 +12,9 @@ import time
 from runnerd.store.connection import Database
 
 MAX_TOKENS_PER_ADDRESS = 100  # an address that keeps asking for tokens replaces its oldest ones
+# Keeps the address's newest MAX_TOKENS_PER_ADDRESS: two searches of auth_tokens_by_address (0011)
+TRIM_SQL = ("DELETE FROM auth_tokens WHERE address_lc = ? AND digest NOT IN (SELECT digest FROM auth_tokens"
+            " WHERE address_lc = ? ORDER BY created_at DESC LIMIT ?)")
 
 
 def _digest(token: str) -> str:
@@ -28,10 +31,7 @@ class AuthTokens:
             await tx.execute("DELETE FROM auth_tokens WHERE valid_until < ?", (now,))
             await tx.execute("INSERT OR REPLACE INTO auth_tokens (digest, address_lc, created_at, valid_until)"
                              " VALUES (?, ?, ?, ?)", (_digest(token), address.lower(), created_at, valid_until))
-            await tx.execute(
-                "DELETE FROM auth_tokens WHERE address_lc = ? AND digest NOT IN (SELECT digest FROM auth_tokens"
-                " WHERE address_lc = ? ORDER BY created_at DESC LIMIT ?)",
-                (address.lower(), address.lower(), MAX_TOKENS_PER_ADDRESS))
+            await tx.execute(TRIM_SQL, (address.lower(), address.lower(), MAX_TOKENS_PER_ADDRESS))
 
     def address_of(self, token: str, now: float | None = None) -> str | None:
         """The (lower-cased) address a live token was issued to, or None."""

@@ -10,6 +10,7 @@ a policy server, registry credentials, container environment variables, and raw 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,12 @@ from runnerd import signing
 from runnerd.catalog import Catalog
 from runnerd.config import Environment, Settings
 from runnerd.domain import JobTerms
+from runnerd.engine.intake import MAX_INPUTS
 from runnerd.errors import BadRequest
 
 MAX_VIEWERS = 16
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32  # the store copies terms recursively (dataclasses.asdict): 500 levels overflowed it
 _REFUSED = {
     "output": "remote output storage (`output`) is not offered by this node; results stay here for computeResult",
     "outputBucketId": "persistent storage buckets (`outputBucketId`) are not offered by this node",
@@ -79,10 +82,10 @@ def _resources(value: Any, env: Environment) -> list[dict[str, Any]]:
     asked: dict[str, float] = {}
     for item in value:
         rid, amount = item.get("id"), item.get("amount")
-        if rid not in known:
-            raise BadRequest(f"environment {env.id} has no resource {rid!r} (it has {', '.join(known)})",
+        if not isinstance(rid, str) or rid not in known:
+            raise BadRequest(f"environment {env.id} has no resource {rid!r:.60} (it has {', '.join(known)})",
                              "invalid", "resources")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+        if not _finite(amount) or amount < 0:
             raise BadRequest(f"resources: the amount of {rid} must be a number >= 0", "invalid", "resources")
         asked[rid] = float(amount)
     out = []
@@ -95,11 +98,17 @@ def _resources(value: Any, env: Environment) -> list[dict[str, Any]]:
     return out
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that is one: Python's parser also takes NaN, Infinity and 1e999 (inf), which
+    would be stored with the job and make every later answer about it invalid JSON."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _seconds(params: dict[str, Any], name: str) -> float | None:
     value = params.get(name)
     if value in (None, "", 0):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not _finite(value) or not value > 0:
         raise BadRequest(f"{name} must be a number of seconds > 0", "invalid", name)
     return float(value)
 
@@ -115,13 +124,32 @@ def terms(params: dict[str, Any], env: Environment) -> JobTerms:
         raise BadRequest(f"additionalViewers must be a list of at most {MAX_VIEWERS} addresses", "invalid",
                          "additionalViewers")
     metadata = params.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict)
-                                 or len(json.dumps(metadata)) > MAX_METADATA_BYTES):
-        raise BadRequest(f"metadata must be an object of at most {MAX_METADATA_BYTES // 1024} KiB", "invalid",
-                         "metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or _json_size(metadata) > MAX_METADATA_BYTES
+                                 or _depth(metadata) > MAX_METADATA_DEPTH):
+        raise BadRequest(f"metadata must be an object of at most {MAX_METADATA_BYTES // 1024} KiB of JSON (finite "
+                         f"numbers only), nested at most {MAX_METADATA_DEPTH} deep", "invalid", "metadata")
     granted = tuple((r["id"], r["amount"]) for r in _resources(params.get("resources"), env))
     return JobTerms(max_duration=duration, queue_max_wait=_seconds(params, "queueMaxWaitTime"),
                     viewers=tuple(dict.fromkeys(v.lower() for v in viewers)), metadata=metadata, resources=granted)
+
+
+def _json_size(value: Any) -> float:
+    """Its size as strict JSON; infinite when it holds NaN or an infinity (not JSON: see _finite)."""
+    try:
+        return len(json.dumps(value, allow_nan=False))
+    except (ValueError, RecursionError):
+        return math.inf
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and lists nest in `value` (walked without recursion; stops past the bound)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_METADATA_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _service_id(catalog: Catalog, item: dict[str, Any], kinds: tuple[str, ...]) -> dict[str, Any]:
@@ -141,6 +169,8 @@ def start_request(params: dict[str, Any], env: Environment, catalog: Catalog) ->
         datasets = [params["dataset"]]
     if not isinstance(datasets, list) or not datasets or not all(isinstance(d, dict) for d in datasets):
         raise BadRequest("datasets must be a non-empty list of {documentId, serviceId}", "missing", "datasets")
+    if len(datasets) > MAX_INPUTS:  # before any catalog lookup: each one scans the assets folder
+        raise BadRequest(f"at most {MAX_INPUTS} datasets per job", "invalid", "datasets")
     if isinstance(params.get("dataset"), dict) and params["dataset"].get("documentId") != datasets[0].get(
             "documentId"):
         raise BadRequest("dataset must be datasets[0] (ocean.js sends both)", "invalid", "dataset")

@@ -50,9 +50,11 @@ async def _start(request: web.Request, params: dict, env, command: str) -> web.R
 
 async def job_status(request: web.Request) -> web.Response:
     """GET compute ?consumerAddress&jobId&agreementId: unsigned, as every ocean-node client sends
-    it. A read that names a jobId (a 128-bit secret its owner and viewers were given) or an
-    agreementId answers for the owner or a viewer of that job; listing all of an address's jobs
-    needs that address's auth token (or the operator's `unsignedStatus: true`)."""
+    it. A read that names a jobId (a 128-bit secret its owner and viewers were given) answers for
+    the owner or a viewer of that job; listing an address's jobs, all of them or those of one
+    agreementId, needs that address's auth token (or the operator's `unsignedStatus: true`). An
+    agreementId is no secret: a root-dialect job's is its order's transaction id, on chain with
+    the consumer's address, and a free job's may be the consumer's own choice."""
     params = await read_params(request)
     job_id, agreement = text(params, "jobId", limit=64), text(params, "agreementId", limit=128)
     address = signed.by_token(request, params)
@@ -61,9 +63,9 @@ async def job_status(request: web.Request) -> web.Response:
         address = signed.address_param(params)
     if job_id:
         return _answer([await readable_job(request, job_id, address)])
-    if not (tokened or request.app[SETTINGS].unsignedStatus or agreement):
-        raise Unauthorized("listing an address's jobs needs its auth token in Authorization (createAuthToken); or "
-                           "name a jobId", "token_required", "Authorization")
+    if not (tokened or request.app[SETTINGS].unsignedStatus):
+        raise Unauthorized("listing an address's jobs (also by agreementId) needs its auth token in Authorization "
+                           "(createAuthToken); or name a jobId", "token_required", "Authorization")
     jobs = await jobs_for(request, address)
     if agreement:
         jobs = [j for j in jobs if j.agreement_id == agreement]

@@ -157,7 +157,7 @@ def _valid_until(value: Any, now: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond any float (JSON has no bound)
         raise BadRequest("validUntil must be a time (epoch milliseconds)", "invalid", "validUntil") from None
     seconds = number / 1000 if number > 1e11 else number
     if not seconds > now:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from runnerd.api.node.tarview import tar_size
-from runnerd.domain import Job, JobStatus, ResultType
+from runnerd.domain import Job, JobStatus, ResultFile, ResultType
 
 # ocean-node's C2DStatusText, exactly (the trailing space of 40 included)
 NODE_TEXT = {
@@ -50,6 +50,22 @@ def _date(value: float | None) -> str | None:
 # The result entries this dialect lists, in ocean-node's order: the logs, then the outputs as one
 # `outputs.tar` (entries under `outputs/`), then runnerd's filtering log. Indices are this list's.
 OUTPUTS_TAR = "outputs.tar"
+# outputs.tar's size by (jobId, number of outputs). Laying out the tar costs about 50 ms for
+# maxOutputFiles (1000) long names, and every status answer lists the size: unsigned reads by
+# jobId and token listings cost a client nothing, so without this a few per second would hold
+# the event loop. A job's outputs do not change once it has ended (only then are they listed).
+_TAR_SIZES: dict[tuple[str, int], int] = {}
+_TAR_SIZES_KEPT = 4096
+
+
+def _tar_size(job: Job, outputs: list[ResultFile]) -> int:
+    key = (job.job_id, len(outputs))
+    size = _TAR_SIZES.get(key)
+    if size is None:
+        if len(_TAR_SIZES) >= _TAR_SIZES_KEPT:
+            del _TAR_SIZES[next(iter(_TAR_SIZES))]  # the oldest entry
+        size = _TAR_SIZES[key] = tar_size(outputs)
+    return size
 
 
 def node_results(job: Job) -> list[dict[str, Any]]:
@@ -66,7 +82,7 @@ def node_results(job: Job) -> list[dict[str, Any]]:
                             "source": by_type[kind]})
     outputs = [r for r in job.results if r.type == ResultType.OUTPUT]
     if outputs or job.status in (S.COMPLETED, S.ALGORITHM_FAILED, S.TIMED_OUT, S.OUT_OF_MEMORY, S.STOPPED):
-        entries.append({"filename": OUTPUTS_TAR, "filesize": tar_size(outputs), "type": "output", "source": None})
+        entries.append({"filename": OUTPUTS_TAR, "filesize": _tar_size(job, outputs), "type": "output", "source": None})
     if ResultType.FILTERING_LOG in by_type:
         r = job.results[by_type[ResultType.FILTERING_LOG]]
         entries.append({"filename": r.filename, "filesize": r.filesize, "type": r.type.value,
