@@ -47,6 +47,8 @@ from runnerd.containers.runtime import (
     LABEL_STEP,
     ContainerSpec,
     ContainerState,
+    ContainerUsage,
+    ImageInfo,
     OwnedContainer,
 )
 from runnerd.domain import ExitResult
@@ -146,6 +148,11 @@ class FakeRuntime:
         self._fail_after: Counter[tuple[str, str | None]] = Counter()
         self._outage = asyncio.Event()  # replaced each time Docker goes down
         self._gates: list[Gate] = []
+        # #15: what `usage` answers for a running container (default: cpu grows with its run time),
+        # image sizes and creation times for list_images, and the credentials each pull was given.
+        self.usage_of: Callable[[FakeContainer], ContainerUsage] = _default_usage
+        self.image_sizes: dict[str, int] = {}
+        self.pull_auths: list[tuple[str, dict[str, str] | None]] = []
 
     # -- scripting and faults -------------------------------------------------------------------
 
@@ -278,8 +285,9 @@ class FakeRuntime:
             raise ImageMissing(f"image {ref} is not present")
         return sorted(self.volumes.get(ref, ()))
 
-    async def pull(self, ref: str) -> None:
+    async def pull(self, ref: str, auth: dict[str, str] | None = None) -> None:
         self._enter("pull")
+        self.pull_auths.append((ref, auth))
         if ref not in self.pullable:
             raise ImageMissing(f"cannot pull {ref}: not found in the fake registry")
         self.images.add(ref)
@@ -414,6 +422,37 @@ class FakeRuntime:
     async def close(self) -> None:
         for c in self.containers.values():
             c.cancel_timers()
+
+    # -- #15: usage, the image a container runs, image garbage collection -------------------------
+
+    async def usage(self, container_ids: list[str]) -> dict[str, ContainerUsage]:
+        self._enter("usage")
+        return {cid: self.usage_of(self.containers[cid]) for cid in container_ids
+                if cid in self.containers and self.containers[cid].status == "running"}
+
+    async def container_image(self, container_id: str) -> str | None:
+        self._enter("container_image")
+        c = self.containers.get(container_id)
+        if c is None:
+            return None
+        return self.digests.get(c.spec.image, ("sha256:" + "0" * 64, ()))[0]
+
+    async def list_images(self) -> list[ImageInfo]:
+        self._enter("list_images")
+        return [ImageInfo(self.digests.get(ref, ("sha256:" + ref.encode().hex()[:64].ljust(64, "0"), ()))[0], (ref,),
+                          self.image_sizes.get(ref, 0), 0.0) for ref in sorted(self.images)]
+
+    async def remove_image(self, ref: str) -> bool:
+        self._enter("remove_image")
+        if ref not in self.images or any(c.spec.image == ref for c in self.containers.values()):
+            return False  # Docker refuses to remove an image a container (even a stopped one) uses
+        self.images.discard(ref)
+        return True
+
+
+def _default_usage(c: FakeContainer) -> ContainerUsage:
+    ran = time.time() - (c.started_at or time.time())
+    return ContainerUsage(cpu_seconds=ran, memory_bytes=64 * 1024 * 1024, memory_peak_bytes=64 * 1024 * 1024, pids=1)
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from runnerd import __version__
-from runnerd.cli import assets_cmd, client_cmds, doctor_cmd
+from runnerd.cli import assets_cmd, client_cmds, doctor_cmd, verify_cmd
 from runnerd.cli.paths import add_location_flags, resolve
 from runnerd.config import ConfigError
 from runnerd.containers.capabilities import load_checked
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cmd.register(sub)
     assets_cmd.register(sub)
     client_cmds.register(sub)
+    verify_cmd.register(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from runnerd import imageref
+from runnerd.containers import cgroups
 from runnerd.containers.capabilities import LOCAL_DOCKER
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
@@ -27,6 +28,8 @@ from runnerd.containers.runtime import (
     LABEL_STEP,
     ContainerSpec,
     ContainerState,
+    ContainerUsage,
+    ImageInfo,
     OwnedContainer,
 )
 from runnerd.domain import ExitResult
@@ -125,6 +128,7 @@ class DockerRuntime:
         # inspect containers, or no deadline could be enforced once enough jobs run.
         self._control = ThreadPoolExecutor(max_workers=32, thread_name_prefix="docker")
         self._long = ThreadPoolExecutor(max_workers=long_workers, thread_name_prefix="docker-wait")
+        self._pids: dict[str, int] = {}  # container id -> its init pid (0: no network to count)
 
     @property
     def _api(self) -> docker.APIClient:
@@ -214,7 +218,7 @@ class DockerRuntime:
             raise ImageMissing(f"image {ref} is not present") from exc
         return sorted((data.get("Config") or {}).get("Volumes") or {})
 
-    async def pull(self, ref: str) -> None:
+    async def pull(self, ref: str, auth: dict[str, str] | None = None) -> None:
         """Pull with a bound on the whole pull and on any silence of the registry. (docker-py's
         own pull has no timeout at all, so a stalling registry would hold a thread forever.)"""
         deadline, stall = self._pull_timeout, min(120.0, self._pull_timeout)
@@ -224,9 +228,11 @@ class DockerRuntime:
             parsed = imageref.parse(ref)  # ValueError: a reference Docker would refuse anyway
             response = None
             try:  # the SDK's private calls (docker is pinned below 8): its own pull takes no timeout
+                # A job's credentials go in the X-Registry-Auth header of this request only (#15).
+                headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else None
                 response = api._post(api._url("/images/create"),  # type: ignore[attr-defined]
                                      params={"fromImage": parsed.name, "tag": parsed.digest or parsed.tag or "latest"},
-                                     stream=True, timeout=(10, stall))
+                                     stream=True, timeout=(10, stall), headers=headers)
                 api._raise_for_status(response)  # type: ignore[attr-defined]
                 started = time.monotonic()
                 for line in response.iter_lines():  # a silence longer than `stall` raises ReadTimeout
@@ -375,3 +381,29 @@ class DockerRuntime:
     async def info(self) -> dict[str, Any]:
         """Docker's `info` (cgroup version, CPUs, runtimes) for doctor and the scheduler."""
         return await self._call(lambda: self._api.info())
+
+    async def usage(self, container_ids: list[str]) -> dict[str, ContainerUsage]:
+        return await self._call(lambda: cgroups.read_many(
+            container_ids, self._pids, lambda cid: self._api.inspect_container(cid),
+            lambda cid: self._api.stats(cid, stream=False, one_shot=True), docker.errors.NotFound))
+
+    async def container_image(self, container_id: str) -> str | None:
+        try:
+            data = await self._call(lambda: self._api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+        return str(data.get("Image") or "") or None
+
+    async def list_images(self) -> list[ImageInfo]:
+        rows = await self._call(lambda: self._api.images())
+        return [ImageInfo(id=str(r.get("Id", "")),
+                          tags=tuple(t for t in r.get("RepoTags") or () if t != "<none>:<none>"),
+                          size=int(r.get("Size") or 0), created=float(r.get("Created") or 0),
+                          repo_digests=tuple(d for d in r.get("RepoDigests") or () if "@" in d)) for r in rows]
+
+    async def remove_image(self, ref: str) -> bool:
+        try:
+            await self._call(lambda: self._api.remove_image(ref, force=False, noprune=False))
+            return True
+        except docker.errors.APIError:  # 404 gone, 409 in use by a container: both mean "not now"
+            return False

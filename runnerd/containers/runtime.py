@@ -74,6 +74,29 @@ class OwnedContainer:
     created: float  # epoch seconds
 
 
+@dataclass(frozen=True)
+class ContainerUsage:
+    """One reading of a running container's resource use (#15). Counters are totals since start."""
+
+    cpu_seconds: float
+    memory_bytes: int  # the working set now (usage less inactive page cache, as `docker stats` shows)
+    memory_peak_bytes: int | None  # the kernel's high-water mark, where the cgroup keeps one
+    pids: int
+    net_rx_bytes: int | None = None  # None: no network, or not readable
+    net_tx_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A local image, as image garbage collection sees it."""
+
+    id: str
+    tags: tuple[str, ...]
+    size: int  # bytes
+    created: float  # epoch seconds
+    repo_digests: tuple[str, ...] = ()  # `name@sha256:…`
+
+
 class ContainerRuntime(Protocol):
     """Lifecycle verbs. Every method may raise errors.RuntimeUnavailable (daemon down, timeout);
     stop and remove treat an already stopped or missing container as success."""
@@ -94,8 +117,10 @@ class ContainerRuntime(Protocol):
         """The paths an image declares as VOLUME (Docker would back each with an anonymous volume
         on the host disk, outside any quota; runnerd masks them with a tmpfs)."""
 
-    async def pull(self, ref: str) -> None:
-        """Pull an image; raises errors.ImageMissing with the reason when it cannot."""
+    async def pull(self, ref: str, auth: dict[str, str] | None = None) -> None:
+        """Pull an image; raises errors.ImageMissing with the reason when it cannot. `auth`
+        ({username, password} or {identitytoken}): a job's registry credentials, sent to the
+        registry for this pull only and never logged or kept."""
 
     async def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; returns its id. A container with the same name that
@@ -121,3 +146,18 @@ class ContainerRuntime(Protocol):
     async def list_owned(self) -> list[OwnedContainer]:
         """Every container of this daemon (runnerd.job label, and runnerd.instance where the
         runtime sets one), running or not."""
+
+    async def usage(self, container_ids: list[str]) -> dict[str, ContainerUsage]:
+        """One reading for each of these containers that is running (others are left out), in one
+        call: the usage collector reads all running jobs at once, at a bounded rate."""
+
+    async def container_image(self, container_id: str) -> str | None:
+        """The id (`sha256:…`) of the image a container was created from: what Docker really
+        runs, whatever a tag points at now. None if the container does not exist."""
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every local image (image garbage collection decides which of them are runnerd's)."""
+
+    async def remove_image(self, ref: str) -> bool:
+        """Remove one image reference (untag, and delete the image if no other tag or container
+        holds it); never forced. False if Docker refused (a container uses it) or it is gone."""

@@ -4,7 +4,8 @@ Runs as `python3 /runnerd/filter.py` in a throwaway helper container (stdlib onl
 reading its plan from $RUNNERD_PLAN (or the JSON file named by argv[1], for tests):
 
     {"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": n, "maxBytes": n,
-     "report": "/runnerd/out/report.json"}
+     "report": "/runnerd/out/report.json", "hash": bool,
+     "guard": {"inputs": {"<sha256 hex>": "<label>", ...}, "budgets": [{"label": str, "maxBytes": n}, ...]}}
 
 Everything under src was written by untrusted code, and dest is served to the job owner from the
 host. So only regular files are copied: symlinks (which could point at host files once dest is read
@@ -14,12 +15,20 @@ even one swapped in mid-walk. Counts and sizes are capped so outputs cannot fill
 sizes count as apparent sizes (holes included), and holes are copied as holes, so a sparse file
 costs the host only the blocks the algorithm really wrote (in its quota).
 
-Report JSON at plan.report. Exit 0 (ok), 3 (limits exceeded; dest emptied), 1 (any other error).
+With `hash`, each copied file's sha256 is computed from the bytes as they are copied (holes hashed
+as the zeros they read as) and reported, for the job's signed provenance. A `guard` (the egress
+guards of the job's datasets, #15) makes the copy fail as a limit when an output file is a verbatim
+copy of an input (its whole-file sha256 is one of `inputs`; empty files excepted) or when the
+outputs together exceed a dataset's budget; nothing is published then.
+
+Report JSON at plan.report. Exit 0 (ok), 3 (limits exceeded or the guard breached; dest emptied),
+1 (any other error).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +48,13 @@ OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "
 
 class LimitExceeded(Exception):
     pass
+
+
+class GuardBreach(LimitExceeded):
+    """A dataset's egress guard refused the outputs: ends the job like any other limit."""
+
+
+ZEROS = bytes(CHUNK)
 
 
 def human(n: float) -> str:
@@ -76,9 +92,20 @@ class DestDir:
 class Filter:
     """One walk of src into dest, with the counts the limits and the report need."""
 
-    def __init__(self, max_files: int, max_bytes: int):
+    def __init__(self, max_files: int, max_bytes: int, hashing: bool = False, guard: dict | None = None):
         self.max_files, self.max_bytes = max_files, max_bytes
         self.files, self.skipped, self.total, self.n_skipped = [], [], 0, 0
+        guard = guard or {}
+        self.copies_of = {str(k).lower(): str(v) for k, v in (guard.get("inputs") or {}).items()}
+        self.budgets = sorted(((int(b["maxBytes"]), str(b.get("label", "a dataset"))) for b in guard.get("budgets")
+                               or ()), key=lambda b: b[0])
+        self.hashing = hashing or bool(self.copies_of)  # the guard's verbatim check needs the digests
+
+    def check_budget(self, total: int) -> None:
+        """The strictest dataset budget, checked as the copy goes (no need to copy a big file first)."""
+        if self.budgets and total > self.budgets[0][0]:
+            limit, label = self.budgets[0]
+            raise GuardBreach("outputs exceed the egress guard of %s (at most %s of outputs)" % (label, human(limit)))
 
     def skip(self, rel: str, why: str) -> None:
         self.n_skipped += 1
@@ -132,24 +159,33 @@ class Filter:
                 return self.skip(rel, kind_of(st.st_mode))
             if self.total + st.st_size > self.max_bytes:
                 raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+            self.check_budget(self.total + st.st_size)
             out_fd = os.open(name, OUT_FLAGS, 0o644, dir_fd=dest.fd())
+            digest = hashlib.sha256() if self.hashing else None
             try:
                 os.fchmod(out_fd, 0o644)  # not whatever mode (or umask) the algorithm chose
-                size = self._stream(in_fd, out_fd)
+                size = self._stream(in_fd, out_fd, digest)
             finally:
                 os.close(out_fd)
         finally:
             os.close(in_fd)
         self.total += size
-        self.files.append({"path": rel, "size": size})
+        entry = {"path": rel, "size": size}
+        if digest is not None:
+            entry["sha256"] = digest.hexdigest()
+            copied = self.copies_of.get(entry["sha256"]) if size else None
+            if copied:
+                raise GuardBreach("output %s is a verbatim copy of %s, which its egress guard forbids to publish"
+                                  % (show(rel), copied))
+        self.files.append(entry)
         print("copied %s (%d bytes)" % (show(rel), size), flush=True)
 
-    def _stream(self, in_fd: int, out_fd: int) -> int:
+    def _stream(self, in_fd: int, out_fd: int, digest=None) -> int:
         """Copy the file's data extents only (SEEK_DATA/SEEK_HOLE), in 1 MiB chunks, and leave its
         holes as holes: a sparse file cost the algorithm no quota, so it must not cost the host
         more than the blocks really written either. The byte cap counts the apparent size (what
         the owner downloads) and is enforced as the copy goes, even if the file grows."""
-        pos = 0
+        pos = hashed = 0  # hashed: the offset the digest has seen up to
         while True:
             start, end = _extent(in_fd, pos)
             if start is None:
@@ -160,6 +196,11 @@ class Filter:
                     break
                 if self.total + start + len(data) > self.max_bytes:
                     raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+                self.check_budget(self.total + start + len(data))
+                if digest is not None:
+                    hashed = _hash_zeros(digest, hashed, start)  # a hole reads as zeros
+                    digest.update(data)
+                    hashed += len(data)
                 written = 0
                 while written < len(data):
                     written += os.pwrite(out_fd, data[written:], start + written)
@@ -170,6 +211,9 @@ class Filter:
         size = max(pos, os.fstat(in_fd).st_size)  # a trailing hole is still part of the file
         if self.total + size > self.max_bytes:
             raise LimitExceeded("outputs exceed %s" % human(self.max_bytes))
+        self.check_budget(self.total + size)
+        if digest is not None:
+            _hash_zeros(digest, hashed, size)
         os.ftruncate(out_fd, size)  # recreates the trailing hole without writing it
         return size
 
@@ -187,6 +231,15 @@ class Filter:
         finally:
             os.close(src_fd)
             os.close(dest_fd)
+
+
+def _hash_zeros(digest, start: int, end: int) -> int:
+    """Feed the digest the zeros of a hole from `start` to `end`; returns the new hashed offset."""
+    while start < end:
+        n = min(CHUNK, end - start)
+        digest.update(ZEROS[:n] if n < CHUNK else ZEROS)
+        start += n
+    return max(start, end)
 
 
 def _extent(fd: int, pos: int):
@@ -240,12 +293,12 @@ def main(argv: list) -> int:
             report_path = plan["report"]
         src, dest = plan["src"], plan["dest"]
         max_files, max_bytes = int(plan.get("maxFiles", 1000)), int(plan.get("maxBytes", 5 * 1024 ** 3))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        f = Filter(max_files, max_bytes, bool(plan.get("hash")), plan.get("guard"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         msg = "malformed plan: %s" % e
         print(msg, flush=True)
         write_report(report_path, {"ok": False, "reason": "error", "error": msg})
         return 1
-    f = Filter(max_files, max_bytes)
     try:
         f.run(src, dest)
     except Exception as e:
@@ -258,7 +311,10 @@ def main(argv: list) -> int:
             clear(dest)  # all or nothing: a partial copy must not look like the job's results
         except OSError:
             pass
-        write_report(report_path, {"ok": False, "reason": "limits" if limits else "error", "error": msg})
+        report = {"ok": False, "reason": "limits" if limits else "error", "error": msg}
+        if isinstance(e, GuardBreach):
+            report["guard"] = True  # the attestation says which rule withheld the outputs
+        write_report(report_path, report)
         return 3 if limits else 1
     if f.n_skipped > MAX_SKIPPED:
         f.skipped.append("…: %d more skipped" % (f.n_skipped - MAX_SKIPPED))

@@ -3,7 +3,10 @@
 Runs as `python3 /runnerd/provision.py` in a throwaway helper container (stdlib only, Python 3.9+);
 plan JSON in $RUNNERD_PLAN (or the file named by argv[1], for tests):
     {"downloads": [{"kind": "dataset"|"algorithm", "label", "url", "sha256": hex|"sha256:hex"|null, "dest",
-                    "allow": [host|IP|CIDR], "consumer": bool}], "timeout", "retries", "maxBytes", "report"}
+                    "allow": [host|IP|CIDR], "consumer": bool}], "timeout", "retries", "maxBytes", "report",
+     "hash": bool}
+With `hash`, every download's sha256 is computed as it streams (for the job's provenance) and
+reported with its label, checksum or not.
 
 Some URLs come from whoever submitted the job: here runnerd makes requests for an untrusted party.
 So, before connecting, it refuses hosts resolving to loopback, private, link-local, CGNAT or other
@@ -179,8 +182,10 @@ def _download(item: dict, plan: dict, tls, hops: list) -> dict:
         if length and length.strip().isdigit() and int(length) > max_bytes:
             raise FetchError(TOO_BIG, "size %s bytes exceeds the %d-byte limit" % (length.strip(), max_bytes))
         want = wanted_sha256(item)
-        # Hash only when there is something to compare with: sha256 costs more CPU than the copy.
-        digest, size, last_log = (hashlib.sha256() if want else None), 0, time.monotonic()
+        # Hash when there is something to compare with, or when the job's provenance records each
+        # input's digest (plan `hash`): otherwise sha256 would cost more CPU than the copy.
+        hashing = bool(want or plan.get("hash"))
+        digest, size, last_log = (hashlib.sha256() if hashing else None), 0, time.monotonic()
         view = memoryview(bytearray(CHUNK))  # one buffer for the whole download
         try:
             os.makedirs(os.path.dirname(dest) or "/", exist_ok=True)
@@ -210,7 +215,7 @@ def _download(item: dict, plan: dict, tls, hops: list) -> dict:
         os.replace(part, dest)
         if item["kind"] == "algorithm":
             os.chmod(dest, 0o755)  # the algorithm's entrypoint may execute it directly
-        return {"dest": dest, "bytes": size, "sha256": got}
+        return {"dest": dest, "bytes": size, "sha256": got, "verified": bool(want), "label": label_of(item)}
     finally:
         conn.close()
         if os.path.exists(part):
@@ -338,7 +343,7 @@ def main(argv: list) -> int:
             print("fetching %s (%d/%d)" % (label, n, len(downloads)), flush=True)
             result = fetch(item, plan, tls, record)
             record.pop("error", None)  # a transient failure that a retry overcame
-            verified = " sha256 verified" if result["sha256"] else ""
+            verified = " sha256 verified" if result["verified"] else ""
             print("  done: %d bytes%s" % (result["bytes"], verified), flush=True)
             done.append(result)
     except Exception as e:  # FetchError, or a bug: still report, so the job ends with the right status
