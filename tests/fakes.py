@@ -439,8 +439,12 @@ class FakeRuntime:
 
     async def list_images(self) -> list[ImageInfo]:
         self._enter("list_images")
-        return [ImageInfo(self.digests.get(ref, ("sha256:" + ref.encode().hex()[:64].ljust(64, "0"), ()))[0], (ref,),
-                          self.image_sizes.get(ref, 0), 0.0) for ref in sorted(self.images)]
+        by_id: dict[str, list[str]] = {}  # like Docker: one image, every tag naming it
+        for ref in sorted(self.images):
+            by_id.setdefault(self.digests.get(ref, ("sha256:" + ref.encode().hex()[:64].ljust(64, "0"), ()))[0],
+                             []).append(ref)
+        return [ImageInfo(image_id, tuple(refs), max(self.image_sizes.get(r, 0) for r in refs), 0.0)
+                for image_id, refs in by_id.items()]
 
     async def remove_image(self, ref: str) -> bool:
         self._enter("remove_image")

@@ -215,7 +215,10 @@ def _download(item: dict, plan: dict, tls, hops: list) -> dict:
         os.replace(part, dest)
         if item["kind"] == "algorithm":
             os.chmod(dest, 0o755)  # the algorithm's entrypoint may execute it directly
-        return {"dest": dest, "bytes": size, "sha256": got, "verified": bool(want), "label": label_of(item)}
+        result = {"dest": dest, "bytes": size, "sha256": got}
+        if plan.get("hash"):
+            result["label"] = label_of(item)  # what the provenance names the input by
+        return result
     finally:
         conn.close()
         if os.path.exists(part):
@@ -343,7 +346,7 @@ def main(argv: list) -> int:
             print("fetching %s (%d/%d)" % (label, n, len(downloads)), flush=True)
             result = fetch(item, plan, tls, record)
             record.pop("error", None)  # a transient failure that a retry overcame
-            verified = " sha256 verified" if result["verified"] else ""
+            verified = " sha256 verified" if item.get("sha256") else ""
             print("  done: %d bytes%s" % (result["bytes"], verified), flush=True)
             done.append(result)
     except Exception as e:  # FetchError, or a bug: still report, so the job ends with the right status

@@ -1,0 +1,113 @@
+"""Image hygiene (#15 item 4): runnerd's pulled images beyond imageCacheGB are removed least
+recently used first, while images a job needs, images a container uses and the operator's own
+images survive (real Docker, with images built here: no registry is reachable); and per-job
+registry credentials reach the pull and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from runnerd.engine.image_gc import ImageGC
+from tests.fakes import FakeRuntime
+from tests.helpers import BUSYBOX_IMAGE
+
+GB = 1024 ** 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+async def test_lru_within_the_budget_never_needed_ones_never_the_operators(tmp_path):
+    fake = FakeRuntime(images={"operator:1"})
+    for ref in ("a:1", "b:1", "c:1", "d:1"):
+        fake.images.add(ref)
+        fake.image_sizes[ref] = GB
+        fake.digests[ref] = ("sha256:" + ref[0] * 64, ())
+    fake.image_sizes["operator:1"] = 10 * GB
+    needed = {"b:1"}
+
+    async def need() -> set[str]:
+        return set(needed)
+
+    gc = ImageGC(fake, tmp_path, budget_bytes=2 * GB, needed=need, clock=Clock())
+    for ref in ("a:1", "b:1", "c:1", "d:1"):
+        await gc.pulled(ref, was_present=False)
+    await gc.pulled("operator:1", was_present=True)  # `imagePull: always` re-pulled the operator's image
+    gc.used("a:1")  # a is now the most recently used; b is the least, but a job needs it
+    assert await gc.collect() == ["c:1", "d:1"]
+    assert fake.images == {"operator:1", "a:1", "b:1"}
+    # The record survives a restart: a new collector knows what runnerd pulled, and nothing else.
+    again = ImageGC(fake, tmp_path, budget_bytes=2 * GB, needed=need)
+    assert sorted(again.known()) == ["a:1", "b:1"]
+    needed.clear()
+    again.budget = GB
+    assert await again.collect() == ["b:1"]  # a was used later
+
+
+async def test_off_by_default_and_an_image_tagged_by_someone_else_is_theirs(tmp_path):
+    fake = FakeRuntime(images={"x:1"})
+    fake.image_sizes["x:1"] = GB
+    fake.digests["x:1"] = ("sha256:" + "7" * 64, ())
+
+    async def need() -> set[str]:
+        return set()
+
+    off = ImageGC(fake, tmp_path, budget_bytes=0, needed=need)
+    await off.pulled("x:1", was_present=False)
+    assert await off.collect() == [] and fake.images == {"x:1"}
+    gc = ImageGC(fake, tmp_path, budget_bytes=1, needed=need)
+    fake.images.add("mine:tagged-by-hand")
+    fake.digests["mine:tagged-by-hand"] = fake.digests["x:1"]
+    assert await gc.collect() == [] and "x:1" in fake.images
+    assert "x:1" in gc.known()  # still runnerd's record: it goes once the other tag is gone
+    fake.images.discard("mine:tagged-by-hand")
+    assert await gc.collect() == ["x:1"]
+
+
+def _build(tag: str, label: str) -> str:
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=f"FROM {BUSYBOX_IMAGE}\nLABEL h15={label}\n",
+                   capture_output=True, text=True, check=True)
+    return subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}} {{.Size}}", tag], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+@pytest.mark.docker
+async def test_pulled_images_beyond_the_budget_go_while_those_in_use_survive(tmp_path):
+    from runnerd.containers.docker_runtime import DockerRuntime
+
+    run = uuid.uuid4().hex[:8]
+    tags = {k: f"h15-gc-{run}-{k}:1" for k in "abcd"}
+    container = f"h15-gc-{run}"
+    runtime = DockerRuntime()
+    try:
+        size = 0
+        for k, tag in tags.items():
+            size = int(_build(tag, f"{run}-{k}")[1])
+        # a: a container (a stopped one, even) still uses it; b: a queued job needs it.
+        subprocess.run(["docker", "create", "--name", container, tags["a"], "true"], capture_output=True, check=True)
+
+        async def need() -> set[str]:
+            return {tags["b"], BUSYBOX_IMAGE}
+
+        gc = ImageGC(runtime, tmp_path, budget_bytes=int(3.5 * size), needed=need, clock=Clock())
+        for k in "abcd":  # recorded in this order: a least recently used, d most
+            await gc.pulled(tags[k], was_present=False)
+        await gc.pulled(BUSYBOX_IMAGE, was_present=True)  # the operator's: never recorded
+        removed = await gc.collect()
+        present = {k for k, tag in tags.items() if await runtime.has_image(tag)}
+    finally:
+        await runtime.close()
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        subprocess.run(["docker", "rmi", *tags.values()], capture_output=True)
+    assert removed == [tags["c"]]  # a refused by Docker (in use), b needed, c the next least recently used
+    assert present == {"a", "b", "d"}
+    assert subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True).returncode == 0
