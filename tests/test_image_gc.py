@@ -111,3 +111,27 @@ async def test_pulled_images_beyond_the_budget_go_while_those_in_use_survive(tmp
     assert removed == [tags["c"]]  # a refused by Docker (in use), b needed, c the next least recently used
     assert present == {"a", "b", "d"}
     assert subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True).returncode == 0
+
+
+async def test_images_tells_the_collector_of_its_own_pulls_only_and_passes_a_jobs_credentials(tmp_path):
+    from runnerd.engine import credentials
+    from runnerd.engine.images import Images
+
+    fake = FakeRuntime(images={"operator/own:1"}, pullable={"acme/private:1", "operator/own:1"})
+
+    async def need() -> set[str]:
+        return set()
+
+    gc = ImageGC(fake, tmp_path, budget_bytes=GB, needed=need)
+    images = Images(fake, "always")
+    images.on_pulled, images.on_used = gc.pulled, gc.used
+    auth = credentials.parse({"username": "bob", "password": "s3cret"})
+    assert "s3cret" not in repr(auth)
+    await images.resolve("acme/private", "1", "", auth=auth.header())
+    await images.resolve("operator/own", "1", "")  # re-pulled (always), but it was there before
+    assert sorted(gc.known()) == ["acme/private:1"]
+    assert fake.pull_auths == [("acme/private:1", {"username": "bob", "password": "s3cret"}),
+                               ("operator/own:1", None)]
+    for bad in ({"username": "bob"}, {"user": "x", "password": "y"}, "bob:pw", {"identitytoken": 3}):
+        with pytest.raises(ValueError):
+            credentials.parse(bad)

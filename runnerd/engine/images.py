@@ -17,6 +17,8 @@ import logging
 import secrets
 import time
 
+from typing import Awaitable, Callable
+
 from runnerd import imageref
 from runnerd.containers.runtime import ContainerRuntime
 from runnerd.errors import ImageMissing
@@ -30,9 +32,13 @@ class Images:
         self.runtime = runtime
         self.policy = policy  # never | if-missing | always
         self.registry_allow = registry_allow
-        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pulls: dict[tuple[str, bool], asyncio.Task[None]] = {}
         self._seen: dict[str, float] = {}  # ref -> monotonic time it was last found present
         self._volumes: dict[str, list[str]] = {}
+        # #15 image hygiene: told of each pull runnerd made (and whether the image was there
+        # before) and of each use, so only runnerd's own images are ever collected, LRU.
+        self.on_pulled: Callable[[str, bool], Awaitable[None]] | None = None
+        self.on_used: Callable[[str], None] = lambda ref: None
 
     async def _present(self, ref: str) -> bool:
         """has_image, remembered for a short while: an image found a moment ago is still there (if
@@ -45,7 +51,8 @@ class Images:
             self._seen[ref] = time.monotonic()
         return present
 
-    async def resolve(self, image: str, tag: str, checksum: str, allowed: tuple[str, ...] | None = None) -> str:
+    async def resolve(self, image: str, tag: str, checksum: str, allowed: tuple[str, ...] | None = None,
+                      auth: dict[str, str] | None = None) -> str:
         """The reference to create the container from; raises ImageMissing with the reason.
         `allowed`: the environment's rawAlgorithmImages when the consumer chose the image (a raw
         algorithm); None for the operator's own (helperImage, published algorithms)."""
@@ -53,9 +60,12 @@ class Images:
             ref = imageref.from_parts(image, tag, checksum)
         except ValueError as exc:
             raise ImageMissing(f"the image reference is not valid ({exc})") from None
-        return await self._resolve(ref, allowed)
+        found = await self._resolve(ref, allowed, auth)
+        self.on_used(found)
+        return found
 
-    async def _resolve(self, ref: imageref.ImageRef, allowed: tuple[str, ...] | None) -> str:
+    async def _resolve(self, ref: imageref.ImageRef, allowed: tuple[str, ...] | None,
+                       auth: dict[str, str] | None = None) -> str:
         if allowed is not None:
             if not imageref.allowed_by(ref, allowed):
                 raise ImageMissing(f"image {ref.reference} is not allowed for raw algorithms in this environment")
@@ -63,7 +73,7 @@ class Images:
             if refused:
                 raise ImageMissing(f"image {ref.reference} is refused: {refused} (registryAllow)")
             if ref.digest and not imageref.allowed_whatever_its_tag(ref, allowed):
-                exact = await self._tagged_as_allowed(ref, allowed)
+                exact = await self._tagged_as_allowed(ref, allowed, auth)
                 if exact:
                     return exact
         # A bare image id names any local image, whatever its repository: only for the operator's
@@ -78,7 +88,7 @@ class Images:
         if self.policy == "never":
             raise ImageMissing(f"image {name} is not on this host and imagePull is never")
         try:
-            await self._pull(name)
+            await self._pull(name, auth, present)
         except ImageMissing as exc:
             if present:  # `always` but the registry is unreachable: the local copy still matches
                 log.warning("pull of %s failed (%s %s); using the local image", name, exc, exc.detail)
@@ -88,13 +98,14 @@ class Images:
             raise ImageMissing(f"the image {name} was pulled but no local image matches its checksum")
         return name
 
-    async def _tagged_as_allowed(self, ref: imageref.ImageRef, allowed: tuple[str, ...]) -> str | None:
+    async def _tagged_as_allowed(self, ref: imageref.ImageRef, allowed: tuple[str, ...],
+                                 auth: dict[str, str] | None = None) -> str | None:
         """A consumer's `name` + `tag` + `checksum` allowed only through a tag pattern: the checksum
         must be the image that tag names here (fetched under imagePull if need be), or any other
         image of the repository would run by digest. Returns the image id when the checksum is
         the id itself (immutable, so nothing can move between this check and the container)."""
         tagged = imageref.ImageRef(ref.name, ref.registry, ref.repository, ref.tag or "latest")
-        name = await self._resolve(tagged, allowed)
+        name = await self._resolve(tagged, allowed, auth)
         image_id, repo_digests = await self.runtime.image_digests(name)
         if ref.digest == image_id:
             return image_id
@@ -127,10 +138,18 @@ class Images:
             parsed = imageref.ImageRef(parsed.name, parsed.registry, parsed.repository, "latest")
         return await self._resolve(parsed, None)
 
-    async def _pull(self, ref: str) -> None:
-        task = self._pulls.get(ref)
+    async def _pull(self, ref: str, auth: dict[str, str] | None = None, present: bool = False) -> None:
+        # A pull with a job's credentials is its own: sharing it with a job without them would
+        # hand that job an image it may not be allowed to pull.
+        key = (ref, bool(auth))
+        task = self._pulls.get(key)
         if task is None:
-            task = asyncio.create_task(self.runtime.pull(ref))
-            self._pulls[ref] = task
-            task.add_done_callback(lambda _t: self._pulls.pop(ref, None))
+            task = asyncio.create_task(self._pull_and_record(ref, auth, present))
+            self._pulls[key] = task
+            task.add_done_callback(lambda _t: self._pulls.pop(key, None))
         await asyncio.shield(task)
+
+    async def _pull_and_record(self, ref: str, auth: dict[str, str] | None, present: bool) -> None:
+        await (self.runtime.pull(ref, auth) if auth else self.runtime.pull(ref))
+        if self.on_pulled is not None:
+            await self.on_pulled(ref, present)
