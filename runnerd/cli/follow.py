@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from runnerd.cli import safe
 from runnerd.cli.common import COMPLETED, QUEUED, RUNNING, TERMINAL, S, date
 from runnerd.cli.safe import text
+from runnerd.cli.usage_view import usage_text
 
 if TYPE_CHECKING:
     from runnerd.client import Client
@@ -57,8 +58,9 @@ class Reporter:
         if self.silent or time.monotonic() - self.last < self.interval:
             return
         still = "still queued" if job.get("status") == QUEUED else "still running"
+        used = usage_text(job.get("usage"))
         beat = (f"[{max(0.0, time.time() - created):6.1f}s] {text(job.get('status')):>3} "
-                f"{text(job.get('statusText'))} ({still})")
+                f"{text(job.get('statusText'))} ({still}{'; ' + used if used else ''})")
         if self.tty:
             sys.stderr.write("\r\x1b[K" + beat)
             sys.stderr.flush()
@@ -95,6 +97,9 @@ def wait(client: "Client", job: dict[str, Any], silent: bool = False, logs: bool
                 history = _history(job)
         if job.get("status") in TERMINAL:
             client.refresh_nonce()  # the next requests are signed; others may have signed meanwhile
+            used = usage_text(job.get("usage"))
+            if used:
+                out.say(f"usage: {used}")
             return job, streamed
         time.sleep(min(delay, out.due()))
         delay = min(delay * 1.5, 1.0)
@@ -137,6 +142,11 @@ def _stream(client: "Client", job_id: str, out: Reporter, created: float, job: d
         try:
             kind, value = lines.get(timeout=out.due())
         except queue.Empty:
+            if time.monotonic() - out.last >= out.interval:  # a beat is due: with the live usage
+                try:
+                    job = client.job(job_id, signed=False)
+                except Exception:  # noqa: BLE001 - the heartbeat goes on with what it had
+                    pass
             out.beat(created, job)
             continue
         if kind == "line":

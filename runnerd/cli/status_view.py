@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from runnerd.cli import common
 from runnerd.cli.common import COMPLETED, QUEUED, STOPPED, TERMINAL, InputError, date
 from runnerd.cli.safe import text
+from runnerd.cli.usage_view import usage_text
 
 if TYPE_CHECKING:
     from runnerd.client import Client
@@ -135,6 +136,9 @@ def detail_view(job: dict[str, Any], places: dict[str, str], now: float) -> str:
         fields.append(("restarted from", text(job.get("restartedFrom"))))
     if job.get("error"):
         fields.append(("error", text(job.get("error"))))
+    used = usage_text(job.get("usage"))
+    if used:  # live while it runs, the final figures once it ended
+        fields.append(("usage", used))
     if isinstance(termination, dict) and termination:
         fields.append(("termination", ", ".join(f"{text(k)} {text(v if isinstance(v, str) else json.dumps(v))}"
                                                 for k, v in termination.items())))
@@ -172,7 +176,8 @@ def _view(client: "Client", args: argparse.Namespace) -> tuple[str, Any, bool]:
         places: dict[str, str] = {}
         if job.get("status") == QUEUED:
             places = queue_places(client.status(), client.environments())
-        key = (job.get("status"), len(_history(job)), places.get(str(job.get("jobId"))))
+        key = (job.get("status"), len(_history(job)), places.get(str(job.get("jobId"))),
+               usage_text(job.get("usage")))
         return detail_view(job, places, now), key, job.get("status") in TERMINAL
     jobs = client.status()
     places = queue_places(jobs, client.environments()) if any(j.get("status") == QUEUED for j in jobs) else {}
