@@ -36,6 +36,14 @@ class Metrics:
         self.docker_errors = Counter("runnerd_docker_errors_total", "Docker calls that failed (daemon down, 5xx)",
                                      registry=r)
         self.docker_up = Gauge("runnerd_docker_up", "1 when Docker answers", registry=r)
+        # #15 live usage, per environment only (never per owner or job: labels stay few and nobody's
+        # activity can be told from them)
+        self.usage_cpu = Counter("runnerd_job_cpu_seconds_total", "CPU time used by algorithms", ["environment"],
+                                 registry=r)
+        self.usage_memory = Gauge("runnerd_job_memory_bytes", "Memory (working set) of running algorithms, summed",
+                                  ["environment"], registry=r)
+        self.usage_net = Counter("runnerd_job_network_bytes_total", "Network bytes of algorithms that have a network",
+                                 ["environment", "direction"], registry=r)
 
     def hooks(self) -> Hooks:
         def status(job: Job, old: JobStatus) -> None:
@@ -52,6 +60,15 @@ class Metrics:
                 self.docker_errors.inc()
 
         return Hooks(status=status, step=step, docker=docker, container_start=self.container_start.observe)
+
+    def usage(self, environment: str, old, new) -> None:
+        """The usage collector's hook (engine/usage.py): add what changed since the last reading."""
+        self.usage_cpu.labels(environment).inc(max(0.0, new.cpu_seconds - old.cpu_seconds))
+        self.usage_memory.labels(environment).inc(new.memory_bytes - old.memory_bytes)
+        for direction, before, after in (("in", old.net_rx_bytes, new.net_rx_bytes),
+                                         ("out", old.net_tx_bytes, new.net_tx_bytes)):
+            if after is not None:
+                self.usage_net.labels(environment, direction).inc(max(0, after - (before or 0)))
 
     def render(self, counts: dict[tuple[str, int], int], running: dict[str, int]) -> bytes:
         self.jobs.clear()

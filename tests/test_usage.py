@@ -143,3 +143,21 @@ def test_usage_round_trips_through_its_public_form_and_is_canonical():
     assert JobUsage.from_public(u.public()) == JobUsage(**{**u.__dict__, "cpu_seconds": 1.235})
     provenance.canonical(u.canonical())  # integers only
     assert u.canonical()["cpuMillis"] == 1235
+
+
+async def test_metrics_are_per_environment_and_memory_goes_back_when_a_job_ends():
+    from runnerd.metrics import Metrics
+
+    fake = FakeRuntime(images={"algo:1"}, default=Outcome(duration=None))
+    cid = await fake.create(_spec("a"))
+    await fake.start(cid)
+    metrics = Metrics()
+    collector = UsageCollector(fake, interval=1, hook=metrics.usage)
+    collector.watch("a", "gpu-env", cid)
+    await collector.sample()
+    text = metrics.render({}, {}).decode()
+    assert 'runnerd_job_memory_bytes{environment="gpu-env"} 6.7108864e+07' in text
+    assert 'runnerd_job_cpu_seconds_total{environment="gpu-env"}' in text
+    assert "owner" not in text and "0x" not in text
+    collector.unwatch("a")
+    assert 'runnerd_job_memory_bytes{environment="gpu-env"} 0.0' in metrics.render({}, {}).decode()

@@ -149,7 +149,11 @@ class UsageCollector:
     def unwatch(self, job_id: str) -> JobUsage | None:
         """Stop sampling; the final figures (None when collection is off or never read)."""
         w = self._watched.pop(job_id, None)
-        return w.usage if w is not None and w.usage.samples else None
+        if w is None:
+            return None
+        if w.usage.samples:  # it holds no memory any more; its counters stay what they were
+            self.hook(w.environment, w.usage, replace(w.usage, memory_bytes=0, pids=0))
+        return w.usage if w.usage.samples else None
 
     def current(self, job_id: str) -> JobUsage | None:
         w = self._watched.get(job_id)
