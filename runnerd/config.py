@@ -172,6 +172,10 @@ class Settings:
     logFollowersPerJob: int = key(4, "live-log followers (`computeLogs?follow`) one job may have at once", minimum=1)
     logFollowersPerOwner: int = key(8, "live-log followers one address may have at once, over all its jobs", minimum=1)
     logFollowersTotal: int = key(256, "live-log followers the daemon serves at once", minimum=1)
+    provenance: bool = key(True, "sign an attestation of each job whose algorithm ran (result type attestation)")
+    usageInterval: float = key(2, "seconds between readings of running jobs' usage (0: off)", unit="s", minimum=0)
+    imageCacheGB: float = key(0, "budget of the images runnerd pulled; least recently used ones beyond it are "
+                              "removed (0: keep them all)", unit="GB", minimum=0)
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
     chains: tuple[Chain, ...] = ()  # chain mode (#16): one per chain id, none by default

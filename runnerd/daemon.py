@@ -88,7 +88,8 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
     engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks(),
-                    chain=ChainGate(settings, identity.address, identity.private_key), clock=clock or SYSTEM)
+                    chain=ChainGate(settings, identity.address, identity.private_key), clock=clock or SYSTEM,
+                    identity=identity, usage_hook=metrics.usage)
     try:
         yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:

@@ -133,6 +133,7 @@ class ResultType(str, enum.Enum):
     ALGORITHM_LOG = "algorithmLog"
     CONFIGURATION_LOG = "configurationLog"
     FILTERING_LOG = "filteringLog"
+    ATTESTATION = "attestation"  # the signed provenance of the job (#15), always the last result
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class Job:
     restarted_from: str | None = None  # the stopped/failed job this one re-runs
     request: dict[str, Any] | None = None  # what a restart re-runs intake from (written at insert only)
     terms: JobTerms = field(default_factory=lambda: JobTerms())  # what its start asked beyond the plan
+    usage: dict[str, Any] | None = None  # final resource use, engine.usage.JobUsage.public() (#15)
+    image_id: str | None = None  # the image id the algorithm's container was created from (#15)
 
     @property
     def terminal(self) -> bool:
@@ -297,6 +300,7 @@ class InputPlan:
     ddo: dict[str, Any]  # the public DDO, written to /data/ddos/<did>
     files: tuple[AssetFile, ...]
     userdata: Any = None
+    guard: dict[str, Any] | None = None  # its egress guard, egress.EgressGuard.public() (#15)
 
 
 @dataclass(frozen=True)
@@ -339,7 +343,7 @@ class JobPlan:
         algo = self.algorithm
         return json.dumps({
             "inputs": [{"did": i.did, "ddo": i.ddo, "files": [_file_out(f) for f in i.files],
-                        "userdata": i.userdata} for i in self.inputs],
+                        "userdata": i.userdata, **({"guard": i.guard} if i.guard else {})} for i in self.inputs],
             "algorithm": {"did": algo.did, "ddo": algo.ddo, "code": _file_out(algo.code),
                           "entrypoint": algo.container.entrypoint, "image": algo.container.image,
                           "tag": algo.container.tag, "checksum": algo.container.checksum,
@@ -355,7 +359,7 @@ class JobPlan:
         algo = raw["algorithm"]
         return JobPlan(
             inputs=tuple(InputPlan(i["did"], i.get("ddo") or {}, tuple(asset_file(f) for f in i["files"]),
-                                   i.get("userdata")) for i in raw["inputs"]),
+                                   i.get("userdata"), i.get("guard")) for i in raw["inputs"]),
             algorithm=AlgorithmPlan(
                 did=algo.get("did"), ddo=algo.get("ddo"), code=_file_in(algo["code"]),
                 container=AlgorithmContainer(algo["entrypoint"], algo["image"], algo.get("tag") or "",

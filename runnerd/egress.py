@@ -67,6 +67,16 @@ def parse(compute: Any) -> EgressGuard | None:
     return guard if guard.active else None
 
 
+def merge(guards: list[EgressGuard | None]) -> EgressGuard | None:
+    """One input under several compute services' guards (an access-service input, each compute
+    service's policy applying): every rule of each, the strictest budget."""
+    present = [g for g in guards if g is not None and g.active]
+    if not present:
+        return None
+    ratios = [g.max_output_ratio for g in present if g.max_output_ratio is not None]
+    return EgressGuard(any(g.no_verbatim_copies for g in present), min(ratios) if ratios else None)
+
+
 @dataclass(frozen=True)
 class GuardedInput:
     """One input dataset of a job, its guard and its files' digests (in file order)."""

@@ -189,10 +189,10 @@ def test_status_object_documents_every_spec_field():
     spec_fields = ("owner documentId jobId dateCreated dateFinished status statusText algorithmLogUrl resultsUrls "
                    "resultsDid agreementId inputDID algoDID environment stopreq removed results "
                    "terminationDetails error").split()
-    extras = {"statusHistory", "restartedFrom"}  # runnerd's additions beyond SPEC §2
+    extras = {"statusHistory", "restartedFrom", "usage"}  # runnerd's additions beyond SPEC §2 (usage: #15)
     assert set(status["required"]) == set(spec_fields) | extras == set(status["properties"])
     nullable = {k for k, v in status["properties"].items() if _resolve(v).get("nullable")}
-    assert nullable == {"dateFinished", "algorithmLogUrl", "terminationDetails", "error", "restartedFrom"}
+    assert nullable == {"dateFinished", "algorithmLogUrl", "terminationDetails", "error", "restartedFrom", "usage"}
 
 
 # -- as the daemon serves it ----------------------------------------------------------------------

@@ -36,7 +36,8 @@ def create_app(settings: Settings, engine: Engine, store: JobStore, identity: No
     app[keys.STORE] = store
     app[keys.IDENTITY] = identity
     app[keys.DATA_DIR] = Path(data_dir)
-    app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl)
+    live_usage = engine.trust.current if engine is not None else (lambda job_id: None)  # None: route listing only
+    app[keys.VIEW] = StatusView(identity, settings.resultUrlTtl, settings.publicUrl, live_usage)
     app[keys.READY] = {"ready": False}
     app[keys.METRICS] = metrics
     app[console.CONSOLE] = console.Console(console_token(data_dir),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from runnerd.domain import Job, JobStatus, ResultType
@@ -15,8 +15,10 @@ def _date(value: float | None) -> str | None:
 
 
 class StatusView:
-    def __init__(self, identity: NodeIdentity, ttl: int, public_url: str = ""):
+    def __init__(self, identity: NodeIdentity, ttl: int, public_url: str = "",
+                 live_usage: Callable[[str], dict[str, Any] | None] = lambda job_id: None):
         self.identity = identity
+        self.live_usage = live_usage  # a running job's latest usage reading (engine/usage.py)
         self.ttl = ttl
         self.public_url = public_url.rstrip("/")
 
@@ -61,4 +63,6 @@ class StatusView:
             "restartedFrom": job.restarted_from,
             "statusHistory": [{"status": s, "statusText": JobStatus(s).text, "date": _date(t)}
                               for s, t in job.history],
+            # live while the algorithm runs, the final figures once it ended (#15)
+            "usage": (None if job.terminal else self.live_usage(job.job_id)) or job.usage,
         }

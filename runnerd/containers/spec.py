@@ -229,18 +229,27 @@ def build_algorithm(job: PlannedJob, env: Environment, settings: Settings, paths
     )
 
 
-def filter_plan(env: Environment) -> dict[str, Any]:
-    return {
+GUARD_FILE = "guard.json"  # beside the filter's report: the input digests its egress guard checks against
+
+
+def filter_plan(env: Environment, hashing: bool = False, guarded: bool = False) -> dict[str, Any]:
+    plan: dict[str, Any] = {
         "src": layout.OUTPUTS,
         "dest": f"{layout.STEP_OUT}/outputs",
         "maxFiles": env.maxOutputFiles,
         "maxBytes": env.disk_bytes,
         "report": layout.STEP_REPORT,
     }
+    if hashing:  # each output's sha256, for the attestation (#15)
+        plan["hash"] = True
+    if guarded:  # the digests are known only once provisioned: runnerd writes them before the filter starts
+        plan["guardFile"] = f"{layout.STEP_OUT}/{GUARD_FILE}"
+    return plan
 
 
-def build_filter(job: Job, env: Environment, settings: Settings, paths: JobPaths,
+def build_filter(job: PlannedJob, env: Environment, settings: Settings, paths: JobPaths,
                  volumes: tuple[str, ...] = ()) -> ContainerSpec:
     # Outputs read-only: the filter decides what leaves; it never changes what the algorithm wrote.
-    return _helper_step(job, StepKind.FILTER, settings, filter_plan(env), Mount(str(paths.fs / "outputs"),
+    plan = filter_plan(env, settings.provenance, any(i.guard for i in job.plan.inputs))
+    return _helper_step(job, StepKind.FILTER, settings, plan, Mount(str(paths.fs / "outputs"),
                         layout.OUTPUTS), paths.results, "none", volumes)

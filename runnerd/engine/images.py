@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from runnerd import imageref
 from runnerd.containers.runtime import ContainerRuntime
@@ -39,6 +39,12 @@ class Images:
         # before) and of each use, so only runnerd's own images are ever collected, LRU.
         self.on_pulled: Callable[[str, bool], Awaitable[None]] | None = None
         self.on_used: Callable[[str], None] = lambda ref: None
+        self.auth_of: Callable[[str], Any] = lambda job_id: None  # a job's RegistryAuth (engine/credentials.py)
+
+    def auth_for(self, job_id: str) -> dict[str, str] | None:
+        """The X-Registry-Auth fields for this job's pull, if it came with credentials."""
+        auth = self.auth_of(job_id)
+        return auth.header() if auth is not None else None
 
     async def _present(self, ref: str) -> bool:
         """has_image, remembered for a short while: an image found a moment ago is still there (if

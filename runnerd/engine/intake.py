@@ -16,7 +16,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from runnerd import imageref
+from runnerd import egress, imageref
 from runnerd.catalog import DID_RE, Asset, AssetError, Catalog, mode_readable_by, open_no_follow
 from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Environment, Settings
@@ -328,7 +328,11 @@ class Intake:
             verified = self._check_policy(compute, res, algo, algo_asset) or verified
         files = _files_of(self.catalog, asset, service, res, self.settings)
         userdata = _userdata(item.get("userdata"), f"{res}.userdata")
-        plan = InputPlan(asset.did, asset.public_ddo(), tuple(files), userdata)
+        try:  # a guard that does not parse refuses the job: it must never mean "no guard"
+            guard = egress.merge([egress.parse(c) for c in policies])
+        except ValueError as exc:
+            raise PolicyRejected(f"{did}: {exc}", "invalid_egress_guard", f"{res}.documentId") from None
+        plan = InputPlan(asset.did, asset.public_ddo(), tuple(files), userdata, guard.public() if guard else None)
         # An input with no compute policy never widens the algorithm's network.
         allow_network = bool(policies) and all(bool(c.get("allowNetworkAccess", False)) for c in policies)
         return plan, allow_network, verified

@@ -32,6 +32,7 @@ from runnerd.engine.publisher import collect_results, log_provision_detail, occu
 from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.terms import applied
+from runnerd.engine.trust import Trust
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.hooks import Hooks
@@ -50,9 +51,10 @@ class JobRunner:
     """Shared by every running job; what belongs to one run is on its RunHandle."""
 
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
-                 images: Images, hooks: Hooks | None = None, clock: Clock = SYSTEM):
+                 images: Images, hooks: Hooks | None = None, clock: Clock = SYSTEM, trust: Trust | None = None):
         self.settings = settings
         self.clock = clock
+        self.trust = trust or Trust.off(settings, store, runtime)  # #15: digests, guard, usage, attestation
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
@@ -143,6 +145,7 @@ class JobRunner:
                 resolving.cancel()
                 return await self._finish_early(h, S.DATA_PROVISIONING_FAILED, reasons.internal(
                     "the job's volume could not be prepared", exc, h.job_id))
+            self.trust.prefetch(h.job, h.paths)  # local inputs hashed beside the job (once per file version)
             images = await self._unless_stopped(resolving, h.stop)  # a pull may take long: a stop wins
             if images is None:
                 return await self._finish_stopped(h)
@@ -177,11 +180,13 @@ class JobRunner:
                     "Docker refused the algorithm's container", exc, h.job_id))
             if h.stop.is_set():
                 return await self._finish_stopped(h)
-            await self._move(h, S.RUNNING)
+            await self._move(h, S.RUNNING, image_id=await self.trust.image_of(h.job_id))
         if h.job.status == S.RUNNING:
             await self.workspace.ensure_mounted(h.job, h.env)  # after a host reboot
+            self.trust.follow(h.job, h.paths)
             ending = await self._algorithm(h)
-            fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra)
+            fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra,
+                          usage=self.trust.finish(h.job_id) or h.job.usage)
             if ending.status in (S.OUTPUT_LIMITS_EXCEEDED, S.INTERRUPTED):
                 # What a job that overran its quota wrote is incomplete by definition, and keeping it
                 # would move up to diskGB onto the host; an interrupted job's outputs cannot be
@@ -241,7 +246,8 @@ class JobRunner:
         algo = h.job.plan.algorithm
         raw = None if algo.did else h.env.rawAlgorithmImages  # the consumer's choice
         c = algo.container
-        image, helper = await asyncio.gather(self.images.resolve(c.image, c.tag, c.checksum, raw),
+        auth = self.images.auth_for(h.job_id)  # a private image's per-job credentials (#15)
+        image, helper = await asyncio.gather(self.images.resolve(c.image, c.tag, c.checksum, raw, auth),
                                              self.images.resolve_ref(self.settings.helperImage),
                                              return_exceptions=True)
         if isinstance(helper, ImageMissing):  # an operator problem: say so, and how to fix it
@@ -305,6 +311,7 @@ class JobRunner:
         return Ending(S.COMPLETED, None, termination("exited", result))
 
     async def _filter(self, h: RunHandle) -> None:
+        await self.trust.write_guard(h.job, h.paths)  # the digests its egress guard checks outputs against
         outcome = await self._helper_step(h, StepKind.FILTER, h.filter_spec(self.settings),
                                           h.log("filtering.log", _CONFIG_LOG_LIMIT))
         ending, error = h.job.ending or S.COMPLETED, h.job.error
@@ -331,12 +338,13 @@ class JobRunner:
         job = h.job
         if not job.results:
             job.results = _logs_only(h.paths)
+        now = time.time()
+        results = await self.trust.attest(job, h.env, h.paths, job.results, now)  # + the attestation (#15)
         await asyncio.gather(self.workspace.release_fs(job.job_id), self.steps.settle(job.job_id))
         # A container created early but never started (the filter after a quota overrun), or,
         # after a crash, one whose removal was lost.
         await self.remove_containers(job.job_id, only_unstarted=not h.recovered)
-        now = time.time()
-        return await self._record(job, job.ending or S.COMPLETED, date_finished=now, results=job.results,
+        return await self._record(job, job.ending or S.COMPLETED, date_finished=now, results=results,
                                   expires_at=now + h.env.storageExpiry, result_bytes=occupied_bytes(h.paths))
 
     async def _finish_stopped(self, h: RunHandle) -> Job:

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from runnerd import imageref
 from runnerd.catalog import Catalog
 from runnerd.chain.gate import ChainGate, Ordered, parts_of, refusal
 from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers.runtime import JOB_NETWORK, ContainerRuntime
 from runnerd.domain import Job, JobStatus, JobTerms, PlannedJob
+from runnerd.engine import credentials
+from runnerd.engine.image_gc import ImageGC
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
@@ -27,9 +30,12 @@ from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
 from runnerd.engine.sweeper import Sweeper
 from runnerd.engine.terms import bounded
+from runnerd.engine.trust import Trust
+from runnerd.engine.usage import Hook
 from runnerd.engine.workspace import Workspace
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
 from runnerd.hooks import Hooks
+from runnerd.identity import NodeIdentity
 from runnerd.store import AgreementInUse, JobStore, OrderUsed, OwnerLimit, QueueFull
 from runnerd.store import orders as spent_orders
 
@@ -51,7 +57,8 @@ def restart_record(params: dict[str, Any]) -> dict[str, Any]:
 class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
                  data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None,
-                 chain: ChainGate | None = None, clock: Clock = SYSTEM):
+                 chain: ChainGate | None = None, clock: Clock = SYSTEM, identity: NodeIdentity | None = None,
+                 usage_hook: Hook | None = None):
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -65,13 +72,22 @@ class Engine:
         self.chain = chain or ChainGate(settings, "0x" + "0" * 40, "0x" + "1" * 64)  # no key: refuses every order
         self.docker_up = False
         self.hooks.docker = self._docker_changed(self.hooks.docker)
-        self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks, clock)
+        # #15: provenance and usage (a node identity signs), image hygiene, per-job registry credentials
+        self.trust = Trust(settings, store, runtime, identity, data_dir, usage_hook) if identity else \
+            Trust.off(settings, store, runtime)
+        self.credentials = credentials.Credentials()
+        self.image_gc = ImageGC(runtime, data_dir, int(settings.imageCacheGB * 1024**3), self._needed_images)
+        self.images.on_pulled, self.images.on_used = self._pulled, self.image_gc.used
+        self.images.auth_of = self.credentials.get
+        self.hooks.status = self._status_changed(self.hooks.status)
+        self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks, clock, self.trust)
         self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores, clock)
         self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
                                settings.jobRetentionSeconds, clock)
         self.starts = StartRate(settings.startsPerMinutePerOwner, clock.monotonic)
         self._watch: asyncio.Task[None] | None = None
+        self._gc: asyncio.Task[None] | None = None
 
     def _docker_changed(self, downstream: Callable[[bool], None]) -> Callable[[bool], None]:
         def changed(up: bool) -> None:
@@ -83,6 +99,34 @@ class Engine:
                     scheduler.wake()
             downstream(up)
         return changed
+
+    def _status_changed(self, downstream):
+        def changed(job: Job, old: JobStatus) -> None:
+            if job.status.terminal or job.status >= JobStatus.PROVISIONED:  # its image is on the host by now
+                self.credentials.forget(job.job_id)
+            downstream(job, old)
+        return changed
+
+    async def _pulled(self, ref: str, was_present: bool) -> None:
+        await self.image_gc.pulled(ref, was_present)
+        await self.image_gc.collect()
+
+    async def _needed_images(self) -> set[str]:
+        """What image GC must keep: the helper image and every queued or running job's image."""
+        needed = {self.settings.helperImage}
+        for job in [*await self.store.queued(), *await self.store.active()]:
+            if job.images is not None:
+                needed.add(job.images.algorithm)
+            planned = await self.store.planned(job.job_id) if job.images is None else None
+            if planned is not None:
+                c = planned.plan.algorithm.container
+                needed.add(imageref.join(c.image, c.tag, c.checksum))
+        return needed
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await self.image_gc.collect()
+            await asyncio.sleep(self.settings.sweepIntervalSeconds)
 
     async def start(self) -> None:
         await self._check_docker()
@@ -108,10 +152,16 @@ class Engine:
         self.scheduler.start()
         self.sweeper.start()
         self._watch = asyncio.create_task(self._watch_docker(), name="docker-watch")
+        self.trust.usage.start()
+        if self.image_gc.enabled:
+            self._gc = asyncio.create_task(self._gc_loop(), name="image-gc")
 
     async def shutdown(self) -> None:
         if self._watch:
             self._watch.cancel()
+        if self._gc:
+            self._gc.cancel()
+        await self.trust.usage.close()
         await self.sweeper.shutdown()
         await self.scheduler.shutdown()
         await asyncio.to_thread(self.quota_pool.close)
@@ -160,9 +210,18 @@ class Engine:
             raise
 
     async def _submit(self, params: dict[str, Any], owner: str, terms: JobTerms) -> PlannedJob:
+        try:  # held in memory for the pull only: never in the row, its stored request or a log (#15)
+            auth = credentials.parse(params.get("dockerRegistryAuth"))
+        except ValueError as exc:
+            raise BadRequest(str(exc), "invalid", "dockerRegistryAuth") from None
         job = self.intake.build(params, owner)
         job.request, job.terms = restart_record(params), terms
-        return await self._enqueue(job, owner, await self._orders(params, owner, job))
+        self.credentials.put(job.job_id, auth)
+        try:
+            return await self._enqueue(job, owner, await self._orders(params, owner, job))
+        except Exception:
+            self.credentials.forget(job.job_id)
+            raise
 
     async def _orders(self, params: dict[str, Any], owner: str, job: PlannedJob) -> list[Ordered]:
         """Chain mode (#16): the on-chain orders this start pays with, checked (chain/gate.py);

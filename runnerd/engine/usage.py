@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from runnerd.containers.runtime import ContainerRuntime, ContainerUsage
 from runnerd.errors import RuntimeUnavailable
@@ -102,9 +102,10 @@ def disk_usage(path: Path) -> tuple[int, int] | None:
 class _Watched:
     job_id: str
     environment: str
-    container_id: str
+    container_id: str | None
     disk: Path | None
     usage: JobUsage = field(default_factory=JobUsage)
+    find: Callable[[], Awaitable[str | None]] | None = None  # the container's id, once it has one
 
 
 # hook(environment, previous usage, new usage): the metrics keep per-environment totals
@@ -137,13 +138,14 @@ class UsageCollector:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def watch(self, job_id: str, environment: str, container_id: str, disk: Path | None = None,
-              before: JobUsage | None = None) -> None:
+    def watch(self, job_id: str, environment: str, container_id: str | None = None, disk: Path | None = None,
+              before: JobUsage | None = None, find: Callable[[], Awaitable[str | None]] | None = None) -> None:
         """Sample this job's algorithm container from now on (`before`: figures kept from a run
-        before a daemon restart). The first reading comes at once, not an interval later."""
+        before a daemon restart; `find`: how to learn the container's id while it has none yet,
+        asked once a round). The first reading comes at once, not an interval later."""
         if not self.enabled:
             return
-        self._watched[job_id] = _Watched(job_id, environment, container_id, disk, before or JobUsage())
+        self._watched[job_id] = _Watched(job_id, environment, container_id, disk, before or JobUsage(), find)
         self._wake.set()
 
     def unwatch(self, job_id: str) -> JobUsage | None:
@@ -161,10 +163,13 @@ class UsageCollector:
 
     async def sample(self) -> None:
         """One round over every watched job (also what the loop runs)."""
-        watched = list(self._watched.values())
+        for w in list(self._watched.values()):
+            if w.container_id is None and w.find is not None:
+                w.container_id = await w.find()
+        watched = [w for w in self._watched.values() if w.container_id is not None]
         if not watched:
             return
-        readings = await self.runtime.usage([w.container_id for w in watched])
+        readings = await self.runtime.usage([w.container_id for w in watched if w.container_id])
         disks = await asyncio.to_thread(lambda: [disk_usage(w.disk) if w.disk else None for w in watched])
         now = self.clock()
         for w, disk in zip(watched, disks):

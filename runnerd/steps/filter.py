@@ -4,8 +4,9 @@ Runs as `python3 /runnerd/filter.py` in a throwaway helper container (stdlib onl
 reading its plan from $RUNNERD_PLAN (or the JSON file named by argv[1], for tests):
 
     {"src": "/data/outputs", "dest": "/runnerd/out/outputs", "maxFiles": n, "maxBytes": n,
-     "report": "/runnerd/out/report.json", "hash": bool,
-     "guard": {"inputs": {"<sha256 hex>": "<label>", ...}, "budgets": [{"label": str, "maxBytes": n}, ...]}}
+     "report": "/runnerd/out/report.json", "hash": bool, "guardFile": "/runnerd/out/guard.json"}
+with the guard file (or a `guard` object in the plan, for tests) holding
+    {"inputs": {"<sha256 hex>": "<label>", ...}, "budgets": [{"label": str, "maxBytes": n}, ...]}
 
 Everything under src was written by untrusted code, and dest is served to the job owner from the
 host. So only regular files are copied: symlinks (which could point at host files once dest is read
@@ -96,6 +97,7 @@ class Filter:
         self.max_files, self.max_bytes = max_files, max_bytes
         self.files, self.skipped, self.total, self.n_skipped = [], [], 0, 0
         guard = guard or {}
+        self.unavailable = guard.get("unavailable")
         self.copies_of = {str(k).lower(): str(v) for k, v in (guard.get("inputs") or {}).items()}
         self.budgets = sorted(((int(b["maxBytes"]), str(b.get("label", "a dataset"))) for b in guard.get("budgets")
                                or ()), key=lambda b: b[0])
@@ -220,6 +222,8 @@ class Filter:
     def run(self, src: str, dest: str) -> None:
         os.makedirs(dest, exist_ok=True)
         clear(dest)  # a previous, interrupted run must not leave unchecked files behind
+        if self.unavailable:
+            raise GuardBreach("the egress guard of this job's datasets cannot be applied: %s" % self.unavailable)
         try:
             src_fd = os.open(src, DIR_FLAGS)
         except FileNotFoundError:
@@ -277,6 +281,20 @@ def clear(path: str) -> None:
             os.unlink(entry.path)
 
 
+def read_guard(path: str) -> dict:
+    """The guard runnerd wrote for this run: {"inputs", "budgets"}, or {"unavailable": why} when a
+    guarded input could not be hashed. Missing or unreadable, the guard cannot be applied: the
+    outputs are withheld (a guard must fail closed)."""
+    try:
+        with open(path) as f:
+            guard = json.load(f)
+    except (OSError, ValueError) as e:
+        guard = {"unavailable": "its digests are missing (%s)" % type(e).__name__}
+    if not isinstance(guard, dict):
+        guard = {"unavailable": "its digests are malformed"}
+    return guard
+
+
 def write_report(path: str, report: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -293,7 +311,10 @@ def main(argv: list) -> int:
             report_path = plan["report"]
         src, dest = plan["src"], plan["dest"]
         max_files, max_bytes = int(plan.get("maxFiles", 1000)), int(plan.get("maxBytes", 5 * 1024 ** 3))
-        f = Filter(max_files, max_bytes, bool(plan.get("hash")), plan.get("guard"))
+        guard = plan.get("guard")
+        if plan.get("guardFile"):
+            guard = read_guard(plan["guardFile"])
+        f = Filter(max_files, max_bytes, bool(plan.get("hash")), guard)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         msg = "malformed plan: %s" % e
         print(msg, flush=True)

@@ -215,6 +215,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX auth_tokens_by_address ON auth_tokens(address_lc, created_at);
         """,
     ),
+    (
+        "0012_usage_and_image_id",
+        """
+        -- #15: a finished job's final resource use (JSON, the status object's `usage`) and the id of
+        -- the image its algorithm's container was created from (what its attestation names)
+        ALTER TABLE jobs ADD COLUMN usage TEXT;
+        ALTER TABLE jobs ADD COLUMN image_id TEXT;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)
