@@ -124,3 +124,65 @@ def test_hashing_does_not_change_what_is_copied(tmp_path):
     rc, report, _ = run_filter(tmp_path, hash=True)
     assert rc == 0 and report["files"][0]["sha256"] == sha(data)
     assert (tmp_path / "out" / "outputs" / "r").read_bytes() == data
+
+
+# -- on real Docker, through the daemon ---------------------------------------------------------
+
+COPY_INPUT = """
+import json, os, shutil
+did = json.loads(os.environ["DIDS"])[0]
+shutil.copy(f"/data/inputs/{did}/0", "/data/outputs/leak.csv")
+open("/data/outputs/mean.txt", "w").write("2.5")
+print("copied the input")
+"""
+
+
+def _guarded_dataset(assets: Path, content: bytes, guard: object) -> str:
+    from tests.helpers import did_for, write_ddo
+
+    (assets / "files").mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(content + json.dumps(guard).encode()).hexdigest()[:12]
+    (assets / "files" / name).write_bytes(content)
+    return write_ddo(assets, {
+        "id": did_for("dataset", name), "metadata": {"type": "dataset", "name": name}, "nft": {"owner": ""},
+        "services": [{"id": "compute", "type": "compute", "files": [{"type": "file", "path": f"files/{name}"}],
+                      "compute": {"allowRawAlgorithm": True, "egressGuard": guard}}]})
+
+
+@pytest.mark.docker
+def test_a_verbatim_copy_of_a_guarded_input_ends_at_74_with_logs_and_no_outputs(shared_daemon):
+    from tests.helpers import raw, result_of, wait_done
+
+    did = _guarded_dataset(shared_daemon.assets, b"id,secret\n1,alice\n2,bob\n", {"noVerbatimCopies": True})
+    client = shared_daemon.client()
+    job = wait_done(client, client.start(did, raw(COPY_INPUT), "ocean-compute")["jobId"])
+    assert job["status"] == 74, job
+    assert job["error"] == (f"outputs rejected: output leak.csv is a verbatim copy of dataset {did} file 0, which "
+                            "its egress guard forbids to publish")
+    kinds = [r["type"] for r in job["results"]]
+    assert "output" not in kinds and "algorithmLog" in kinds and kinds[-1] == "attestation"
+    assert "copied the input" in result_of(client, job, "algorithmLog").decode()
+    verdict = json.loads(result_of(client, job, "attestation"))["statement"]["predicate"]["egressGuard"]
+    assert verdict["verdict"] == "breached" and verdict["guards"] == [
+        {"did": did, "noVerbatimCopies": True, "maxOutputRatio": None}]
+
+
+@pytest.mark.docker
+def test_outputs_within_the_guard_are_published_and_a_malformed_guard_refuses_the_job(shared_daemon):
+    from runnerd.client import ApiError
+    from tests.helpers import raw, result_of, wait_done
+
+    did = _guarded_dataset(shared_daemon.assets, b"x" * 1000, {"noVerbatimCopies": True, "maxOutputRatio": 0.01})
+    client = shared_daemon.client()
+    job = wait_done(client, client.start(did, raw("open('/data/outputs/m.txt', 'w').write('mean=1')"),
+                                         "ocean-compute")["jobId"])
+    assert job["status"] == 70 and result_of(client, job, "output", "m.txt") == b"mean=1"
+    assert json.loads(result_of(client, job, "attestation"))["statement"]["predicate"]["egressGuard"]["verdict"] \
+        == "passed"
+    over = wait_done(client, client.start(did, raw("open('/data/outputs/m.txt', 'w').write('y' * 11)"),
+                                          "ocean-compute")["jobId"])
+    assert over["status"] == 74 and "at most 10 bytes of outputs" in over["error"]
+    bad = _guarded_dataset(shared_daemon.assets, b"z", {"noVerbatimCopy": True})
+    with pytest.raises(ApiError) as refused:
+        client.start(bad, raw("print(1)"), "ocean-compute")
+    assert refused.value.status == 400 and refused.value.body["code"] == "invalid_egress_guard"

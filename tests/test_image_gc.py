@@ -135,3 +135,29 @@ async def test_images_tells_the_collector_of_its_own_pulls_only_and_passes_a_job
     for bad in ({"username": "bob"}, {"user": "x", "password": "y"}, "bob:pw", {"identitytoken": 3}):
         with pytest.raises(ValueError):
             credentials.parse(bad)
+
+
+@pytest.mark.docker
+def test_registry_credentials_of_a_job_are_neither_in_its_row_nor_in_a_log(shared_daemon):
+    import secrets
+
+    from tests.helpers import dataset, raw, wait_done
+
+    password, user = "pw-" + secrets.token_hex(12), "user-" + secrets.token_hex(6)
+    did = dataset(shared_daemon.assets)
+    client = shared_daemon.client()
+    body = {**client.signed(did), "environment": "ocean-compute",
+            "dataset": {"documentId": did, "serviceId": "compute", "transferTxId": "0x" + secrets.token_hex(32)},
+            "algorithm": raw("print('ran')"), "dockerRegistryAuth": {"username": user, "password": password}}
+    answer = client.http.post("/api/services/compute", json=body)
+    assert answer.status_code == 200, answer.text
+    job = wait_done(client, answer.json()[0]["jobId"])
+    assert job["status"] == 70
+    bad = {**body, **client.signed(did), "dockerRegistryAuth": {"username": user}}
+    refused = client.http.post("/api/services/compute", json=bad)
+    assert refused.status_code == 400 and refused.json()["field"] == "dockerRegistryAuth"
+    stored = b"".join(p.read_bytes() for p in shared_daemon.data_dir.glob("runnerd.db*"))
+    assert password.encode() not in stored and user.encode() not in stored
+    assert password not in shared_daemon.log()
+    for path in (shared_daemon.data_dir / "jobs" / job["jobId"]).rglob("*"):
+        assert not path.is_file() or password.encode() not in path.read_bytes(), path
