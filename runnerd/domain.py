@@ -189,7 +189,7 @@ class Job:
     request: dict[str, Any] | None = None  # what a restart re-runs intake from (written at insert only)
     terms: JobTerms = field(default_factory=lambda: JobTerms())  # what its start asked beyond the plan
     usage: dict[str, Any] | None = None  # final resource use, engine.usage.JobUsage.public() (#15)
-    image_id: str | None = None  # the image id the algorithm's container was created from (#15)
+    image: dict[str, Any] | None = None  # {id, repoDigests} of the image the algorithm's container ran (#15)
 
     @property
     def terminal(self) -> bool:

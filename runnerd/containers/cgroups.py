@@ -62,7 +62,7 @@ def find(container_id: str, root: Path = ROOT) -> tuple[int, Path | dict[str, Pa
     return None
 
 
-def read(container_id: str, pid: int | None = None, root: Path = ROOT,
+def read(container_id: str, root: Path = ROOT,
          where: tuple[int, Path | dict[str, Path]] | None = None) -> ContainerUsage | None:
     """One reading, or None when the container's cgroup is not there (not running, or elsewhere)."""
     where = where or find(container_id, root)
@@ -74,36 +74,40 @@ def read(container_id: str, pid: int | None = None, root: Path = ROOT,
         cpu = _stat(at / "cpu.stat").get("usage_usec")
         current, peak = _int(at / "memory.current"), _int(at / "memory.peak")
         inactive = _stat(at / "memory.stat").get("inactive_file", 0)
-        pids = _int(at / "pids.current")
+        pids, procs = _int(at / "pids.current"), at / "cgroup.procs"
         cpu_seconds = None if cpu is None else cpu / 1e6
     else:
         assert isinstance(at, dict)
         nanos = _int(at["cpuacct"] / "cpuacct.usage")
         current, peak = _int(at["memory"] / "memory.usage_in_bytes"), _int(at["memory"] / "memory.max_usage_in_bytes")
         inactive = _stat(at["memory"] / "memory.stat").get("total_inactive_file", 0)
-        pids = _int(at["pids"] / "pids.current")
+        pids, procs = _int(at["pids"] / "pids.current"), at["memory"] / "cgroup.procs"
         cpu_seconds = None if nanos is None else nanos / 1e9
     if current is None or cpu_seconds is None:
         return None  # removed between finding and reading
+    pid = _int(procs)  # any process of the container: they all share its network namespace
     rx, tx = net_bytes(pid) if pid else (None, None)
     return ContainerUsage(cpu_seconds=cpu_seconds, memory_bytes=max(0, current - inactive), memory_peak_bytes=peak,
                           pids=pids or 0, net_rx_bytes=rx, net_tx_bytes=tx)
 
 
 def net_bytes(pid: int) -> tuple[int | None, int | None]:
-    """Bytes received and sent on every interface but loopback, in the namespace of `pid`."""
+    """Bytes received and sent on every interface but loopback, in the namespace of `pid`; (None,
+    None) when it has loopback only (network "none": nothing to count)."""
     text = _read(Path(f"/proc/{pid}/net/dev"))
     if not text:
         return None, None
     rx = tx = 0
+    seen = False
     for line in text.splitlines()[2:]:
         name, _, fields = line.partition(":")
         numbers = fields.split()
         if name.strip() == "lo" or len(numbers) < 9:
             continue
+        seen = True
         rx += int(numbers[0])
         tx += int(numbers[8])
-    return rx, tx
+    return (rx, tx) if seen else (None, None)
 
 
 def available(root: Path = ROOT) -> bool:
@@ -129,30 +133,18 @@ def from_docker_stats(data: dict) -> ContainerUsage | None:
                           net_rx_bytes=rx, net_tx_bytes=tx)
 
 
-def read_many(container_ids: list[str], pids: dict[str, int], inspect: Callable[[str], dict],
-              stats: Callable[[str], dict], not_found: type[Exception]) -> dict[str, ContainerUsage]:
-    """One reading per running container: the cgroup files, else Docker's one-shot stats. `pids`
-    (kept by the caller) remembers each container's init pid, found by one inspect, 0 when its
-    network is "none" (nothing to count); entries of containers no longer asked for are dropped."""
+def read_many(container_ids: list[str], stats: Callable[[str], dict],
+              not_found: type[Exception]) -> dict[str, ContainerUsage]:
+    """One reading per running container: the cgroup files (no Docker call at all), else Docker's
+    one-shot stats (where no cgroup is found); a container that is not running is left out."""
     out = {}
     for cid in container_ids:
-        if cid not in pids:
-            try:
-                data = inspect(cid)
-            except not_found:
-                continue
-            mode = (data.get("HostConfig") or {}).get("NetworkMode")
-            pids[cid] = int((data.get("State") or {}).get("Pid") or 0) if mode != "none" else 0
-        reading = read(cid, pids[cid] or None)
+        reading = read(cid)
         if reading is None:
             try:
                 reading = from_docker_stats(stats(cid))
             except not_found:
                 reading = None
-        if reading is None:
-            pids.pop(cid, None)
-        else:
+        if reading is not None:
             out[cid] = reading
-    for gone in set(pids) - set(container_ids):
-        pids.pop(gone, None)
     return out

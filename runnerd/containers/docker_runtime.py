@@ -128,7 +128,6 @@ class DockerRuntime:
         # inspect containers, or no deadline could be enforced once enough jobs run.
         self._control = ThreadPoolExecutor(max_workers=32, thread_name_prefix="docker")
         self._long = ThreadPoolExecutor(max_workers=long_workers, thread_name_prefix="docker-wait")
-        self._pids: dict[str, int] = {}  # container id -> its init pid (0: no network to count)
 
     @property
     def _api(self) -> docker.APIClient:
@@ -384,8 +383,7 @@ class DockerRuntime:
 
     async def usage(self, container_ids: list[str]) -> dict[str, ContainerUsage]:
         return await self._call(lambda: cgroups.read_many(
-            container_ids, self._pids, lambda cid: self._api.inspect_container(cid),
-            lambda cid: self._api.stats(cid, stream=False, one_shot=True), docker.errors.NotFound))
+            container_ids, lambda cid: self._api.stats(cid, stream=False, one_shot=True), docker.errors.NotFound))
 
     async def container_image(self, container_id: str) -> str | None:
         try:

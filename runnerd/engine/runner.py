@@ -180,13 +180,13 @@ class JobRunner:
                     "Docker refused the algorithm's container", exc, h.job_id))
             if h.stop.is_set():
                 return await self._finish_stopped(h)
-            await self._move(h, S.RUNNING, image_id=await self.trust.image_of(h.job_id))
+            await self._move(h, S.RUNNING)
         if h.job.status == S.RUNNING:
             await self.workspace.ensure_mounted(h.job, h.env)  # after a host reboot
             self.trust.follow(h.job, h.paths)
             ending = await self._algorithm(h)
             fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra,
-                          usage=self.trust.finish(h.job_id) or h.job.usage)
+                          **await self.trust.finish(h.job))  # its usage and the image it ran (#15)
             if ending.status in (S.OUTPUT_LIMITS_EXCEEDED, S.INTERRUPTED):
                 # What a job that overran its quota wrote is incomplete by definition, and keeping it
                 # would move up to diskGB onto the host; an interrupted job's outputs cannot be

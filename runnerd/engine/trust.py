@@ -58,6 +58,7 @@ class Trust:
         self.cache = HashCache(data_dir)
         self.usage = UsageCollector(runtime, settings.usageInterval, usage_hook)
         self._hashing: dict[str, asyncio.Future[Any]] = {}
+        self._images: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
 
     @classmethod
     def off(cls, settings: Settings, store: JobStore, runtime: ContainerRuntime) -> Trust:
@@ -142,29 +143,36 @@ class Trust:
         return rec.container_id if rec is not None and rec.state == StepState.RUNNING else None
 
     def follow(self, job: PlannedJob, paths: JobPaths) -> None:
-        """Read the algorithm's usage while it runs (its container is found once it started)."""
+        """While the algorithm runs: read its usage (its container is found once it started) and,
+        beside it, which image its container was created from (off the critical path)."""
         self.usage.watch(job.job_id, job.environment, disk=paths.fs, before=JobUsage.from_public(job.usage),
                          find=lambda: self._algorithm_container(job.job_id))
+        if self.provenance and job.image is None:
+            self._images[job.job_id] = asyncio.ensure_future(self._image_of(job.job_id))
 
-    def finish(self, job_id: str) -> dict[str, Any] | None:
-        """The final figures, as stored with the job (None without readings)."""
-        final = self.usage.unwatch(job_id)
-        return None if final is None else final.public()
+    async def finish(self, job: PlannedJob) -> dict[str, Any]:
+        """The columns to store once the algorithm ended: its final usage and its image."""
+        final = self.usage.unwatch(job.job_id)
+        task = self._images.pop(job.job_id, None)
+        image = await task if task is not None else None
+        return {"usage": final.public() if final is not None else job.usage, "image": image or job.image}
 
     def current(self, job_id: str) -> dict[str, Any] | None:
         live = self.usage.current(job_id)
         return None if live is None else live.public()
 
-    async def image_of(self, job_id: str) -> str | None:
-        """The id of the image the algorithm's (created) container runs: what the attestation names."""
-        if not self.provenance:
-            return None
-        rec = (await self.store.steps(job_id)).get(StepKind.ALGORITHM)
-        if rec is None or not rec.container_id:
-            return None
+    async def _image_of(self, job_id: str) -> dict[str, Any] | None:
+        """{id, repoDigests} of the image the algorithm's (created) container runs: what Docker
+        really runs, whatever a tag names now. None if it cannot be told (never raises)."""
         try:
-            return await self.runtime.container_image(rec.container_id)
-        except RuntimeUnavailable:
+            rec = (await self.store.steps(job_id)).get(StepKind.ALGORITHM)
+            image_id = await self.runtime.container_image(rec.container_id) if rec and rec.container_id else None
+            if not image_id:
+                return None
+            _, repo = await self.runtime.image_digests(image_id)
+            return {"id": image_id, "repoDigests": sorted(repo)}
+        except (ImageMissing, RuntimeUnavailable) as exc:
+            log.warning("job %s: cannot tell which image its algorithm runs: %s", job_id, exc)
             return None
 
     # -- the attestation -------------------------------------------------------------------------
@@ -207,12 +215,7 @@ class Trust:
         algo = job.plan.algorithm
         c = algo.container
         reference = job.images.algorithm if job.images else image_reference(c.image, c.tag, c.checksum)
-        repo: tuple[str, ...] = ()
-        if job.image_id:
-            try:
-                _, repo = await self.runtime.image_digests(job.image_id)
-            except (ImageMissing, RuntimeUnavailable):
-                repo = ()
+        image = job.image or {}
         slot = job.slot
         limits = {"nanoCPUs": int(round(env.nCPU * 1e9)), "ramBytes": env.ram_bytes, "diskBytes": env.disk_bytes,
                   "maxJobDurationMs": int(round(env.maxJobDuration * 1000)), "maxOutputFiles": env.maxOutputFiles,
@@ -231,7 +234,8 @@ class Trust:
         algorithm = provenance.AlgorithmFacts(
             did=algo.did, code_type="raw" if isinstance(algo.code, RawCode) else
             "file" if isinstance(algo.code, LocalFile) else "url", code=await self._code_digest(job, paths),
-            entrypoint=c.entrypoint, image=reference, image_id=job.image_id or "", repo_digests=repo)
+            entrypoint=c.entrypoint, image=reference, image_id=str(image.get("id") or ""),
+            repo_digests=tuple(image.get("repoDigests") or ()))
         statement = provenance.build_statement(facts, algorithm, await self.input_digests(job, paths), digests,
                                                __version__)
         return provenance.sign_statement(statement, self.identity.private_key, self.identity.address)

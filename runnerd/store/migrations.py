@@ -216,12 +216,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0012_usage_and_image_id",
+        "0012_usage_and_image",
         """
-        -- #15: a finished job's final resource use (JSON, the status object's `usage`) and the id of
-        -- the image its algorithm's container was created from (what its attestation names)
+        -- #15: a finished job's final resource use (JSON, the status object's `usage`) and the image
+        -- its algorithm's container was created from (JSON {id, repoDigests}: what its attestation names)
         ALTER TABLE jobs ADD COLUMN usage TEXT;
-        ALTER TABLE jobs ADD COLUMN image_id TEXT;
+        ALTER TABLE jobs ADD COLUMN image TEXT;
         """,
     ),
 ]
