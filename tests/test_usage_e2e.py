@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import dataset, raw, result_of, wait_done
+from tests.helpers import PY_IMAGE, dataset, raw, result_of, wait_done
 
 pytestmark = pytest.mark.docker
 
@@ -74,6 +75,15 @@ def test_usage_moves_while_it_runs_and_its_final_figures_stay(make_daemon):
                            capture_output=True, text=True, env=env, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "usage:" in shown.stdout and "cpu " in shown.stdout and "(peak " in shown.stdout
+
+    algo = daemon.root / "busy.py"
+    algo.write_text("import time\nt = time.time()\nwhile time.time() - t < 2:\n    pass\n")
+    waited = subprocess.run([sys.executable, "-m", "runnerd", "submit", "--dataset", did, "--algo-file", str(algo),
+                             "--image", PY_IMAGE, "--env", "metered", "--wait", "--quiet", "--output",
+                             str(daemon.root / "w"), "--url", daemon.url], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert waited.returncode == 0, waited.stderr
+    assert re.search(r"^usage: cpu [\d.]+s · memory ", waited.stderr, re.M), waited.stderr
 
 
 def test_usage_off_leaves_it_null(make_daemon):

@@ -60,7 +60,7 @@ class Reporter:
         still = "still queued" if job.get("status") == QUEUED else "still running"
         used = usage_text(job.get("usage"))
         beat = (f"[{max(0.0, time.time() - created):6.1f}s] {text(job.get('status')):>3} "
-                f"{text(job.get('statusText'))} ({still}{'; ' + used if used else ''})")
+                f"{text(job.get('statusText'))} ({still}){' · ' + used if used else ''}")
         if self.tty:
             sys.stderr.write("\r\x1b[K" + beat)
             sys.stderr.flush()
