@@ -163,8 +163,8 @@ def build_statement(job: JobFacts, algorithm: AlgorithmFacts, inputs: list[Input
         },
         "inputs": [{"did": i.did, "index": i.index, "source": i.source, **(_digest(i.digest) or {"sha256": None})}
                    for i in inputs],
-        "results": [{"index": r.index, "filename": r.filename, "type": r.type, **_digest(r.digest)}
-                    for r in results],
+        "results": [{"index": r.index, "filename": r.filename, "type": r.type, "sha256": r.digest.sha256,
+                     "size": r.digest.size} for r in results],
         "egressGuard": job.guard,
     }
     return {"_type": STATEMENT_TYPE, "subject": subjects, "predicateType": PREDICATE_TYPE, "predicate": predicate}

@@ -143,7 +143,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("verify", help="check downloaded results against the job's signed attestation",
                        description="Check the results in DIR (as `runnerd get` saved them) against the job's "
                                    "attestation: its signature by the node key, and every result's sha256. "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from runnerd.containers.runtime import ContainerUsage
 
@@ -114,7 +114,7 @@ def available(root: Path = ROOT) -> bool:
     return os.path.isdir(root)
 
 
-def from_docker_stats(data: dict) -> ContainerUsage | None:
+def from_docker_stats(data: dict[str, Any]) -> ContainerUsage | None:
     """The same reading from Docker's one-shot stats answer (the fallback; pure, tested)."""
     cpu = ((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
     memory = data.get("memory_stats") or {}
@@ -133,7 +133,7 @@ def from_docker_stats(data: dict) -> ContainerUsage | None:
                           net_rx_bytes=rx, net_tx_bytes=tx)
 
 
-def read_many(container_ids: list[str], stats: Callable[[str], dict],
+def read_many(container_ids: list[str], stats: Callable[[str], dict[str, Any]],
               not_found: type[Exception]) -> dict[str, ContainerUsage]:
     """One reading per running container: the cgroup files (no Docker call at all), else Docker's
     one-shot stats (where no cgroup is found); a container that is not running is left out."""

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TypeVar
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions

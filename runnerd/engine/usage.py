@@ -173,7 +173,7 @@ class UsageCollector:
         disks = await asyncio.to_thread(lambda: [disk_usage(w.disk) if w.disk else None for w in watched])
         now = self.clock()
         for w, disk in zip(watched, disks):
-            reading = readings.get(w.container_id)
+            reading = readings.get(w.container_id or "")
             if reading is None or self._watched.get(w.job_id) is not w:
                 continue  # not running (yet, or any more), or unwatched meanwhile
             new = w.usage.merge(reading, now)
