@@ -3,10 +3,10 @@
     .venv/bin/python bench/provenance.py -n 10 --mb 512
 
 1. per job: N trivial jobs through the HTTP API on a daemon with `provenance: true` and
-   `usageInterval: 1`, then on one with `provenance: false` and `usageInterval: 0` (median, p95);
+   `usageInterval: 1`, alternating with N on one with `provenance: false` and `usageInterval: 0`;
 2. per GB of inputs: a local input hashed the first time (sha256 of the file) and the next time
    (the hash cache: one stat);
-3. per GB of outputs: the filter step copying an output with `hash` and without;
+3. per GB of outputs: the filter step copying an output with `hash` and without (alternating);
 4. usage collection: one round's cost per running container (cgroup files), on a real container.
 """
 
@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,29 +30,36 @@ FILTER = ROOT / "runnerd" / "steps" / "filter.py"
 ENV = {"id": "bench", "nCPU": 1, "ramGB": 0.5, "diskGB": 0.1, "maxJobs": 1}
 
 
-def per_job(n: int, image: str, trust: bool, poll: float) -> list[float]:
-    daemon = start_daemon([dict(ENV)], provenance=trust, usageInterval=1 if trust else 0)
+def per_job(n: int, image: str, poll: float) -> tuple[list[float], list[float]]:
+    """Two daemons side by side, one without provenance and usage, one with; their jobs alternate,
+    so that whatever else the host does at a moment weighs on both sides alike."""
+    off = start_daemon([dict(ENV)], provenance=False, usageInterval=0)
+    on = start_daemon([dict(ENV)], provenance=True, usageInterval=1)
+    times: dict[bool, list[float]] = {False: [], True: []}
     try:
-        client = daemon.client()
-        did = dataset(daemon.assets, b"a,b\n1,2\n")
+        sides = []
+        for trust, daemon in ((False, off), (True, on)):
+            client = daemon.client()
+            sides.append((trust, client, dataset(daemon.assets, b"a,b\n1,2\n")))
         repo, _, tag = image.rpartition(":")
         algo = {"meta": {"rawcode": ALGO, "container": {"image": repo, "tag": tag, "entrypoint": "python3 $ALGO"}}}
-        times = []
         for i in range(n + 1):
-            started = time.perf_counter()
-            job_id = client.start(did, algo, "bench")["jobId"]
-            while (job := client.job(job_id))["status"] < 70 and job["status"] != 7:
-                time.sleep(poll)
-            elapsed = time.perf_counter() - started
-            assert job["status"] == 70, job
-            kinds = {r["type"] for r in job["results"]}
-            assert ("attestation" in kinds) == trust, kinds
-            if i:  # the first job warms caches
-                times.append(elapsed)
-                progress(f"{'with' if trust else 'without'} provenance+usage, job {i}/{n}: {elapsed:.3f}s")
-        return times
+            for trust, client, did in sides if i % 2 else reversed(sides):
+                started = time.perf_counter()
+                job_id = client.start(did, algo, "bench")["jobId"]
+                while (job := client.job(job_id))["status"] < 70 and job["status"] != 7:
+                    time.sleep(poll)
+                elapsed = time.perf_counter() - started
+                assert job["status"] == 70, job
+                kinds = {r["type"] for r in job["results"]}
+                assert ("attestation" in kinds) == trust, kinds
+                if i:  # the first job of each side warms caches
+                    times[trust].append(elapsed)
+                    progress(f"{'with' if trust else 'without'} provenance+usage, job {i}/{n}: {elapsed:.3f}s")
+        return times[False], times[True]
     finally:
-        stop_daemon(daemon)
+        stop_daemon(off)
+        stop_daemon(on)
 
 
 def input_hashing(folder: Path, mb: int) -> dict[str, float]:
@@ -78,7 +86,18 @@ def input_hashing(folder: Path, mb: int) -> dict[str, float]:
     return {"first_s_per_gb": cold / gb, "cached_s_per_job": warm}
 
 
-def output_hashing(folder: Path, mb: int, hashing: bool) -> float:
+def output_hashing(folder: Path, mb: int, rounds: int = 3) -> tuple[float, float]:
+    """Seconds per GB the filter takes to copy an output without and with hashing: the median of
+    `rounds` alternating runs, after one that warms the page cache."""
+    filter_once(folder, mb, False)
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for hashing in (False, True):
+            runs[hashing].append(filter_once(folder, mb, hashing))
+    return statistics.median(runs[False]), statistics.median(runs[True])
+
+
+def filter_once(folder: Path, mb: int, hashing: bool) -> float:
     src, out = folder / "src", folder / ("out-h" if hashing else "out")
     src.mkdir(exist_ok=True)
     big = src / "out.bin"
@@ -134,12 +153,12 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="runnerd-bench-prov-"))
     try:
         inputs = input_hashing(folder, args.mb)
-        plain, hashed = output_hashing(folder, args.mb, False), output_hashing(folder, args.mb, True)
+        plain, hashed = output_hashing(folder, args.mb)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     per_container = usage_round(args.containers, args.image or PY_IMAGE)
-    off = summary(per_job(args.n, args.image, False, args.poll))
-    on = summary(per_job(args.n, args.image, True, args.poll))
+    without, with_trust = per_job(args.n, args.image, args.poll)
+    off, on = summary(without), summary(with_trust)
     print(table(f"Per job, {args.n} sequential trivial jobs (seconds)", ["what", "median", "p95", "ratio"], [
         ["without provenance and usage", off["median"], off["p95"], 1.0],
         ["with provenance and usage (1 s)", on["median"], on["p95"], on["median"] / off["median"]]]))

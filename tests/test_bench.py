@@ -22,6 +22,7 @@ CASES = {
     "store_scale.py": ["--jobs", "300", "--lookups", "5"],
     "start_rate.py": ["--clients", "2", "--per-client", "3"],
     "report.py": ["--tiny", "--runs", "1", "--only", "job_overhead,job_overhead_url,throughput"],
+    "provenance.py": ["-n", "1", "--mb", "4", "--containers", "1"],
 }
 
 
