@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerd.signing import recover_signer, sign
+from runnerd.signing import message_hash, recover_signer, sign
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://runnerd.dev/provenance/compute-job/v1"
@@ -68,9 +68,8 @@ def canonical(value: Any) -> bytes:
 
 
 def statement_hash(statement: dict[str, Any]) -> bytes:
-    from eth_hash.auto import keccak
-
-    return keccak(canonical(statement))
+    """keccak-256 of the canonical statement (signing's hash of a text with no nonce after it)."""
+    return message_hash([canonical(statement).decode("utf-8")], "")
 
 
 # -- the facts a statement is built from (typed, so the runner cannot forget one) ----------------

@@ -24,9 +24,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("api/",),                                    # HTTP: aiohttp app, handlers, transport limits
     ("daemon.py", "doctor.py"),                   # the two that pick the real Docker runtime
     ("engine/",),                                 # intake, scheduler, runner, steps, workspace, sweeper
-    ("store/", "containers/", "metrics.py", "client.py", "chain/"),  # SQLite · containers · Prometheus · HTTP
-                                                                     # client · chain mode (fees, orders)
-    ("identity.py", "hooks.py", "fields.py"),     # node key and tokens · engine events · a client's field
+    ("store/", "containers/", "metrics.py", "client.py", "chain/", "egress.py"),  # SQLite · containers ·
+    # Prometheus · HTTP client · chain mode (fees, orders) · a dataset's egress guard
+    ("identity.py", "hooks.py", "fields.py", "provenance.py"),  # node key and tokens · engine events · a client's
+    # field · signed attestations
     ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py",
      "clock.py"),
     ("imageref.py",),                             # the one image reference parser (config checks patterns)

@@ -102,9 +102,15 @@ def check(folder: Path, document: dict[str, Any], provider: str | None, code: Pa
 
 
 def _provider_of(url: str) -> str:
-    import httpx
+    """The node's providerAddress from its `GET /` (public, unsigned: plain stdlib HTTP)."""
+    import urllib.error
+    import urllib.request
 
-    answer = httpx.get(url.rstrip("/") + "/", timeout=10).json()
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=10) as response:
+            answer = json.loads(response.read(1 << 20))
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        raise SystemExit(f"runnerd: cannot read the providerAddress of {text(url)}: {text(exc)}") from None
     address = answer.get("providerAddress") if isinstance(answer, dict) else None
     if not isinstance(address, str):
         raise SystemExit(f"runnerd: {text(url)} did not name a providerAddress")

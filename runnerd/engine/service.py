@@ -100,7 +100,7 @@ class Engine:
             downstream(up)
         return changed
 
-    def _status_changed(self, downstream):
+    def _status_changed(self, downstream: Callable[[Job, JobStatus], None]) -> Callable[[Job, JobStatus], None]:
         def changed(job: Job, old: JobStatus) -> None:
             if job.status.terminal or job.status >= JobStatus.PROVISIONED:  # its image is on the host by now
                 self.credentials.forget(job.job_id)

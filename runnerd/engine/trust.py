@@ -91,7 +91,7 @@ class Trust:
             task.add_done_callback(lambda _t: self._hashing.pop(job.job_id, None))
 
     async def input_digests(self, job: PlannedJob, paths: JobPaths) -> list[InputDigest]:
-        report = read_report(paths.provision_out / "report.json") or {}
+        report = read_report(paths.provision_report) or {}
         downloaded = {f.get("dest"): f for f in report.get("files") or () if isinstance(f, dict)}
         out = []
         for i, item in enumerate(job.plan.inputs):
@@ -110,7 +110,7 @@ class Trust:
             return Digest(hashlib.sha256(data).hexdigest(), len(data))
         if isinstance(code, LocalFile):
             return await self.cache.digest(paths.pinned_algorithm)
-        report = read_report(paths.provision_out / "report.json") or {}
+        report = read_report(paths.provision_report) or {}
         files = [f for f in report.get("files") or () if isinstance(f, dict)]
         entry = next((f for f in files if f.get("dest") == layout.ALGORITHM), None)
         return _digest(entry, "bytes")
@@ -193,7 +193,7 @@ class Trust:
             data = provenance.to_bytes(document)
             target = paths.logs / ATTESTATION
             await asyncio.to_thread(_write_bytes, target, data)
-        except Exception:  # noqa: BLE001 - the job still ends, without its attestation; the log says why
+        except Exception:  # the job still ends, without its attestation; the log says why
             log.exception("job %s: its attestation could not be made", job.job_id)
             return None
         return ResultFile(ATTESTATION, len(data), ResultType.ATTESTATION, f"logs/{ATTESTATION}")
@@ -202,7 +202,7 @@ class Trust:
                         finished: float) -> dict[str, Any]:
         assert self.identity is not None
         status = job.ending or JobStatus.COMPLETED
-        report = read_report(paths.results / "report.json") or {}
+        report = read_report(paths.results_report) or {}
         copied = {f.get("path"): f for f in report.get("files") or () if isinstance(f, dict)}
         digests = []
         for index, r in enumerate(results):

@@ -190,7 +190,7 @@ class UsageCollector:
                 await self.sample()
             except RuntimeUnavailable:
                 pass  # Docker away: the readings wait; the jobs' steps handle the outage
-            except Exception:  # noqa: BLE001 - a reading must never take the daemon down
+            except Exception:  # a reading must never take the daemon down
                 log.exception("usage collection failed; trying again next round")
             self._wake.clear()
             # A round never starts sooner than `interval` after the last began (a new job wakes it).
