@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from typing import Callable
 
 import pytest
 
+from runnerd.domain import JobStatus
 from runnerd.engine.image_gc import ImageGC
 from tests.fakes import FakeRuntime
 from tests.helpers import BUSYBOX_IMAGE
@@ -161,3 +163,66 @@ def test_registry_credentials_of_a_job_are_neither_in_its_row_nor_in_a_log(share
     assert password not in shared_daemon.log()
     for path in (shared_daemon.data_dir / "jobs" / job["jobId"]).rglob("*"):
         assert not path.is_file() or password.encode() not in path.read_bytes(), path
+
+
+async def test_the_engine_collects_after_a_pull_and_keeps_what_queued_and_running_jobs_need(tmp_path):
+    """Through the engine (fake Docker): image A, pulled for a job that has ended, goes once image
+    B's pull passes the budget; then, with the budget at nothing, A (pulled again for a job that
+    waits in the queue) and B (its job runs) both stay, and so does the helper image."""
+    import asyncio
+    import uuid
+
+    from runnerd.catalog import Catalog
+    from runnerd.config import parse_config
+    from runnerd.engine.service import Engine
+    from runnerd.store import Database, JobStore
+    from tests.fakes import Outcome
+    from tests.helpers import dataset, raw
+
+    helper, a, b = "fake/helper:1", "fake/a:1", "fake/b:1"
+    settings = parse_config({"helperImage": helper, "imagePull": "if-missing", "imageCacheGB": 1.5,
+                             "diskFloorGB": 0, "sweepIntervalSeconds": 3600, "environments": [
+                                 {"id": "env", "nCPU": 1, "ramGB": 0.25, "diskGB": 0.05, "diskQuota": "none",
+                                  "maxJobs": 1, "rawAlgorithmImages": ["fake/*"]}]})
+    (tmp_path / "data" / "jobs").mkdir(parents=True)
+    db = await Database.open(tmp_path / "data" / "runnerd.db")
+    store = JobStore(db)
+    fake = FakeRuntime(images={helper}, pullable={a, b})
+    for i, ref in enumerate((helper, a, b)):
+        fake.digests[ref] = ("sha256:" + str(i) * 64, ())
+        fake.image_sizes[ref] = GB
+    fake.script(Outcome(duration=None), image=b)  # B's algorithm runs until the test ends it
+    engine = Engine(settings, store, fake, Catalog(tmp_path / "assets"), tmp_path / "data", cores=[0, 1])
+    await engine.start()
+    did = dataset(tmp_path / "assets", b"x\n")
+
+    async def run(image: str) -> str:
+        job = await engine.submit({"environment": "env", "algorithm": raw("print(1)", image=image), "dataset": {
+            "documentId": did, "serviceId": "compute", "transferTxId": "0x" + uuid.uuid4().hex}}, "0x" + "1" * 40)
+        return job.job_id
+
+    async def reaches(job_id: str, wanted: Callable[[JobStatus], bool]) -> None:
+        async def poll() -> None:
+            while not wanted((await store.get(job_id)).status):
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(poll(), 30)
+
+    try:
+        first = await run(a)
+        await reaches(first, lambda s: s.terminal)
+        assert a in fake.images  # 1 GB: within the budget
+        running = await run(b)
+        await reaches(running, lambda s: s == JobStatus.RUNNING)
+        assert engine.image_gc.removed == [a] and fake.images == {helper, b}  # A: least recently used, unneeded
+        fake.images.add(a)  # A is back (as if pulled for the next job), and runnerd's again
+        await engine.image_gc.pulled(a, was_present=False)
+        waiting = await run(a)  # queued: the only slot is B's
+        engine.image_gc.budget = 1
+        assert await engine.image_gc.collect() == []
+        assert fake.images == {helper, a, b}  # A: a queued job needs it; B: its job runs
+        fake.finish(next(c.id for c in fake.of_job(running) if c.spec.image == b))
+        await reaches(waiting, lambda s: s.terminal)
+    finally:
+        await engine.shutdown()
+        await fake.close()
+        await db.close()
