@@ -189,7 +189,6 @@ class Job:
     request: dict[str, Any] | None = None  # what a restart re-runs intake from (written at insert only)
     terms: JobTerms = field(default_factory=lambda: JobTerms())  # what its start asked beyond the plan
     usage: dict[str, Any] | None = None  # final resource use, engine.usage.JobUsage.public() (#15)
-    image: dict[str, Any] | None = None  # {id, repoDigests} of the image the algorithm's container ran (#15)
 
     @property
     def terminal(self) -> bool:
@@ -223,7 +222,6 @@ STOPREQ_NONE, STOPREQ_USER, STOPREQ_TIMEOUT = 0, 1, 2
 
 
 # -- what a job holds while it runs ----------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class Slot:
@@ -263,7 +261,6 @@ class ResolvedImages:
 
 
 # -- the job plan: what intake decided, self-contained, so a job runs the same after a restart ---
-
 
 @dataclass(frozen=True)
 class LocalFile:

@@ -33,6 +33,7 @@ from runnerd.store import JobStore
 
 log = logging.getLogger("runnerd.provenance")
 ATTESTATION = "attestation.json"  # in the job's logs/ folder: runnerd's own file, like the logs
+IMAGE = "image.json"  # in the job's folder: the image its algorithm's container runs (never published)
 
 
 def _digest(entry: Any, size_key: str) -> Digest | None:
@@ -147,33 +148,34 @@ class Trust:
         beside it, which image its container was created from (off the critical path)."""
         self.usage.watch(job.job_id, job.environment, disk=paths.fs, before=JobUsage.from_public(job.usage),
                          find=lambda: self._algorithm_container(job.job_id))
-        if self.provenance and job.image is None:
-            self._images[job.job_id] = asyncio.ensure_future(self._image_of(job.job_id))
+        if self.provenance and not (paths.root / IMAGE).exists():  # known already, after a restart
+            self._images[job.job_id] = asyncio.ensure_future(self._image_of(job.job_id, paths))
 
     async def finish(self, job: PlannedJob) -> dict[str, Any]:
-        """The columns to store once the algorithm ended: its final usage and its image."""
+        """The columns to store once the algorithm ended: its final usage (its image is in its file)."""
         final = self.usage.unwatch(job.job_id)
         task = self._images.pop(job.job_id, None)
-        image = await task if task is not None else None
-        return {"usage": final.public() if final is not None else job.usage, "image": image or job.image}
+        if task is not None:
+            await task
+        return {"usage": final.public() if final is not None else job.usage}
 
     def current(self, job_id: str) -> dict[str, Any] | None:
         live = self.usage.current(job_id)
         return None if live is None else live.public()
 
-    async def _image_of(self, job_id: str) -> dict[str, Any] | None:
-        """{id, repoDigests} of the image the algorithm's (created) container runs: what Docker
-        really runs, whatever a tag names now. None if it cannot be told (never raises)."""
+    async def _image_of(self, job_id: str, paths: JobPaths) -> None:
+        """Note {id, repoDigests} of the image the algorithm's (created) container runs, what Docker
+        really runs whatever a tag names now, in the job's folder (runnerd's own file, read when
+        the attestation is made; it outlives a restart). Never raises."""
         try:
             rec = (await self.store.steps(job_id)).get(StepKind.ALGORITHM)
             image_id = await self.runtime.container_image(rec.container_id) if rec and rec.container_id else None
             if not image_id:
-                return None
+                return
             _, repo = await self.runtime.image_digests(image_id)
-            return {"id": image_id, "repoDigests": sorted(repo)}
-        except (ImageMissing, RuntimeUnavailable) as exc:
+            await asyncio.to_thread(_write_json, paths.root / IMAGE, {"id": image_id, "repoDigests": sorted(repo)})
+        except (ImageMissing, RuntimeUnavailable, OSError) as exc:
             log.warning("job %s: cannot tell which image its algorithm runs: %s", job_id, exc)
-            return None
 
     # -- the attestation -------------------------------------------------------------------------
 
@@ -215,7 +217,7 @@ class Trust:
         algo = job.plan.algorithm
         c = algo.container
         reference = job.images.algorithm if job.images else image_reference(c.image, c.tag, c.checksum)
-        image = job.image or {}
+        image = read_report(paths.root / IMAGE) or {}
         slot = job.slot
         limits = {"nanoCPUs": int(round(env.nCPU * 1e9)), "ramBytes": env.ram_bytes, "diskBytes": env.disk_bytes,
                   "maxJobDurationMs": int(round(env.maxJobDuration * 1000)), "maxOutputFiles": env.maxOutputFiles,

@@ -90,7 +90,6 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         restarted_from=row["restarted_from"],
         terms=_terms_in(row["terms"]),
         usage=json.loads(row["usage"]) if row["usage"] else None,
-        image=json.loads(row["image"]) if row["image"] else None,
     )
 
 
@@ -122,11 +121,11 @@ def _step_from_row(row: sqlite3.Row) -> StepRecord:
 # Everything but `spec` (up to maxRequestBytes of raw code and custom data): what status reads need.
 _STATUS = ("job_id, owner, owner_lc, document_id, environment, agreement_id, algo_did, input_dids,"
            " status, date_created, date_started, date_finished, stopreq, removed, results, termination, error, slot,"
-           " images, expires_at, ending, history, restarted_from, terms, usage, image")
+           " images, expires_at, ending, history, restarted_from, terms, usage")
 
 _JOB_COLUMNS = {  # the columns transition()/update() may set (`spec`: None only, to drop the plan)
     "date_started", "date_finished", "stopreq", "removed", "results", "termination", "error", "slot", "images",
-    "expires_at", "ending", "spec", "result_bytes", "request", "usage", "image",
+    "expires_at", "ending", "spec", "result_bytes", "request", "usage",
 }
 _DROPPED_PLAN = "{}"  # what `spec` holds once the job has ended (or for a row imported without one)
 
@@ -145,7 +144,7 @@ def _encode(column: str, value: Any) -> Any:
         if value is not None:
             raise ValueError("a job's plan is never rewritten")
         return _DROPPED_PLAN
-    if column in ("request", "usage", "image"):
+    if column in ("request", "usage"):
         return None if value is None else json.dumps(value)
     return value
 

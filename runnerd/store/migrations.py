@@ -216,12 +216,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0012_usage_and_image",
+        "0012_usage",
         """
-        -- #15: a finished job's final resource use (JSON, the status object's `usage`) and the image
-        -- its algorithm's container was created from (JSON {id, repoDigests}: what its attestation names)
+        -- #15: a finished job's final resource use (JSON: the status object's `usage`, also in its
+        -- attestation), kept once the algorithm ended
         ALTER TABLE jobs ADD COLUMN usage TEXT;
-        ALTER TABLE jobs ADD COLUMN image TEXT;
         """,
     ),
 ]
