@@ -48,7 +48,8 @@ def _date(value: float | None) -> str | None:
 
 
 # The result entries this dialect lists, in ocean-node's order: the logs, then the outputs as one
-# `outputs.tar` (entries under `outputs/`), then runnerd's filtering log. Indices are this list's.
+# `outputs.tar` (entries under `outputs/`), then runnerd's filtering log and the job's attestation
+# (#15). Indices are this list's.
 OUTPUTS_TAR = "outputs.tar"
 # outputs.tar's size by (jobId, number of outputs). Laying out the tar costs about 50 ms for
 # maxOutputFiles (1000) long names, and every status answer lists the size: unsigned reads by
@@ -83,10 +84,11 @@ def node_results(job: Job) -> list[dict[str, Any]]:
     outputs = [r for r in job.results if r.type == ResultType.OUTPUT]
     if outputs or job.status in (S.COMPLETED, S.ALGORITHM_FAILED, S.TIMED_OUT, S.OUT_OF_MEMORY, S.STOPPED):
         entries.append({"filename": OUTPUTS_TAR, "filesize": _tar_size(job, outputs), "type": "output", "source": None})
-    if ResultType.FILTERING_LOG in by_type:
-        r = job.results[by_type[ResultType.FILTERING_LOG]]
-        entries.append({"filename": r.filename, "filesize": r.filesize, "type": r.type.value,
-                        "source": by_type[ResultType.FILTERING_LOG]})
+    for kind in (ResultType.FILTERING_LOG, ResultType.ATTESTATION):  # runnerd's own, last (#15)
+        if kind in by_type:
+            r = job.results[by_type[kind]]
+            entries.append({"filename": r.filename, "filesize": r.filesize, "type": kind.value,
+                            "source": by_type[kind]})
     for i, entry in enumerate(entries):
         entry["index"] = i
     return entries
