@@ -190,3 +190,15 @@ async def test_a_local_input_is_hashed_once_per_version_not_per_job(tmp_path):
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     changed = await again.digest(data)
     assert changed != first and again.hashed_bytes == data.stat().st_size
+
+
+def test_verify_finds_results_saved_by_other_clients(tmp_path):
+    """Plain file names (ocean.js saves them so) and outputs unpacked from ocean-node's outputs.tar."""
+    files = {"out/a.txt": b"hello", "algorithm.log": b"log\n"}
+    folder = _folder(tmp_path, files)
+    (folder / "out" / "a.txt").rename(tmp_path / "a.txt")
+    (folder / "outputs" / "out").mkdir(parents=True)
+    (tmp_path / "a.txt").rename(folder / "outputs" / "out" / "a.txt")
+    (folder / "algorithmLog-algorithm.log").rename(folder / "algorithm.log")
+    ok = _verify(str(folder), "--provider", ADDRESS)
+    assert ok.returncode == 0, ok.stdout + ok.stderr

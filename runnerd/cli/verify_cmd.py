@@ -65,8 +65,10 @@ def check(folder: Path, document: dict[str, Any], provider: str | None, code: Pa
     for r, name in zip(results, saved_names(results)):
         label = f"result {r.get('index')} ({r['type']} {text(r['filename'])})"
         path = folder / name
-        if not path.is_file() and (folder / r["filename"]).is_file():
-            path = folder / r["filename"]  # saved under its plain name by another client
+        others = [folder / r["filename"]] + ([folder / "outputs" / r["filename"]] if r["type"] == "output" else [])
+        for other in others:  # saved under its plain name by another client, or unpacked from an outputs.tar
+            if not path.is_file() and other.is_file():
+                path = other
         try:
             got, size = sha256_file(path)
         except FileNotFoundError:
