@@ -161,3 +161,18 @@ async def test_metrics_are_per_environment_and_memory_goes_back_when_a_job_ends(
     assert "owner" not in text and "0x" not in text
     collector.unwatch("a")
     assert 'runnerd_job_memory_bytes{environment="gpu-env"} 0.0' in metrics.render({}, {}).decode()
+
+
+async def test_a_job_whose_container_is_gone_is_let_go_after_some_rounds():
+    fake = FakeRuntime(images={"algo:1"}, default=Outcome(duration=None))
+    cid = await fake.create(_spec("a"))
+    await fake.start(cid)
+    collector = UsageCollector(fake, interval=1)
+    collector.watch("a", "env", cid)
+    await collector.sample()
+    fake.vanish(cid)
+    for _ in range(29):
+        await collector.sample()
+    assert collector.current("a") is not None  # a few silent rounds: still watched
+    await collector.sample()
+    assert collector.current("a") is None and collector.unwatch("a") is None

@@ -100,9 +100,10 @@ class ImageGC:
 
     def used(self, ref: str) -> None:
         """A job is about to run `ref`: the most recently used now (saved with the next change)."""
-        p = self._pulled.get(ref)
-        if p is not None:
-            p.used = self.clock()
+        now = self.clock()
+        for p in self._pulled.values():  # by reference, or by id (a job pinned by digest runs the id)
+            if p.ref == ref or p.image_id == ref:
+                p.used = now
 
     async def collect(self) -> list[str]:
         """Remove runnerd's least recently used images until they fit the budget; returns the

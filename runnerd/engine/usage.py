@@ -24,6 +24,7 @@ from runnerd.containers.runtime import ContainerRuntime, ContainerUsage
 from runnerd.errors import RuntimeUnavailable
 
 log = logging.getLogger("runnerd.usage")
+FORGET_AFTER = 30  # rounds without a reading after which a job is no longer watched
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class _Watched:
     disk: Path | None
     usage: JobUsage = field(default_factory=JobUsage)
     find: Callable[[], Awaitable[str | None]] | None = None  # the container's id, once it has one
+    missed: int = 0  # rounds in a row without a reading
 
 
 # hook(environment, previous usage, new usage): the metrics keep per-environment totals
@@ -174,8 +176,13 @@ class UsageCollector:
         now = self.clock()
         for w, disk in zip(watched, disks):
             reading = readings.get(w.container_id or "")
+            if reading is None and self._watched.get(w.job_id) is w:
+                w.missed += 1
+                if w.missed >= FORGET_AFTER:  # its run ended without telling (a crash of the runner): let go
+                    self.unwatch(w.job_id)
             if reading is None or self._watched.get(w.job_id) is not w:
                 continue  # not running (yet, or any more), or unwatched meanwhile
+            w.missed = 0
             new = w.usage.merge(reading, now)
             if disk is not None:
                 new = replace(new, disk_bytes=disk[0], disk_quota_bytes=disk[1])
