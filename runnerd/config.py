@@ -174,8 +174,7 @@ class Settings:
     logFollowersTotal: int = key(256, "live-log followers the daemon serves at once", minimum=1)
     provenance: bool = key(True, "sign an attestation of each job whose algorithm ran (result type attestation)")
     usageInterval: float = key(2, "seconds between readings of running jobs' usage (0: off)", unit="s", minimum=0)
-    imageCacheGB: float = key(0, "budget of the images runnerd pulled; least recently used ones beyond it are "
-                              "removed (0: keep them all)", unit="GB", minimum=0)
+    imageCacheGB: float = key(0, "disk for images runnerd pulled; the LRU beyond it go (0: off)", unit="GB", minimum=0)
     environments: tuple[Environment, ...] = field(default_factory=tuple)
     source: str = "<defaults>"
     chains: tuple[Chain, ...] = ()  # chain mode (#16): one per chain id, none by default
