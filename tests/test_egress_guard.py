@@ -186,3 +186,24 @@ def test_outputs_within_the_guard_are_published_and_a_malformed_guard_refuses_th
     with pytest.raises(ApiError) as refused:
         client.start(bad, raw("print(1)"), "ocean-compute")
     assert refused.value.status == 400 and refused.value.body["code"] == "invalid_egress_guard"
+
+
+@pytest.mark.docker
+def test_a_downloaded_dataset_without_a_checksum_is_hashed_and_guarded(make_daemon, http_server):
+    """The provision step hashes every download (not only those with a checksum), so a URL
+    dataset's guard and attestation have its digest."""
+    from tests.helpers import raw, result_of, wait_done, write_ddo
+
+    data = b"id,secret\n7,carol\n"
+    http_server.files["/guarded.csv"] = data
+    daemon = make_daemon(provisionAllow=[http_server.host])
+    did = write_ddo(daemon.assets, {
+        "id": "did:op:" + "7e" * 32, "metadata": {"type": "dataset", "name": "guarded"}, "nft": {"owner": ""},
+        "services": [{"id": "compute", "type": "compute", "files": [{"type": "url", "url": http_server.url(
+            "/guarded.csv")}], "compute": {"allowRawAlgorithm": True, "egressGuard": {"noVerbatimCopies": True}}}]})
+    client = daemon.client()
+    job = wait_done(client, client.start(did, raw(COPY_INPUT), "ocean-compute")["jobId"])
+    assert job["status"] == 74 and "leak.csv is a verbatim copy of dataset" in job["error"], job
+    inputs = json.loads(result_of(client, job, "attestation"))["statement"]["predicate"]["inputs"]
+    assert inputs == [{"did": did, "index": 0, "source": "download", "sha256": sha(data), "size": len(data)}]
+    assert http_server.url("/") not in result_of(client, job, "attestation").decode()  # never the URL

@@ -109,6 +109,8 @@ def provision_plan(job: PlannedJob, settings: Settings) -> dict[str, Any]:
         "retries": settings.provisionRetries,
         "maxBytes": int(settings.maxDownloadGB * 1024**3),
         "report": layout.STEP_REPORT,
+        # every download's sha256, for the attestation and the inputs' egress guards (#15)
+        "hash": settings.provenance or any(i.guard for i in job.plan.inputs),
     }
 
 
