@@ -126,7 +126,7 @@ class Engine:
     async def _gc_loop(self) -> None:
         while True:
             await self.image_gc.collect()
-            await asyncio.sleep(self.settings.sweepIntervalSeconds)
+            await self.clock.sleep(self.settings.sweepIntervalSeconds)
 
     async def start(self) -> None:
         await self._check_docker()
