@@ -202,3 +202,14 @@ def test_verify_finds_results_saved_by_other_clients(tmp_path):
     (folder / "algorithmLog-algorithm.log").rename(folder / "algorithm.log")
     ok = _verify(str(folder), "--provider", ADDRESS)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_verify_prints_an_attestations_own_texts_escaped(tmp_path):
+    """The attestation comes from the server: a keyid with a terminal escape must not reach the terminal."""
+    folder = _folder(tmp_path, {"a": b"1"})
+    path = folder / "attestation-attestation.json"
+    doc = json.loads(path.read_text())
+    doc["signatures"][0]["keyid"] = "0x\x1b[2Jevil"
+    path.write_text(json.dumps(doc))
+    out = _verify(str(folder))
+    assert out.returncode == 1 and "\x1b" not in out.stdout and "\\x1b[2Jevil" in out.stdout

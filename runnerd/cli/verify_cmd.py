@@ -142,10 +142,10 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": not problems, "problems": problems, "checked": notes}, indent=2))
     else:
-        for line in notes:
-            print(line)
+        for line in notes:  # through `text` again: an attestation's own fields (keyid, names) reach them
+            print(text(line))
         for line in problems:
-            print(f"MISMATCH {line}")
+            print(f"MISMATCH {text(line)}")
         print("verified: every result matches the signed attestation" if not problems
               else f"{len(problems)} mismatch(es): these results are not what the node attested")
     return 0 if not problems else 1
