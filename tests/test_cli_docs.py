@@ -25,10 +25,11 @@ SLOW = ("import time\nprint('tick 0', flush=True)\nprint('tick 1', flush=True)\n
 
 def shape(text: str) -> list[str]:
     """A sample as its shape: ids, DIDs, addresses, numbers and times become placeholders, runs of
-    blanks one blank, heartbeats (which come only with a slow machine) dropped."""
+    blanks one blank, heartbeats (which come only with a slow machine) and usage lines (a job shorter
+    than usageInterval may have no reading) dropped."""
     lines = []
     for line in text.splitlines():
-        if "(still running)" in line or "(still queued)" in line or not line.strip():
+        if "(still running)" in line or "(still queued)" in line or line.startswith("usage:") or not line.strip():
             continue
         line = re.sub(r"did:op:(?:[0-9a-f]{64}|[0-9a-f]{4}…[0-9a-f]{4})", "DID", line)
         line = re.sub(r"\b(?:[0-9a-f]{64}|[0-9a-f]{4}…[0-9a-f]{4})\b", "DIDHEX", line)
