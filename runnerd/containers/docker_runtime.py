@@ -228,8 +228,7 @@ class DockerRuntime:
             parsed = imageref.parse(ref)  # ValueError: a reference Docker would refuse anyway
             response = None
             try:  # the SDK's private calls (docker is pinned below 8): its own pull takes no timeout
-                # A job's credentials go in the X-Registry-Auth header of this request only (#15).
-                headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else None
+                headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else None  # this pull only
                 response = api._post(api._url("/images/create"),  # type: ignore[attr-defined]
                                      params={"fromImage": parsed.name, "tag": parsed.digest or parsed.tag or "latest"},
                                      stream=True, timeout=(10, stall), headers=headers)
@@ -388,17 +387,15 @@ class DockerRuntime:
 
     async def container_image(self, container_id: str) -> str | None:
         try:
-            data = await self._call(lambda: self._api.inspect_container(container_id))
+            return str((await self._call(lambda: self._api.inspect_container(container_id))).get("Image") or "") or None
         except docker.errors.NotFound:
             return None
-        return str(data.get("Image") or "") or None
 
     async def list_images(self) -> list[ImageInfo]:
         rows = await self._call(lambda: self._api.images())
-        return [ImageInfo(id=str(r.get("Id", "")),
-                          tags=tuple(t for t in r.get("RepoTags") or () if t != "<none>:<none>"),
-                          size=int(r.get("Size") or 0), created=float(r.get("Created") or 0),
-                          repo_digests=tuple(d for d in r.get("RepoDigests") or () if "@" in d)) for r in rows]
+        return [ImageInfo(str(r.get("Id", "")), tuple(t for t in r.get("RepoTags") or () if t != "<none>:<none>"),
+                          int(r.get("Size") or 0), float(r.get("Created") or 0),
+                          tuple(d for d in r.get("RepoDigests") or () if "@" in d)) for r in rows]
 
     async def remove_image(self, ref: str) -> bool:
         try:
