@@ -21,7 +21,7 @@ from docker.types import DeviceRequest, LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from runnerd import imageref
-from runnerd.containers import cgroups
+from runnerd.containers import cgroups, runtime
 from runnerd.containers.capabilities import LOCAL_DOCKER
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
@@ -29,8 +29,6 @@ from runnerd.containers.runtime import (
     LABEL_STEP,
     ContainerSpec,
     ContainerState,
-    ContainerUsage,
-    ImageInfo,
     OwnedContainer,
 )
 from runnerd.domain import ExitResult
@@ -381,7 +379,7 @@ class DockerRuntime:
         """Docker's `info` (cgroup version, CPUs, runtimes) for doctor and the scheduler."""
         return await self._call(lambda: self._api.info())
 
-    async def usage(self, container_ids: list[str]) -> dict[str, ContainerUsage]:
+    async def usage(self, container_ids: list[str]) -> dict[str, runtime.ContainerUsage]:
         return await self._call(lambda: cgroups.read_many(
             container_ids, lambda cid: self._api.stats(cid, stream=False, one_shot=True), docker.errors.NotFound))
 
@@ -391,11 +389,8 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
 
-    async def list_images(self) -> list[ImageInfo]:
-        rows = await self._call(lambda: self._api.images())
-        return [ImageInfo(str(r.get("Id", "")), tuple(t for t in r.get("RepoTags") or () if t != "<none>:<none>"),
-                          int(r.get("Size") or 0), float(r.get("Created") or 0),
-                          tuple(d for d in r.get("RepoDigests") or () if "@" in d)) for r in rows]
+    async def list_images(self) -> list[runtime.ImageInfo]:
+        return [runtime.ImageInfo.from_api(row) for row in await self._call(lambda: self._api.images())]
 
     async def remove_image(self, ref: str) -> bool:
         try:

@@ -5,7 +5,7 @@ tests also run the same contract against an in-memory fake."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from runnerd.domain import ExitResult
 
@@ -95,6 +95,13 @@ class ImageInfo:
     size: int  # bytes
     created: float  # epoch seconds
     repo_digests: tuple[str, ...] = ()  # `name@sha256:…`
+
+    @classmethod
+    def from_api(cls, row: dict[str, Any]) -> "ImageInfo":
+        """From one entry of the Engine API's image list (`GET /images/json`)."""
+        return cls(str(row.get("Id", "")), tuple(t for t in row.get("RepoTags") or () if t != "<none>:<none>"),
+                   int(row.get("Size") or 0), float(row.get("Created") or 0),
+                   tuple(d for d in row.get("RepoDigests") or () if "@" in d))
 
 
 class ContainerRuntime(Protocol):
