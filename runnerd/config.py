@@ -78,8 +78,7 @@ class Environment:
     maxJobs: int = key(2, "jobs running at once; more wait in the queue at status 1", minimum=1)
     maxQueue: int = key(100, "queued jobs beyond which a start answers 503", minimum=0)
     maxJobDuration: float = key(3600, "algorithm run time before it is killed (status 72)", unit="s", minimum=1)
-    queueMaxWaitTime: float = key(0, "longest wait at status 1; then the job ends (76); 0: no bound", unit="s",
-                                  minimum=0)
+    queueMaxWaitTime: float = key(0, "longest wait at status 1; then it ends (76); 0: no bound", unit="s", minimum=0)
     storageExpiry: float = key(604800, "time results are kept after the job ends", unit="s", minimum=0)
     priceMin: float = key(0, "provider fee per minute, in fee-token units; > 0 needs chain mode", minimum=0)
     rawAlgorithmImages: tuple[str, ...] = key(["python:3.12-slim"], "images a raw algorithm (algorithm.meta) may "
@@ -141,11 +140,9 @@ class Settings:
     requestBodySeconds: float = key(30, "time for a whole request body to arrive after its headers (408)",
                                     unit="s", minimum=0.1)
     keepAliveSeconds: float = key(15, "an idle keep-alive connection is closed after this", unit="s", minimum=0.1)
-    jobUser: str = key("65532:65532",
-                       "uid:gid every job container runs as: never root, and best a uid no host user has")
+    jobUser: str = key("65532:65532", "uid:gid every job container runs as: never root, best a uid no host user has")
     stopGraceSeconds: float = key(5, "SIGTERM-to-SIGKILL grace when a job is stopped or times out", unit="s", minimum=0)
-    provisionTimeout: float = key(60, "connect/read timeout of each download in the provision step",
-                                  unit="s", minimum=1)
+    provisionTimeout: float = key(60, "connect/read timeout of a download in the provision step", unit="s", minimum=1)
     provisionRetries: int = key(2, "extra attempts for a download that failed for a transient reason", minimum=0)
     maxDownloadGB: float = key(10, "largest single file the provision step downloads", unit="GB", minimum=0.000001)
     diskFloorGB: float = key(1, "free space under the data dir below which new jobs wait in the queue",
