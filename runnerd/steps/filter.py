@@ -36,6 +36,7 @@ import shutil
 import stat
 import sys
 import traceback
+from typing import Any
 
 CHUNK = 1024 * 1024
 MAX_DEPTH = 64  # deeper trees are skipped: they would exhaust fds and path lengths
@@ -79,6 +80,7 @@ class DestDir:
 
     def fd(self) -> int:
         if self._fd < 0:
+            assert self.parent is not None  # only the root has no parent, and it is made open
             pfd = self.parent.fd()
             os.mkdir(self.name, 0o755, dir_fd=pfd)
             self._fd = os.open(self.name, DIR_FLAGS, dir_fd=pfd)
@@ -95,7 +97,9 @@ class Filter:
 
     def __init__(self, max_files: int, max_bytes: int, hashing: bool = False, guard: dict | None = None):
         self.max_files, self.max_bytes = max_files, max_bytes
-        self.files, self.skipped, self.total, self.n_skipped = [], [], 0, 0
+        self.files: list[dict[str, Any]] = []
+        self.skipped: list[str] = []
+        self.total, self.n_skipped = 0, 0
         guard = guard or {}
         self.unavailable = guard.get("unavailable")
         self.copies_of = {str(k).lower(): str(v) for k, v in (guard.get("inputs") or {}).items()}
@@ -172,10 +176,10 @@ class Filter:
         finally:
             os.close(in_fd)
         self.total += size
-        entry = {"path": rel, "size": size}
+        entry: dict[str, Any] = {"path": rel, "size": size}
         if digest is not None:
-            entry["sha256"] = digest.hexdigest()
-            copied = self.copies_of.get(entry["sha256"]) if size else None
+            entry["sha256"] = sha = digest.hexdigest()
+            copied = self.copies_of.get(sha) if size else None
             if copied:
                 raise GuardBreach("output %s is a verbatim copy of %s, which its egress guard forbids to publish"
                                   % (show(rel), copied))
