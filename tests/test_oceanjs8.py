@@ -110,7 +110,8 @@ def test_oceanjs_8_runs_a_whole_compute_flow_unpatched_against_the_node_dialect(
     # ocean-node's order: the logs, then the outputs as one tar; then runnerd's filtering log
     assert [(r["index"], r["type"], r["filename"]) for r in results] == [
         (0, "configurationLog", "configuration.log"), (1, "algorithmLog", "algorithm.log"),
-        (2, "output", "outputs.tar"), (3, "filteringLog", "filtering.log")]
+        (2, "output", "outputs.tar"), (3, "filteringLog", "filtering.log"),
+        (4, "attestation", "attestation.json")]  # runnerd's signed provenance (#15), last
     tar = base64.b64decode(s["result"]["tar"])
     assert s["result"]["filename"] == "outputs.tar" and len(tar) == s["result"]["size"] == results[2]["filesize"]
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:

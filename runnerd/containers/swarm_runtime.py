@@ -18,6 +18,7 @@ Swarm reports no OOM flag, so `oom_killed` is never set (capabilities.SWARM says
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import docker.errors
@@ -328,7 +329,7 @@ class SwarmRuntime(DockerRuntime):
                 if exc.status_code == 400:  # a malformed id
                     raise docker.errors.NotFound(str(exc)) from exc
                 raise
-            return copy_capped(stream, path, limit, skip)
+            return copy_capped(_WithoutStreamErrors(stream), path, limit, skip)
 
         try:
             return await self._call(copy, long=True)
@@ -349,3 +350,24 @@ class SwarmRuntime(DockerRuntime):
             return out
 
         return await self._call(owned)
+
+
+class _WithoutStreamErrors:
+    """A service's log stream without the manager's own complaints. Once a stop has moved the
+    service to a constraint no node meets, the manager adds "Error grabbing logs: … task … has
+    not been scheduled" to every read, and that line is not the algorithm's output."""
+
+    PREFIX = b"Error grabbing logs: "
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.stream:
+            if not chunk.startswith(self.PREFIX):
+                yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.stream, "close", None)
+        if close:
+            close()
