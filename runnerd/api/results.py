@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 from aiohttp import web
 
 from runnerd import signing
 from runnerd.api.keys import DATA_DIR, IDENTITY, STORE
 from runnerd.api.params import authenticate, read_params, text
+from runnerd.domain import ResultFile
 from runnerd.errors import BadRequest, NotFound, RangeNotSatisfiable, Unauthorized
 
 _UNSAFE = re.compile(r'[^A-Za-z0-9._+-]')
@@ -74,8 +76,15 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
         await store.spend_suffix(job_id, suffix)
     if index >= len(job.results):
         raise NotFound(f"job {job_id} has no result {index} (it has {len(job.results)})", "not_found", "index")
-    result = job.results[index]
-    job_root = request.app[DATA_DIR] / "jobs" / job_id
+    return send_result_file(request, request.app[DATA_DIR] / "jobs" / job_id, job.results[index], index, job_id,
+                            "application/octet-stream")
+
+
+def send_result_file(request: web.Request, job_root: Path, result: ResultFile, index: int, job_id: str,
+                     content_type: str) -> web.FileResponse:
+    """One published file of a job, as both dialects serve it: only a regular file inside the
+    job's folder (a result swapped for a link or a device since it was published is not found),
+    with Range checked against its size."""
     path = job_root / result.path
     try:
         st = os.lstat(path)
@@ -87,5 +96,5 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, chunk_size=256 * 1024, headers={
         "Content-Disposition": disposition(result.filename),
         "Access-Control-Expose-Headers": "Content-Disposition",
-        "Content-Type": "application/octet-stream",
+        "Content-Type": content_type,
     })

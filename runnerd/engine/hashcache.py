@@ -23,6 +23,7 @@ import os
 import stat
 from pathlib import Path
 
+from runnerd.engine import statefile
 from runnerd.provenance import Digest
 
 log = logging.getLogger("runnerd.hashcache")
@@ -69,14 +70,7 @@ class HashCache:
     def _load(self) -> None:
         if self._path is None:
             return
-        try:
-            raw = json.loads(self._path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("input hash cache %s unreadable (%s); starting empty", self._path, exc)
-            return
-        for key, value in raw.items() if isinstance(raw, dict) else ():
+        for key, value in statefile.read(self._path, "the input hash cache starts empty").items():
             try:
                 self._known[str(key)] = Digest(str(value["sha256"]), int(value["size"]))
             except (KeyError, TypeError, ValueError):
@@ -89,14 +83,8 @@ class HashCache:
         return json.dumps({k: {"sha256": d.sha256, "size": d.size} for k, d in self._known.items()})
 
     def _save(self, text: str) -> None:
-        if self._path is None:
-            return
-        tmp = self._path.with_suffix(".tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, self._path)  # never a half-written cache
-        except OSError as exc:
-            log.warning("cannot write the input hash cache %s: %s", self._path, exc)
+        if self._path is not None:
+            statefile.write(self._path, text)
 
     def cached(self, path: Path) -> Digest | None:
         """The remembered digest of the file as it is now, or None (no I/O beyond one stat)."""

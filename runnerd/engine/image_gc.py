@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from runnerd.containers.runtime import ContainerRuntime, ImageInfo
+from runnerd.engine import statefile
 from runnerd.errors import ImageMissing, RuntimeUnavailable
 
 log = logging.getLogger("runnerd.images")
@@ -57,14 +57,8 @@ class ImageGC:
     def _load(self) -> None:
         if self._path is None:
             return
-        try:
-            raw = json.loads(self._path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("%s unreadable (%s): runnerd's pulled images are forgotten, never removed", self._path, exc)
-            return
-        for ref, v in raw.items() if isinstance(raw, dict) else ():
+        raw = statefile.read(self._path, "runnerd's pulled images are forgotten, never removed")
+        for ref, v in raw.items():
             try:
                 self._pulled[ref] = Pulled(ref, str(v["id"]), float(v["pulled"]), float(v["used"]))
             except (KeyError, TypeError, ValueError):
@@ -75,12 +69,7 @@ class ImageGC:
             return
         text = json.dumps({p.ref: {"id": p.image_id, "pulled": p.pulled, "used": p.used}
                            for p in self._pulled.values()})
-        tmp = self._path.with_suffix(".tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, self._path)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self._path, exc)
+        statefile.write(self._path, text)
 
     def known(self) -> dict[str, Pulled]:
         return dict(self._pulled)

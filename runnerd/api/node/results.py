@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 
 from aiohttp import web
 
@@ -15,7 +13,7 @@ from runnerd.api.node.access import readable_job
 from runnerd.api.node.tarview import serve_outputs_tar
 from runnerd.api.node.views import node_results
 from runnerd.api.params import read_params, text
-from runnerd.api.results import check_range, disposition
+from runnerd.api.results import send_result_file
 from runnerd.domain import ResultType
 from runnerd.errors import BadRequest, NotFound
 
@@ -42,20 +40,8 @@ async def compute_result(request: web.Request) -> web.StreamResponse:
     if entry["source"] is None:
         outputs = [r for r in job.results if r.type == ResultType.OUTPUT]
         return await serve_outputs_tar(request, outputs, job_root, int(job.date_finished or job.date_created))
-    result = job.results[entry["source"]]
-    path = job_root / result.path
-    try:
-        st = os.lstat(path)
-    except OSError:
-        raise NotFound(f"result {index} of job {job_id} is no longer on disk", "not_found", "index") from None
-    if not stat.S_ISREG(st.st_mode) or not os.path.realpath(path).startswith(os.path.realpath(job_root) + os.sep):
-        raise NotFound(f"result {index} of job {job_id} is not a regular file", "not_found", "index")
-    check_range(request, st.st_size)
-    return web.FileResponse(path, chunk_size=256 * 1024, headers={
-        "Content-Disposition": disposition(result.filename),
-        "Access-Control-Expose-Headers": "Content-Disposition",
-        "Content-Type": "text/plain; charset=utf-8",
-    })
+    return send_result_file(request, job_root, job.results[entry["source"]], index, job_id,
+                            "text/plain; charset=utf-8")
 
 
 async def streamable_logs(request: web.Request) -> web.StreamResponse:
