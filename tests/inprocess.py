@@ -26,8 +26,6 @@ import httpx
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils import keccak
 from yarl import URL
 
 from runnerd import layout
@@ -38,6 +36,7 @@ from runnerd.containers.runtime import LABEL_STEP
 from runnerd.daemon import Daemon, open_daemon
 from tests.fakes import FakeClock, FakeContainer, FakeRuntime, Outcome
 from tests.helpers import BUSYBOX_IMAGE, PY_IMAGE, base_config
+from tests.test_api_conformance import ocean_signature
 from tests.test_openapi import conform
 
 ENDED = {7, *range(61, 100)}
@@ -164,12 +163,7 @@ class AsyncOceanStyle:
         return self
 
     def sign(self, message: str, nonce: Any, style: str = "py") -> str:
-        h = keccak(text=f"{message}{nonce}")
-        sig = bytes(Account.sign_message(encode_defunct(primitive=h), private_key=self.key).signature)
-        assert sig[64] in (27, 28)
-        if style == "py":  # ocean.py returns str(eth_keys.Signature): v = 0/1
-            sig = sig[:64] + bytes([sig[64] - 27])
-        return "0x" + sig.hex()
+        return ocean_signature(self.key, message, nonce, style)
 
     async def call(self, name: str, **kwargs: Any) -> httpx.Response:
         method, path = self.endpoints[name]

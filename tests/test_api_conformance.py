@@ -59,6 +59,17 @@ def tx() -> str:
     return "0x" + secrets.token_hex(32)
 
 
+def ocean_signature(key: str, message: str, nonce: Any, style: str = "py") -> str:
+    """The signature Ocean clients send: EIP-191 over keccak(message + nonce); ocean.py's style
+    gives v as 0/1, ocean.js's (`style="js"`) as 27/28."""
+    h = keccak(text=f"{message}{nonce}")
+    sig = bytes(Account.sign_message(encode_defunct(primitive=h), private_key=key).signature)
+    assert sig[64] in (27, 28)
+    if style == "py":  # ocean.py returns str(eth_keys.Signature): v = 0/1
+        sig = sig[:64] + bytes([sig[64] - 27])
+    return "0x" + sig.hex()
+
+
 class OceanStyle:
     """SPEC §2 client in the style of ocean.py (style="py") and ocean.js (style="js")."""
 
@@ -83,12 +94,7 @@ class OceanStyle:
         return int(math.ceil(float(self.stored_nonce()))) + 1
 
     def sign(self, message: str, nonce: Any, style: str = "py") -> str:
-        h = keccak(text=f"{message}{nonce}")
-        sig = bytes(Account.sign_message(encode_defunct(primitive=h), private_key=self.key).signature)
-        assert sig[64] in (27, 28)
-        if style == "py":  # ocean.py returns str(eth_keys.Signature): v = 0/1
-            sig = sig[:64] + bytes([sig[64] - 27])
-        return "0x" + sig.hex()
+        return ocean_signature(self.key, message, nonce, style)
 
     # -- requests ---------------------------------------------------------------------------
 
