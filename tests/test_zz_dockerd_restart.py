@@ -28,7 +28,22 @@ pytestmark = [
 
 
 def _dockerd_pid() -> int:
-    return int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    """The system dockerd: the one in this process's network namespace. The Swarm lab's dockerds
+    (tests/swarm_lab.py, a session fixture, so still up when this file runs last) live in their own
+    namespaces, and `pidof` lists them too, newest first: taking its first pid restarted a lab
+    node instead, the job under test simply finished, and CI failed with 70 == 76."""
+    ours = os.readlink("/proc/self/ns/net")
+    pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()
+    host = [int(p) for p in pids if _net_namespace(int(p)) == ours]
+    assert len(host) == 1, f"expected one dockerd in the host's network namespace, found {host} of {pids}"
+    return host[0]
+
+
+def _net_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:  # it exited meanwhile
+        return None
 
 
 def _restart_dockerd() -> None:
