@@ -9,57 +9,18 @@ the docs tests read, are derived from those fields. A bad file is refused with t
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
 from runnerd import imageref
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used. The message names the file and the key path."""
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str
-    default: Any
-    kind: str  # bool | int | number | str | list[str] | list[int] | enum
-    help: str
-    unit: str = ""
-    minimum: float | None = None
-    choices: tuple[str, ...] = ()
-    required: bool = False
-
-
-_KEY = "runnerd.config.key"  # the dataclass field metadata that makes a field a config key
-# A key's kind follows from its field's type (a Literal is an enum of its values).
-_KINDS: dict[Any, str] = {bool: "bool", int: "int", float: "number", str: "str", tuple[str, ...]: "list[str]",
-                          tuple[int, ...]: "list[int]"}
-
-
-def key(default: Any, help: str, *, unit: str = "", minimum: float | None = None, required: bool = False) -> Any:
-    """One config key, declared where its field is: `name: type = key(default, help, …)` is both the
-    field of Settings or Environment and, through `_keys`, its row in GLOBAL_KEYS or ENV_KEYS."""
-    return field(metadata={_KEY: {"default": default, "help": help, "unit": unit, "minimum": minimum,
-                                  "required": required}})
-
-
-def _keys(cls: type) -> tuple[Key, ...]:
-    """The Key rows of a settings class, in field order (the order the docs list them in)."""
-    hints = get_type_hints(cls)
-    rows = []
-    for f in fields(cls):
-        if _KEY in f.metadata:
-            hint = hints[f.name]
-            choices = get_args(hint) if get_origin(hint) is Literal else ()
-            rows.append(Key(f.name, kind="enum" if choices else _KINDS[hint], choices=choices, **f.metadata[_KEY]))
-    return tuple(rows)
+from runnerd.configkeys import ConfigError as ConfigError
+from runnerd.configkeys import Key as Key
+from runnerd.configkeys import fail, keys_of, read_block, key
 
 
 @dataclass(frozen=True)
@@ -191,9 +152,9 @@ class Settings:
         return ids
 
 
-GLOBAL_KEYS: tuple[Key, ...] = _keys(Settings)
-ENV_KEYS: tuple[Key, ...] = _keys(Environment)
-CHAIN_KEYS: tuple[Key, ...] = _keys(Chain)
+GLOBAL_KEYS: tuple[Key, ...] = keys_of(Settings)
+ENV_KEYS: tuple[Key, ...] = keys_of(Environment)
+CHAIN_KEYS: tuple[Key, ...] = keys_of(Chain)
 
 
 def _job_ids(user: str) -> tuple[int, int] | None:
@@ -203,82 +164,21 @@ def _job_ids(user: str) -> tuple[int, int] | None:
 
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-def _fail(path: str, message: str) -> ConfigError:
-    return ConfigError(f"{path}: {message}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _coerce(key: Key, value: Any, path: str) -> Any:
-    unit = f" ({key.unit})" if key.unit else ""
-    if key.kind == "bool":
-        if not isinstance(value, bool):
-            raise _fail(path, f"must be true or false, got {value!r}")
-        return value
-    if key.kind in ("int", "number"):
-        if not _is_number(value) or (key.kind == "int" and not float(value).is_integer()):
-            want = "a whole number" if key.kind == "int" else "a number (fractions allowed, e.g. 0.25)"
-            raise _fail(path, f"must be {want}{unit}, got {value!r}")
-        if key.minimum is not None and value < key.minimum:
-            raise _fail(path, f"must be at least {key.minimum}{unit}, got {value!r}")
-        return int(value) if key.kind == "int" else float(value)
-    if key.kind in ("str", "enum"):
-        if not isinstance(value, str):
-            raise _fail(path, f"must be a string, got {value!r}")
-        if key.kind == "enum" and value not in key.choices:
-            raise _fail(path, f"must be one of {', '.join(key.choices)}; got {value!r}")
-        return value
-    if key.kind in ("list[str]", "list[int]"):
-        if not isinstance(value, list):
-            raise _fail(path, f"must be a list, got {value!r}")
-        item_ok: Callable[[Any], bool] = (
-            (lambda v: isinstance(v, str) and v != "")
-            if key.kind == "list[str]"
-            else (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
-        )
-        for i, item in enumerate(value):
-            if not item_ok(item):
-                want = "a non-empty string" if key.kind == "list[str]" else "a positive integer"
-                raise _fail(f"{path}[{i}]", f"must be {want}, got {item!r}")
-        return tuple(value)
-    raise AssertionError(key.kind)
-
-
-def _read_block(keys: tuple[Key, ...], raw: dict[str, Any], path: str) -> dict[str, Any]:
-    known = {k.name for k in keys}
-    for name in raw:
-        if name not in known:
-            hint = f"; known keys: {', '.join(sorted(known))}"
-            raise _fail(f"{path}{name}", f"unknown key{hint}")
-    out: dict[str, Any] = {}
-    for key in keys:
-        if key.name in raw and raw[key.name] is not None:
-            out[key.name] = _coerce(key, raw[key.name], f"{path}{key.name}")
-        elif key.required:
-            raise _fail(f"{path}{key.name}", "is required")
-        else:
-            default = key.default
-            out[key.name] = tuple(default) if isinstance(default, list) else default
-    return out
-
-
 def _check_environment(env: dict[str, Any], path: str) -> None:
     if not env["id"].strip():
-        raise _fail(f"{path}id", "must not be empty")
+        raise fail(f"{path}id", "must not be empty")
     if env["nGPU"] > len(env["gpus"]):
-        raise _fail(f"{path}nGPU", f"asks for {env['nGPU']} GPUs per job but `gpus` lists {len(env['gpus'])}")
+        raise fail(f"{path}nGPU", f"asks for {env['nGPU']} GPUs per job but `gpus` lists {len(env['gpus'])}")
     if len(set(env["gpus"])) != len(env["gpus"]):
-        raise _fail(f"{path}gpus", "lists a device twice")
+        raise fail(f"{path}gpus", "lists a device twice")
     for i, pattern in enumerate(env["rawAlgorithmImages"]):
         try:
             imageref.check_pattern(pattern)
         except ValueError:
-            raise _fail(f"{path}rawAlgorithmImages[{i}]", "must be *, sha256:<64 hex>, or an image name with an "
+            raise fail(f"{path}rawAlgorithmImages[{i}]", "must be *, sha256:<64 hex>, or an image name with an "
                         f"optional tag (globs allowed: python:3.12-*, ghcr.io/acme/*); got {pattern!r}") from None
     if env["diskQuota"] == "tmpfs" and env["diskGB"] > 64:
-        raise _fail(f"{path}diskQuota", "tmpfs keeps outputs in RAM; use loop for quotas above 64 GB")
+        raise fail(f"{path}diskQuota", "tmpfs keeps outputs in RAM; use loop for quotas above 64 GB")
 
 
 def _registry_entry_ok(entry: str) -> bool:
@@ -301,20 +201,20 @@ def _check_global(values: dict[str, Any]) -> None:
     user = values["jobUser"]
     ids = _job_ids(user)
     if ids is None or 0 in ids:
-        raise _fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 65532:65532; got {user!r}")
+        raise fail("jobUser", f"must be numeric uid:gid, neither of them root (0), e.g. 65532:65532; got {user!r}")
     for i, entry in enumerate(values["provisionAllow"]):
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             if not _HOSTNAME.fullmatch(entry.lower()):
-                raise _fail(f"provisionAllow[{i}]", f"must be a host name, IP or CIDR; got {entry!r}") from None
+                raise fail(f"provisionAllow[{i}]", f"must be a host name, IP or CIDR; got {entry!r}") from None
     for i, entry in enumerate(values["registryAllow"]):
         if not _registry_entry_ok(entry.lower()):
-            raise _fail(f"registryAllow[{i}]", f"must be a host, host:port, IP or CIDR; got {entry!r}")
+            raise fail(f"registryAllow[{i}]", f"must be a host, host:port, IP or CIDR; got {entry!r}")
     if values["publicUrl"] and not values["publicUrl"].startswith(("http://", "https://")):
-        raise _fail("publicUrl", f"must start with http:// or https://; got {values['publicUrl']!r}")
+        raise fail("publicUrl", f"must start with http:// or https://; got {values['publicUrl']!r}")
     if not values["chainIds"]:
-        raise _fail("chainIds", "must list at least one chain id")
+        raise fail("chainIds", "must list at least one chain id")
 
 
 def parse_config(raw: Any, source: str = "<config>") -> Settings:
@@ -325,40 +225,40 @@ def parse_config(raw: Any, source: str = "<config>") -> Settings:
         raise ConfigError(f"the top level must be a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
     envs_raw, chains_raw = raw.pop("environments", None), raw.pop("chains", None) or []
-    values = _read_block(GLOBAL_KEYS, raw, "")
+    values = read_block(GLOBAL_KEYS, raw, "")
     _check_global(values)
     if envs_raw is None:
-        raise _fail("environments", "is required: list at least one compute environment")
+        raise fail("environments", "is required: list at least one compute environment")
     if not isinstance(envs_raw, list) or not envs_raw:
-        raise _fail("environments", "must be a non-empty list")
+        raise fail("environments", "must be a non-empty list")
     if not isinstance(chains_raw, list) or not all(isinstance(c, dict) for c in chains_raw):
-        raise _fail("chains", "must be a list of mappings {chainId, rpcUrl, feeToken, …}")
+        raise fail("chains", "must be a list of mappings {chainId, rpcUrl, feeToken, …}")
     chains = tuple(_read_chain(c, f"chains[{i}].", values["chainIds"]) for i, c in enumerate(chains_raw))
     if len({c.chainId for c in chains}) != len(chains):
-        raise _fail("chains", "names a chainId twice")
+        raise fail("chains", "names a chainId twice")
     envs: list[Environment] = []
     for i, env_raw in enumerate(envs_raw):
         path = f"environments[{i}]."
         if not isinstance(env_raw, dict):
-            raise _fail(f"environments[{i}]", f"must be a mapping, got {env_raw!r}")
-        env = _read_block(ENV_KEYS, env_raw, path)
+            raise fail(f"environments[{i}]", f"must be a mapping, got {env_raw!r}")
+        env = read_block(ENV_KEYS, env_raw, path)
         _check_environment(env, path)
         if env["priceMin"] > 0 and not any(int(c.feeToken, 16) for c in chains):  # else it is given away
-            raise _fail(f"{path}priceMin", "is above 0, but no `chains` entry (with a feeToken) turns on chain mode")
+            raise fail(f"{path}priceMin", "is above 0, but no `chains` entry (with a feeToken) turns on chain mode")
         if any(e.id == env["id"] for e in envs):
-            raise _fail(f"{path}id", f"duplicate environment id {env['id']!r}")
+            raise fail(f"{path}id", f"duplicate environment id {env['id']!r}")
         envs.append(Environment(**env))
     return Settings(**values, environments=tuple(envs), source=source, chains=chains)
 
 
 def _read_chain(raw: dict[str, Any], path: str, chain_ids: tuple[int, ...]) -> Chain:
-    c = _read_block(CHAIN_KEYS, raw, path)
+    c = read_block(CHAIN_KEYS, raw, path)
     if c["chainId"] not in chain_ids:
-        raise _fail(f"{path}chainId", f"must be one of chainIds {list(chain_ids)}; got {c['chainId']}")
+        raise fail(f"{path}chainId", f"must be one of chainIds {list(chain_ids)}; got {c['chainId']}")
     if not re.fullmatch(r"https?://[^\s/?#@]+(/\S*)?", c["rpcUrl"]):
-        raise _fail(f"{path}rpcUrl", f"must be an http(s):// URL without user:password@; got {c['rpcUrl']!r}")
+        raise fail(f"{path}rpcUrl", f"must be an http(s):// URL without user:password@; got {c['rpcUrl']!r}")
     if not re.fullmatch(r"0x[0-9a-fA-F]{40}", c["feeToken"]):
-        raise _fail(f"{path}feeToken", f"must be a 0x address (40 hex digits); got {c['feeToken']!r}")
+        raise fail(f"{path}feeToken", f"must be a 0x address (40 hex digits); got {c['feeToken']!r}")
     return Chain(**c)
 
 

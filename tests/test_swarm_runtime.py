@@ -75,7 +75,7 @@ def test_tmpfs_options_keep_size_and_mode():
 def test_a_log_read_again_appends_only_what_is_new_and_keeps_the_cap(tmp_path):
     """How follow works on Swarm (a service's log stream does not end with its task): each read
     skips the bytes copied before; the cap counts the whole log."""
-    from runnerd.containers.docker_runtime import copy_capped
+    from runnerd.containers.logcopy import copy_capped
 
     path = tmp_path / "algorithm.log"
     lines = [b"0123456789\n"] * 10

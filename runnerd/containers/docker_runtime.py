@@ -23,6 +23,7 @@ from docker.types import Mount as DockerMount
 from runnerd import imageref
 from runnerd.containers import cgroups, runtime
 from runnerd.containers.capabilities import LOCAL_DOCKER
+from runnerd.containers.logcopy import copy_capped
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -48,6 +49,8 @@ _TRANSIENT = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError
 
 def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     """ContainerSpec → keyword arguments of APIClient.create_host_config (pure, tested)."""
+    if spec.volumes or spec.files:  # a cluster site's spec (#17): refused, never half-realised
+        raise ContainerRefused(f"{spec.name}: node volumes and file seeds are for a cluster backend")
     host: dict[str, Any] = {
         "mounts": [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts],
         "tmpfs": dict(spec.tmpfs),
@@ -79,34 +82,6 @@ def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     if spec.runtime:
         host["runtime"] = spec.runtime
     return host
-
-
-def copy_capped(stream: Any, path: str, limit: int, skip: int = 0) -> int:
-    """Append a log stream's chunks to `path`, at most `limit` bytes, then a marker line; closes it;
-    returns the bytes appended. With `skip`, the stream's first `skip` bytes were appended before
-    (the Swarm runtime re-reads a log to follow it) and count against the limit."""
-    written, done = 0, skip
-    try:
-        with open(path, "ab") as out:
-            for chunk in stream:
-                if skip:
-                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
-                    if not chunk:
-                        continue
-                room = limit - done - written
-                if len(chunk) > room:
-                    out.write(chunk[:room])
-                    out.write(f"\n[runnerd: log cut at {limit} bytes]\n".encode())
-                    written += room
-                    break  # closing the stream stops Docker sending; the container runs on
-                out.write(chunk)
-                out.flush()  # so a live `logs -f` reader sees it now
-                written += len(chunk)
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
-    return written
 
 
 class DockerRuntime:

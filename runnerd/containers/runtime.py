@@ -26,6 +26,28 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """A named volume of the node a cluster step runs on (#17): a part of the job's /data there,
+    never a path of runnerd's host. With `size_bytes` it is a tmpfs of that size (the quota)."""
+
+    name: str
+    target: str
+    read_only: bool = True
+    size_bytes: int | None = None
+    uid: int | None = None  # the owner of the volume's root (the job's uid writes its /data parts)
+    gid: int | None = None
+
+
+@dataclass(frozen=True)
+class FileSeed:
+    """A small read-only file the runtime places in the container (on Swarm: a config), in place of
+    a bind mount of runnerd's own step scripts."""
+
+    target: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to create one step's container. Sizes in bytes, CPUs in cores."""
 
@@ -53,6 +75,8 @@ class ContainerSpec:
     log_max_bytes: int = 10 * 1024 * 1024  # Docker's own json-file cap: protects the host disk
     runtime: str | None = None
     node: str | None = None  # where a cluster backend runs it (a Swarm node id); None: the runtime's default
+    volumes: tuple[VolumeMount, ...] = ()  # a cluster backend's node-local /data parts (#17)
+    files: tuple[FileSeed, ...] = ()  # a cluster backend's files in place of host bind mounts
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,25 @@ Swarm reports no OOM flag, so `oom_killed` is never set (capabilities.SWARM says
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import docker.errors
 
 from runnerd.containers.capabilities import SWARM
-from runnerd.containers.docker_runtime import DockerRuntime, copy_capped
+from runnerd.containers.docker_runtime import DockerRuntime
+from runnerd.containers.logcopy import WithoutStreamErrors, copy_capped
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
     LABEL_JOB,
     LABEL_STEP,
     ContainerSpec,
     ContainerState,
+    FileSeed,
     OwnedContainer,
 )
 from runnerd.containers.swarm_spec import (
     ENDED,
+    config_name,
     SWAP_LABEL,
     LABEL_EXIT,
     LABEL_NETWORK,
@@ -92,6 +94,19 @@ class SwarmRuntime(DockerRuntime):
                 raise
             return str(self._api.networks(names=[name])[0]["Id"])
 
+    def _ensure_config(self, seed: FileSeed) -> str:
+        """The config holding this file (made once per content; left in place: a few KB each)."""
+        name = config_name(seed)
+        found = self._api.configs(filters={"name": name})
+        if found := [c for c in found if c["Spec"]["Name"] == name]:
+            return str(found[0]["ID"])
+        try:
+            return str(self._api.create_config(name, seed.content, labels={LABEL_NETWORK: "file"})["ID"])
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            return str(self._api.configs(filters={"name": name})[0]["ID"])
+
     async def create(self, spec: ContainerSpec) -> str:
         try:
             image = (await self._call(lambda: self._api.inspect_image(spec.image)))["Id"]
@@ -117,7 +132,8 @@ class SwarmRuntime(DockerRuntime):
                                                labels={LABEL_NETWORK: "job", LABEL_JOB: spec.labels.get(LABEL_JOB, "")})
             else:
                 network = spec.network
-            body = to_service(spec, image, node_id, network, labels)
+            body = to_service(spec, image, node_id, network, labels, {config_name(f): self._ensure_config(f)
+                                                                       for f in spec.files})
             try:
                 return str(api.create_service(body, name=spec.name, labels=labels, mode=job_mode(0))["ID"])
             except docker.errors.APIError as exc:
@@ -329,12 +345,20 @@ class SwarmRuntime(DockerRuntime):
                 if exc.status_code == 400:  # a malformed id
                     raise docker.errors.NotFound(str(exc)) from exc
                 raise
-            return copy_capped(_WithoutStreamErrors(stream), path, limit, skip)
+            return copy_capped(WithoutStreamErrors(stream), path, limit, skip)
 
         try:
             return await self._call(copy, long=True)
         except docker.errors.NotFound as exc:
             raise ContainerGone(container_id) from exc
+
+    async def task_state(self, container_id: str) -> str | None:
+        """The Swarm state of the service's latest task (`pending`, `running`, `complete`…); None
+        without one. `inspect` calls a pending task running (started, from the engine's side); the
+        job site must know it really runs (a holder keeping the job's volumes mounted)."""
+        tasks = await self._call(lambda: self._api.tasks(filters={"service": container_id}))
+        ran = sorted(tasks, key=lambda t: (t.get("JobIteration") or {}).get("Index", 0))
+        return str(ran[-1]["Status"].get("State")) if ran else None
 
     async def list_owned(self) -> list[OwnedContainer]:
         wanted = [LABEL_JOB] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
@@ -351,23 +375,3 @@ class SwarmRuntime(DockerRuntime):
 
         return await self._call(owned)
 
-
-class _WithoutStreamErrors:
-    """A service's log stream without the manager's own complaints. Once a stop has moved the
-    service to a constraint no node meets, the manager adds "Error grabbing logs: … task … has
-    not been scheduled" to every read, and that line is not the algorithm's output."""
-
-    PREFIX = b"Error grabbing logs: "
-
-    def __init__(self, stream: Any):
-        self.stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.stream:
-            if not chunk.startswith(self.PREFIX):
-                yield chunk
-
-    def close(self) -> None:
-        close = getattr(self.stream, "close", None)
-        if close:
-            close()

@@ -4,11 +4,12 @@ service's tasks as a container's state. Nothing here talks to Docker, so each ru
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
 
-from runnerd.containers.runtime import LABEL_JOB, ContainerSpec, ContainerState
+from runnerd.containers.runtime import LABEL_JOB, ContainerSpec, ContainerState, FileSeed, VolumeMount
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerRefused
 
@@ -41,11 +42,39 @@ def tmpfs_mount(target: str, options: str) -> dict[str, Any]:
     return {"Type": "tmpfs", "Target": target, "TmpfsOptions": tmpfs}
 
 
+def volume_mount(volume: VolumeMount, labels: dict[str, str]) -> dict[str, Any]:
+    """A job's node-local /data part as a service mount. Sized: a `local` volume of type tmpfs (the
+    quota Swarm keeps: the kernel refuses a write past it). Docker mounts such a volume when its
+    first container starts and unmounts it (its bytes gone) when the last one ends, so the job site
+    keeps a holder task on it for the job's whole life (engine/swarm_site.py). NoCopy: the image's
+    files at the target are never copied in."""
+    options: dict[str, Any] = {"NoCopy": True, "Labels": labels}
+    if volume.size_bytes:
+        data = [f"size={volume.size_bytes}", "mode=0755", "nosuid", "nodev"]
+        data += [f"uid={volume.uid}"] if volume.uid is not None else []
+        data += [f"gid={volume.gid}"] if volume.gid is not None else []
+        tmpfs = {"type": "tmpfs", "device": "tmpfs", "o": ",".join(data)}
+        options["DriverConfig"] = {"Name": "local", "Options": tmpfs}
+    return {"Type": "volume", "Source": volume.name, "Target": volume.target, "ReadOnly": volume.read_only,
+            "VolumeOptions": options}
+
+
+def config_name(seed: FileSeed) -> str:
+    """A file seed's Swarm config, named by its content: the same script is one config for every job."""
+    return f"runnerd-file-{hashlib.sha256(seed.content).hexdigest()[:32]}"
+
+
+def config_ref(seed: FileSeed, config_id: str) -> dict[str, Any]:
+    return {"File": {"Name": seed.target, "UID": "0", "GID": "0", "Mode": 0o444},
+            "ConfigID": config_id, "ConfigName": config_name(seed)}
+
+
 def job_network(spec: ContainerSpec) -> str:
     return f"runnerd-job-{spec.labels.get(LABEL_JOB) or spec.name}"
 
 
-def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels: dict[str, str]) -> dict[str, Any]:
+def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels: dict[str, str],
+               configs: dict[str, str] | None = None) -> dict[str, Any]:
     """ContainerSpec → the body of a service create (pure, tested). Refuses what Swarm cannot do
     rather than dropping it: the capability check should have refused the environment first."""
     lacking = [what for what, asked in (("a cpuset", spec.cpuset), ("GPU devices", spec.gpu_device_ids),
@@ -53,6 +82,10 @@ def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels:
     if lacking:
         raise ContainerRefused(f"the swarm backend cannot give {spec.name} {', '.join(lacking)}")
     mounts = [tmpfs_mount(t, o) for t, o in spec.tmpfs.items()]
+    mounts += [volume_mount(v, {LABEL_JOB: spec.labels.get(LABEL_JOB, "")}) for v in spec.volumes]
+    missing = [seed.target for seed in spec.files if config_name(seed) not in (configs or {})]
+    if missing:
+        raise ContainerRefused(f"no config made for {', '.join(missing)}")
     if spec.shm_bytes:
         mounts.append({"Type": "tmpfs", "Target": "/dev/shm", "TmpfsOptions": {"SizeBytes": spec.shm_bytes}})
     container: dict[str, Any] = {
@@ -60,6 +93,8 @@ def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels:
         "User": spec.user, "Labels": labels, "ReadOnly": spec.read_only_rootfs, "Init": True,
         "CapabilityDrop": ["ALL"], "Mounts": mounts,
     }
+    if spec.files:
+        container["Configs"] = [config_ref(seed, (configs or {})[config_name(seed)]) for seed in spec.files]
     if spec.entrypoint is not None:
         container["Command"] = list(spec.entrypoint)
     if spec.working_dir:
