@@ -84,6 +84,10 @@ class Settings:
     helperImage: str = key("python:3.12-slim", "image with python3 that runs the provision and filter steps")
     imagePull: Literal["never", "if-missing", "always"] = key("if-missing", "when to pull an algorithm or helper image")
     backend: Literal["docker", "swarm"] = key("docker", "where jobs run: docker (this host) or swarm (#17)")
+    swarmManager: str = key("", "backend swarm: a manager's Docker API (unix:///…, tcp://host:2376 with "
+                            "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH); empty: DOCKER_HOST or the local socket")
+    siteURL: str = key("", "backend swarm: this runnerd's API as the swarm's workers reach it (e.g. "
+                       "http://10.0.0.5:8030): their provision and filter steps move the job's data through it")
     unsignedStatus: bool = key(False, "allow unsigned GET /api/services/compute (old ocean.js clients)")
     provisionAllow: tuple[str, ...] = key([], "hosts or CIDRs the provision step may fetch from even though they are "
                                           "loopback/private/link-local")
@@ -213,6 +217,10 @@ def _check_global(values: dict[str, Any]) -> None:
             raise fail(f"registryAllow[{i}]", f"must be a host, host:port, IP or CIDR; got {entry!r}")
     if values["publicUrl"] and not values["publicUrl"].startswith(("http://", "https://")):
         raise fail("publicUrl", f"must start with http:// or https://; got {values['publicUrl']!r}")
+    if values["siteURL"] and not values["siteURL"].startswith(("http://", "https://")):
+        raise fail("siteURL", f"must start with http:// or https://; got {values['siteURL']!r}")
+    if values["backend"] == "swarm" and not values["siteURL"]:
+        raise fail("siteURL", "is required with backend: swarm (the URL the workers reach this runnerd's API at)")
     if not values["chainIds"]:
         raise fail("chainIds", "must list at least one chain id")
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from runnerd import doctor
-from runnerd.config import parse_config
+from runnerd.config import ConfigError, parse_config
 from runnerd.containers.capabilities import (
     LOCAL_DOCKER,
     SWARM,
@@ -24,6 +24,7 @@ from runnerd.containers.capabilities import (
 
 REPO = Path(__file__).resolve().parent.parent
 SWARM_OK = {"diskQuota": "tmpfs", "diskGB": 1}  # the environment a swarm can keep every promise of
+SITE_URL = "http://10.231.0.1:8030"  # where the lab's workers reach runnerd
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -33,7 +34,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def write(tmp_path: Path, backend: str, *envs: dict) -> Path:
     path = tmp_path / "environments.yaml"
-    doc = {"backend": backend, "environments": [{"id": f"e{i}", **e} for i, e in enumerate(envs)]}
+    doc = {"backend": backend, "environments": [{"id": f"e{i}", **e} for i, e in enumerate(envs)],
+           **({"siteURL": SITE_URL} if backend == "swarm" else {})}
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -70,7 +72,7 @@ def test_the_local_backend_refuses_nothing_the_keys_can_ask():
 
 
 def test_swarm_refuses_each_key_it_cannot_keep_and_names_it():
-    settings = parse_config({"backend": "swarm", "environments": [
+    settings = parse_config({"backend": "swarm", "siteURL": SITE_URL, "environments": [
         {"id": "ok", **SWARM_OK},
         {"id": "gvisor", "runtime": "runsc", **SWARM_OK},
         {"id": "gpu", "gpus": ["GPU-1"], "nGPU": 1, **SWARM_OK},
@@ -96,14 +98,14 @@ def test_check_config_refuses_an_environment_the_swarm_cannot_keep(tmp_path):
 
 
 def test_doctor_fails_the_backend_check_naming_the_key():
-    settings = parse_config({"backend": "swarm", "environments": [{"id": "loop"}, {"id": "ok", **SWARM_OK}]})
+    settings = parse_config({"backend": "swarm", "siteURL": SITE_URL, "environments": [{"id": "loop"}, {"id": "ok", **SWARM_OK}]})
     (result,) = doctor.check_backend(settings)
     assert result.status == doctor.FAIL
     assert result.detail.startswith("environments[0].diskQuota: needs loop_quota")
     assert "loop_quota" in result.fix
     (ok,) = doctor.check_backend(parse_config({"environments": [{"id": "a"}]}))
     assert ok.status == doctor.OK and "docker" in ok.detail
-    (swarm_ok,) = doctor.check_backend(parse_config({"backend": "swarm", "environments": [{"id": "a", **SWARM_OK}]}))
+    (swarm_ok,) = doctor.check_backend(parse_config({"backend": "swarm", "siteURL": SITE_URL, "environments": [{"id": "a", **SWARM_OK}]}))
     assert swarm_ok.status == doctor.OK and "oom_flag" in swarm_ok.detail  # what it reports less precisely
 
 
@@ -115,3 +117,10 @@ def test_serve_refuses_a_backend_it_cannot_run_yet(tmp_path):
     refused = run_cli("serve", "--config", str(write(tmp_path, "swarm", {})), "--data-dir", str(tmp_path / "d"),
                       "--assets", str(tmp_path / "a"), "--port", "0")
     assert refused.returncode == 2 and "environments[0].diskQuota: needs loop_quota" in refused.stderr
+
+
+def test_a_swarm_backend_needs_the_url_its_workers_reach_runnerd_at():
+    with pytest.raises(ConfigError, match="siteURL: is required with backend: swarm"):
+        parse_config({"backend": "swarm", "environments": [{"id": "a", **SWARM_OK}]})
+    with pytest.raises(ConfigError, match="siteURL: must start with http"):
+        parse_config({"backend": "swarm", "siteURL": "10.0.0.5:8030", "environments": [{"id": "a", **SWARM_OK}]})

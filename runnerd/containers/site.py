@@ -7,8 +7,8 @@ by the provision step and emptied by the filter pushing results back, so that no
 path of runnerd's host (docs/architecture-swarm.md). Logs and published results always end up on
 runnerd's host, under `paths(job_id)`; only the job's working /data moves.
 
-Workspace conforms (tests/test_swarm_site.py); typing the engine's `workspace` as a JobSite (service,
-runner, sweeper) is the next step, once the engine's typing work of #12 has landed.
+Workspace conforms, and so does engine/swarm_site.py's SwarmSite (tests/test_swarm_site.py); the
+engine (service, runner, sweeper) holds its site as a JobSite.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from runnerd.config import Environment
-from runnerd.domain import PlannedJob
+from runnerd.containers.runtime import ContainerSpec
+from runnerd.domain import PlannedJob, StepKind
 from runnerd.layout import JobPaths
 
 
 class JobSite(Protocol):
+    remote: bool  # /data is not on runnerd's host: the provision step always runs, to fill it
+
     def paths(self, job_id: str) -> JobPaths:
         """The job's folders on runnerd's host: logs, step outputs, published results."""
 
@@ -32,6 +35,9 @@ class JobSite(Protocol):
 
     async def ensure_mounted(self, job: PlannedJob, env: Environment) -> None:
         """Make the job's /data available again (after a reboot of its host) before a step runs."""
+
+    def step_spec(self, job: PlannedJob, env: Environment, kind: StepKind, spec: ContainerSpec) -> ContainerSpec:
+        """A step's spec as containers/spec.py built it for runnerd's host, made this site's."""
 
     def disk_full(self, job_id: str, slack: int = 1024 * 1024) -> bool:
         """Whether the job's /data is (nearly) full: how a write past diskGB shows (status 74)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from runnerd.config import Environment, Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerSpec
-from runnerd.domain import ExitResult, JobStatus, PlannedJob, Slot
+from runnerd.domain import ExitResult, JobStatus, PlannedJob, Slot, StepKind
 from runnerd.engine.steps import LogCapture
 from runnerd.layout import JobPaths
 
@@ -45,6 +45,8 @@ class RunHandle:
     stop: asyncio.Event
     recovered: bool = False  # found in flight at start-up: containers of steps that ended may remain
     early: asyncio.Future[Any] | None = None  # the algorithm's and the filter's creates, made ahead of time
+    # the job site's version of each step spec (JobSite.step_spec): the local site keeps it as built
+    adapt: Callable[[StepKind, ContainerSpec], ContainerSpec] = lambda _kind, spec: spec
 
     @property
     def job_id(self) -> str:
@@ -58,21 +60,21 @@ class RunHandle:
         return LogCapture(str(self.paths.log(name)), limit, follow)
 
     def provision_spec(self, settings: Settings) -> Callable[[], ContainerSpec]:
-        job, paths, volumes = self.job, self.paths, self.helper_volumes
-        return lambda: specs.build_provision(job, settings, paths, volumes)
+        job, paths, volumes, adapt = self.job, self.paths, self.helper_volumes, self.adapt
+        return lambda: adapt(StepKind.PROVISION, specs.build_provision(job, settings, paths, volumes))
 
     def algorithm_spec(self, settings: Settings) -> Callable[[], ContainerSpec]:
         """From the images resolved at 20; a job recovered from a version that did not record them
         falls back on its container section."""
-        job, env, paths, slot = self.job, self.env, self.paths, self.slot
+        job, env, paths, slot, adapt = self.job, self.env, self.paths, self.slot, self.adapt
         c = job.plan.algorithm.container
         ref = job.images.algorithm if job.images else specs.image_reference(c.image, c.tag, c.checksum)
         volumes = job.images.volumes if job.images else ()
-        return lambda: specs.build_algorithm(job, env, settings, paths, ref, slot, volumes)
+        return lambda: adapt(StepKind.ALGORITHM, specs.build_algorithm(job, env, settings, paths, ref, slot, volumes))
 
     def filter_spec(self, settings: Settings) -> Callable[[], ContainerSpec]:
-        job, env, paths, volumes = self.job, self.env, self.paths, self.helper_volumes
-        return lambda: specs.build_filter(job, env, settings, paths, volumes)
+        job, env, paths, volumes, adapt = self.job, self.env, self.paths, self.helper_volumes, self.adapt
+        return lambda: adapt(StepKind.FILTER, specs.build_filter(job, env, settings, paths, volumes))
 
     async def early_creates_done(self) -> None:
         """Wait for the creates made ahead of time (a failure is left for the step's run to report)."""

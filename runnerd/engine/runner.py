@@ -15,6 +15,7 @@ from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
+from runnerd.containers.site import JobSite
 from runnerd.domain import (
     STOPREQ_TIMEOUT,
     STOPREQ_USER,
@@ -33,7 +34,6 @@ from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.terms import applied
 from runnerd.engine.trust import Trust
-from runnerd.engine.workspace import Workspace
 from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.hooks import Hooks
 from runnerd.layout import JobPaths
@@ -50,7 +50,7 @@ STOPPED_BY_OWNER = "stopped by its owner"
 class JobRunner:
     """Shared by every running job; what belongs to one run is on its RunHandle."""
 
-    def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
+    def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, workspace: JobSite,
                  images: Images, hooks: Hooks | None = None, clock: Clock = SYSTEM, trust: Trust | None = None):
         self.settings = settings
         self.clock = clock
@@ -95,7 +95,9 @@ class JobRunner:
             if planned is None:  # deleted or ended meanwhile: nothing to drive
                 return await self.store.get(row.job_id) or row
             env = applied(env, planned.terms)  # its own run time and CPUs, within the environment's
-            h = RunHandle(planned, env, slot, self.workspace.paths(row.job_id), stop, recovered)
+            site, run_env = self.workspace, env
+            h = RunHandle(planned, env, slot, self.workspace.paths(row.job_id), stop, recovered,
+                          adapt=lambda kind, spec: site.step_spec(planned, run_env, kind, spec))
             if h.job.stopreq:
                 stop.set()
             return await self._pipeline(h)
@@ -160,7 +162,7 @@ class JobRunner:
             h.early = asyncio.gather(
                 self.steps.create(h.job_id, StepKind.ALGORITHM, h.algorithm_spec(self.settings)),
                 self.steps.create(h.job_id, StepKind.FILTER, h.filter_spec(self.settings)))
-            if specs.provision_plan(h.job, self.settings)["downloads"]:
+            if self.workspace.remote or specs.provision_plan(h.job, self.settings)["downloads"]:
                 ending = await self._provision(h)
                 if ending is not None:
                     return await self._finish_early(h, ending.status, ending.error, **ending.extra)

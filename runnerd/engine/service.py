@@ -33,6 +33,7 @@ from runnerd.engine.terms import bounded
 from runnerd.engine.trust import Trust
 from runnerd.engine.usage import Hook
 from runnerd.engine.workspace import Workspace
+from runnerd.containers.site import JobSite
 from runnerd.errors import BadRequest, ImageMissing, RuntimeUnavailable, TooManyRequests, Unavailable
 from runnerd.hooks import Hooks
 from runnerd.identity import NodeIdentity
@@ -58,7 +59,7 @@ class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
                  data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None,
                  chain: ChainGate | None = None, clock: Clock = SYSTEM, identity: NodeIdentity | None = None,
-                 usage_hook: Hook | None = None):
+                 usage_hook: Hook | None = None, site: JobSite | None = None):
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -66,7 +67,8 @@ class Engine:
         self.catalog = catalog
         self.hooks = hooks or Hooks()
         self.quota_pool = QuotaPool(Path(data_dir) / QUOTA_POOL_DIR)
-        self.workspace = Workspace(data_dir, settings.job_ids, self.quota_pool)
+        # where jobs' /data lives: here (a quota filesystem each), or on a cluster node (#17)
+        self.workspace: JobSite = site or Workspace(data_dir, settings.job_ids, self.quota_pool)
         self.images = Images(runtime, settings.imagePull, settings.registryAllow)
         self.intake = Intake(settings, catalog, clock)
         self.chain = chain or ChainGate(settings, "0x" + "0" * 40, "0x" + "1" * 64)  # no key: refuses every order

@@ -14,7 +14,7 @@ from typing import Callable
 
 from runnerd.clock import SYSTEM, Clock
 from runnerd.containers.runtime import ContainerRuntime
-from runnerd.engine.workspace import Workspace
+from runnerd.containers.site import JobSite
 from runnerd.errors import RuntimeUnavailable
 from runnerd.store import JobStore
 
@@ -22,7 +22,7 @@ log = logging.getLogger("runnerd.sweeper")
 
 
 class Sweeper:
-    def __init__(self, store: JobStore, runtime: ContainerRuntime, workspace: Workspace,
+    def __init__(self, store: JobStore, runtime: ContainerRuntime, workspace: JobSite,
                  live_ids: Callable[[], set[str]], grace: float, interval: float, retention: float = 2592000,
                  clock: Clock = SYSTEM):
         self.store = store

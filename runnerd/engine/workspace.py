@@ -20,7 +20,8 @@ from pathlib import Path
 
 from runnerd import layout
 from runnerd.config import Environment
-from runnerd.domain import JobStatus, LocalFile, PlannedJob, RawCode
+from runnerd.containers.runtime import ContainerSpec
+from runnerd.domain import JobStatus, LocalFile, PlannedJob, RawCode, StepKind
 from runnerd.engine import pins
 from runnerd.engine.quota_pool import QuotaPool, format_image
 from runnerd.engine.trees import remove_tree
@@ -38,6 +39,8 @@ def _run(argv: list[str]) -> None:
 
 
 class Workspace:
+    remote = False  # the job's /data is here, under the data dir
+
     def __init__(self, data_dir: Path, job_ids: tuple[int, int], pool: QuotaPool | None = None):
         self.data_dir = Path(data_dir)
         self.pool = pool  # ready quota filesystems (engine/quota_pool.py); None formats each one here
@@ -133,6 +136,10 @@ class Workspace:
             os.chown(path, self.uid, self.gid)
         else:  # unprivileged runnerd (development only): let the job uid write anyway
             os.chmod(path, 0o777)
+
+    def step_spec(self, job: PlannedJob, env: Environment, kind: StepKind, spec: ContainerSpec) -> ContainerSpec:
+        """containers/spec.py builds for this site: its bind mounts are this site's folders."""
+        return spec
 
     # -- queries ------------------------------------------------------------------------------
 
