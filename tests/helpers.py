@@ -60,10 +60,11 @@ class Daemon:
     config: dict[str, Any]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"  # where it listens (the Swarm lab's workers reach it on the lab bridge)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -81,7 +82,8 @@ class Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "environments.yaml").write_text(yaml.safe_dump(self.config))
         argv = [sys.executable, "-m", "runnerd", "serve", "--config", str(self.root / "environments.yaml"),
-                "--data-dir", str(self.data_dir), "--assets", str(self.assets), "--port", str(self.port)]
+                "--data-dir", str(self.data_dir), "--assets", str(self.assets), "--port", str(self.port),
+                "--host", self.host]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:

@@ -278,6 +278,13 @@ class SwarmRuntime(DockerRuntime):
         return None
 
     async def remove(self, container_id: str) -> None:
+        # Removing a replicated-job service whose task runs leaves that task's container running
+        # on its node (seen on the lab: still up 30 s later, its volumes held). So a running one
+        # is stopped first, as `docker rm -f` kills before it removes.
+        state = await self.inspect(container_id)
+        if state is not None and state.exit is None and state.status == "running":
+            await self.stop(container_id, grace=0)
+
         def remove() -> None:
             api = self._api
             try:
@@ -356,7 +363,10 @@ class SwarmRuntime(DockerRuntime):
         """The Swarm state of the service's latest task (`pending`, `running`, `complete`…); None
         without one. `inspect` calls a pending task running (started, from the engine's side); the
         job site must know it really runs (a holder keeping the job's volumes mounted)."""
-        tasks = await self._call(lambda: self._api.tasks(filters={"service": container_id}))
+        try:
+            tasks = await self._call(lambda: self._api.tasks(filters={"service": container_id}))
+        except docker.errors.NotFound:
+            return None
         ran = sorted(tasks, key=lambda t: (t.get("JobIteration") or {}).get("Index", 0))
         return str(ran[-1]["Status"].get("State")) if ran else None
 
