@@ -3,6 +3,7 @@ node and gives a whole job one node; Swarm only executes. Pure: no Docker, no sw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -236,3 +237,21 @@ def test_slot_rows_of_older_versions_load(text):
 def test_a_node_slot_round_trips():
     slot = Slot(None, (), "nodeid123", 0.5, 3 * GB)
     assert Slot.from_json(slot.to_json()) == slot
+
+
+async def test_a_source_that_hangs_holds_up_no_admission_pass(monkeypatch, caplog):
+    from runnerd.engine import node_placer
+
+    monkeypatch.setattr(node_placer, "NODE_LIST_TIMEOUT", 0.05)
+    never = asyncio.Event()
+
+    async def source():
+        await never.wait()  # a manager that accepted the call and never answers
+        return []
+
+    s = settings()
+    placer = NodePlacer(s, [node("a")], source=source)
+    caplog.set_level(logging.WARNING, logger="runnerd.placer")
+    await asyncio.wait_for(placer.update(), 5)  # a safety net, not a timing assertion
+    assert placer.take(env_of(s)).node == "a"  # the last list stays
+    assert any("TimeoutError" in r.getMessage() for r in caplog.records)

@@ -26,6 +26,7 @@ released) like any other. Everything here is pure but `update`, which asks the n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -43,6 +44,7 @@ log = logging.getLogger("runnerd.placer")
 RESERVE_CPUS = "runnerd.reserve.cpus"  # node label: CPUs runnerd leaves to the node itself
 RESERVE_RAM = "runnerd.reserve.ramGB"  # node label: GB of RAM runnerd leaves to the node itself
 NODE_REFRESH = 5.0  # seconds between two looks at the cluster's node list
+NODE_LIST_TIMEOUT = 10.0  # a manager slower than this to list its nodes holds up no admission pass
 GB = 1024**3
 
 NodeSource = Callable[[], Awaitable[list[dict[str, Any]]]]  # SwarmRuntime.nodes
@@ -187,10 +189,11 @@ class NodePlacer:
             return
         self._looked_at = now
         try:
-            nodes = await self.source()
+            nodes = await asyncio.wait_for(self.source(), NODE_LIST_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - whatever the listing raised, admission goes on with the last list
             if not self._source_failing:
-                log.warning("cannot list the swarm's nodes (%s); placing on the last list until it answers", exc)
+                log.warning("cannot list the swarm's nodes (%s); placing on the last list until it answers",
+                            str(exc) or type(exc).__name__)
             self._source_failing = True
             return
         if self._source_failing:
