@@ -16,6 +16,7 @@ from runnerd.engine.placement import Allocator, Placer
 from tests.fakes import FakeClock
 
 GB = 1024**3
+SITE_URL = "http://10.231.0.1:8030"  # required with backend swarm; never reached here
 
 
 def node(node_id: str, cpus: float = 4, gb: float = 8, swap: str | None = "off", **labels: str) -> dict:
@@ -26,7 +27,7 @@ def node(node_id: str, cpus: float = 4, gb: float = 8, swap: str | None = "off",
 
 def settings(**env):
     base = {"id": "env", "nCPU": 1, "ramGB": 1, "diskGB": 1, "diskQuota": "tmpfs", "maxJobs": 10}
-    return parse_config({"backend": "swarm", "environments": [{**base, **env}]})
+    return parse_config({"backend": "swarm", "siteURL": SITE_URL, "environments": [{**base, **env}]})
 
 
 def env_of(s):
@@ -44,10 +45,10 @@ def test_both_placers_are_placers():
     assert one.retry_after is None and two.retry_after is None  # no source: only releases free room
 
 
-def test_a_job_counts_its_ram_its_tmpfs_disk_and_one_helper_step():
-    assert demand(env_of(settings(ramGB=1, diskGB=0.5, diskQuota="tmpfs"))) == (1, int(1.5 * GB) + HELPER_MEMORY)
-    # a disk that is not a tmpfs is not in the node's RAM
-    assert demand(env_of(settings(ramGB=1, diskGB=0.5, diskQuota="none"))) == (1, GB + HELPER_MEMORY)
+def test_a_job_counts_its_ram_its_disk_and_one_helper_step():
+    # on Swarm a job's /data is tmpfs volumes on its node (engine/swarm_site.py), whatever its diskQuota
+    for quota in ("tmpfs", "none"):
+        assert demand(env_of(settings(ramGB=1, diskGB=0.5, diskQuota=quota))) == (1, int(1.5 * GB) + HELPER_MEMORY)
 
 
 def test_a_node_fits_exactly_what_it_has_and_not_a_byte_more():
@@ -163,18 +164,18 @@ def test_releasing_what_is_not_held_changes_nothing():
 
 
 def test_unplaceable_names_the_numbers_and_the_fix():
-    s = parse_config({"backend": "swarm", "environments": [
+    s = parse_config({"backend": "swarm", "siteURL": SITE_URL, "environments": [
         {"id": "fits", "nCPU": 1, "ramGB": 1, "diskGB": 1, "diskQuota": "tmpfs"},
         {"id": "huge", "nCPU": 8, "ramGB": 2, "diskGB": 1, "diskQuota": "tmpfs"},
         {"id": "fat", "nCPU": 1, "ramGB": 30, "diskGB": 1, "diskQuota": "none"}]})
     nodes = [node("a", cpus=4, gb=8), node("b", cpus=2, gb=16), node("x", cpus=64, gb=512, swap=None)]
     found = unplaceable(s, nodes)
     assert len(found) == 2 and found[0].startswith("environment huge: ") and found[1].startswith("environment fat: ")
-    assert "8 CPUs and 3.50 GB of RAM (ramGB 2 + diskGB 1 (a tmpfs, in RAM) + 0.5 GB for a helper step)" in found[0]
+    assert "8 CPUs and 3.50 GB of RAM (ramGB 2 + diskGB 1, a tmpfs on the node, + 0.5 GB for a helper step)" in found[0]
     assert "the most CPUs: host-a (a: 4 CPUs, 8.00 GB)" in found[0] and "the most RAM: host-b (b: 2 CPUs, 16.00 GB)" \
         in found[0]
     assert "1 more node(s) are not usable" in found[0] and "lower its nCPU, ramGB or diskGB" in found[0]
-    assert "30.50 GB" in found[1] and "diskGB" not in found[1].split("(the most")[0]  # its disk is not in RAM
+    assert "1 CPUs and 31.50 GB of RAM" in found[1]
     assert unplaceable(s, [node("a", cpus=64, gb=512)]) == []
     assert "no Ready swarm node" in unplaceable(s, [])[0]
     assert "none labelled runnerd.swap=off" in unplaceable(s, [node("x", swap=None)])[0]

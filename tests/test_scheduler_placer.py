@@ -1,7 +1,8 @@
 """The scheduler admits through the placer it is given (#17): on a cluster the NodePlacer spreads
-jobs over the nodes, all three steps of a job run on its node, a job no node has room for stays
+jobs over the nodes and records each job's node in its row, a job no node has room for stays
 queued until one has, and a restarted runnerd holds the re-adopted jobs' nodes. Driven through the
-real Engine with the FakeRuntime (tests/test_runner_faults.py's rig): no Docker, no swarm."""
+real Engine with the FakeRuntime (tests/test_runner_faults.py's rig): no Docker, no swarm. Last,
+the Swarm job site puts all three steps of a job (and its holder) on the node of its slot."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import asyncio
 import pytest
 
 from runnerd.catalog import Catalog
+from runnerd.containers import spec as specs
 from runnerd.domain import JobStatus, StepKind
 from runnerd.engine.node_placer import NodePlacer
 from runnerd.engine.placement import Allocator
 from runnerd.engine.runner import Hooks
 from runnerd.engine.service import Engine
 from tests.fakes import Outcome
+from tests.helpers import PY_IMAGE
 from tests.test_runner_faults import ALGO, WAIT_LIMIT, rig  # noqa: F401 - rig is a fixture
 
 S = JobStatus
@@ -46,7 +49,7 @@ async def test_the_default_placer_is_this_hosts_allocator(rig):
 
 
 @pytest.mark.parametrize("rig", [{"maxJobs": 4}], indirect=True)
-async def test_jobs_spread_over_the_nodes_and_each_jobs_three_steps_run_on_its_node(rig):
+async def test_jobs_spread_over_the_nodes_and_each_job_records_its_node(rig):
     placer = NodePlacer(rig.settings, [node("n1"), node("n2"), node("n3")])  # one job of 1 CPU fits each
     rig.engine.scheduler.placer = placer
     rig.fake.script(Outcome(duration=None), image=ALGO)
@@ -66,8 +69,6 @@ async def test_jobs_spread_over_the_nodes_and_each_jobs_three_steps_run_on_its_n
     await end_algorithm(rig, jobs[3])
     for job_id in jobs:
         assert (await rig.finished(job_id)).status == S.COMPLETED
-        steps = {c.spec.labels["runnerd.step"]: c.spec.node for c in rig.fake.of_job(job_id)}
-        assert steps == {step.value: nodes[job_id] for step in StepKind}, job_id
     assert nodes[jobs[3]] in {"n1", "n2", "n3"}
     assert [r["jobs"] for r in placer.view()] == [0, 0, 0]
 
@@ -107,7 +108,7 @@ async def test_the_scheduler_looks_at_the_cluster_again_while_a_job_does_not_fit
     await fake_clock.advance(0.1)
     job = await rig.finished(job_id)
     assert job.status == S.COMPLETED, job.error
-    assert {c.spec.node for c in rig.fake.of_job(job_id)} == {"n1"}
+    assert job.slot.node == "n1"
 
 
 async def test_a_restarted_runnerd_holds_the_node_of_a_job_it_readopts(rig):
@@ -127,5 +128,28 @@ async def test_a_restarted_runnerd_holds_the_node_of_a_job_it_readopts(rig):
     await end_algorithm(rig, job_id)
     job = await rig.finished(job_id)
     assert job.status == S.COMPLETED, job.error
-    assert {c.spec.node for c in rig.fake.of_job(job_id)} == {"n2"}
     assert [r["id"] for r in placer.view()] == ["n1"]  # released: the gone node holds nothing any more
+
+
+def test_the_swarm_site_runs_all_three_steps_and_the_holder_on_the_node_of_the_jobs_slot(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from runnerd.engine import swarm_site
+    from tests.test_swarm_site import _job, _site
+
+    agent = tmp_path / "site_agent.py"  # the helpers' agent script, whatever it holds (seeded, not run)
+    agent.write_text("")
+    monkeypatch.setattr(swarm_site, "AGENT", agent)
+    asset = tmp_path / "asset.csv"
+    asset.write_text("a,b\n")
+    site = _site(tmp_path)
+    settings, env = site.settings, site.settings.environments[0]
+    slot = NodePlacer(settings, [node("n1"), node("n2", cpus=2)]).take(env)
+    job = replace(_job(asset), slot=slot)  # the row as the runner loads it after admission
+    paths = site.paths(job.job_id)
+    local = {StepKind.PROVISION: specs.build_provision(job, settings, paths),
+             StepKind.ALGORITHM: specs.build_algorithm(job, env, settings, paths, PY_IMAGE, slot),
+             StepKind.FILTER: specs.build_filter(job, env, settings, paths)}
+    assert {kind: site.step_spec(job, env, kind, s).node for kind, s in local.items()} == \
+        {kind: "n2" for kind in StepKind}
+    assert site.holder_spec(job, env).node == "n2"  # its /data volumes live there too

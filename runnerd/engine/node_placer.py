@@ -2,13 +2,14 @@
 
 The `NodePlacer` keeps, for every Ready node the cluster lists (`SwarmRuntime.nodes()`: id,
 hostname, CPUs, memory, labels), what the jobs runnerd placed there hold, and gives each admitted
-job one node for all three of its steps (`Slot.node`; engine/run_handle.py pins each step's spec).
+job one node for all three of its steps (`Slot.node`, in the job's row; the Swarm job site,
+engine/swarm_site.py, pins each step's spec and the job's volumes there).
 What a job counts against its node (`demand`):
 - CPUs: its nCPU (Swarm enforces it as a CPU quota; there is no cpuset on Swarm);
-- RAM: its ramGB, plus its diskGB when the job's disk is a tmpfs (`diskQuota: tmpfs`, the only
-  quota Swarm keeps, lives in the node's RAM), plus one helper step (HELPER_MEMORY: provision and
-  filter run one at a time, and beside the algorithm's container only while one ends and the next
-  begins).
+- RAM: its ramGB, plus its diskGB (on Swarm a job's /data is tmpfs volumes on its node, whatever
+  its diskQuota: engine/swarm_site.py; a tmpfs lives in the node's RAM), plus one helper step
+  (HELPER_MEMORY: provision and filter run one at a time, and beside the algorithm's container
+  only while one ends and the next begins).
 GPUs are never placed: Swarm has no device requests, so an environment with GPUs is refused by the
 capability check (capabilities.SWARM) before any job.
 
@@ -95,15 +96,13 @@ class Node:
 
 def demand(env: Environment) -> tuple[float, int]:
     """What one job of `env` counts against its node: (CPUs, bytes of RAM)."""
-    disk_in_ram = env.disk_bytes if env.diskQuota == "tmpfs" else 0
-    return env.nCPU, env.ram_bytes + disk_in_ram + HELPER_MEMORY
+    return env.nCPU, env.ram_bytes + env.disk_bytes + HELPER_MEMORY
 
 
 def _demand_text(env: Environment) -> str:
     cpus, memory = demand(env)
-    parts = [f"ramGB {env.ramGB:g}"] + ([f"diskGB {env.diskGB:g} (a tmpfs, in RAM)"] if env.diskQuota == "tmpfs"
-                                       else []) + [f"{HELPER_MEMORY / GB:g} GB for a helper step"]
-    return f"{cpus:g} CPUs and {memory / GB:.2f} GB of RAM ({' + '.join(parts)})"
+    return (f"{cpus:g} CPUs and {memory / GB:.2f} GB of RAM (ramGB {env.ramGB:g} + diskGB {env.diskGB:g}, a tmpfs "
+            f"on the node, + {HELPER_MEMORY / GB:g} GB for a helper step)")
 
 
 def _parsed(nodes: Iterable[Mapping[str, Any] | Node]) -> list[Node]:
