@@ -256,3 +256,20 @@ async def test_a_source_that_hangs_holds_up_no_admission_pass(monkeypatch, caplo
     await asyncio.wait_for(placer.update(), 5)  # a safety net, not a timing assertion
     assert placer.take(env_of(s)).node == "a"  # the last list stays
     assert any("TimeoutError" in r.getMessage() for r in caplog.records)
+
+
+def test_what_the_log_says_as_nodes_come_change_and_go(caplog):
+    caplog.set_level(logging.INFO, logger="runnerd.placer")
+    s = settings()
+    placer = NodePlacer(s, [node("a"), node("x", swap=None)])
+    placer.take(env_of(s))
+    placer.refresh([node("a", cpus=8), node("x", cpus=8, swap=None)])  # both resized; x still unusable
+    placer.refresh([node("x", cpus=8)])  # a left with its job; x labelled now
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["swarm node host-a (a: 4 CPUs, 8.00 GB) is used for jobs",
+                    "swarm node host-x: not labelled runnerd.swap=off, so runnerd places no job there (services "
+                    "cannot turn swap off); on a node without swap: docker node update --label-add runnerd.swap=off x",
+                    "swarm node host-a changed: now host-a (a: 8 CPUs, 8.00 GB)",
+                    "swarm node host-x (x: 8 CPUs, 8.00 GB) is used for jobs",
+                    "swarm node host-a (a: 8 CPUs, 8.00 GB) is no longer Ready; its 1 job(s) stay accounted until "
+                    "they end"]

@@ -163,13 +163,14 @@ class NodePlacer:
             old = self.nodes.get(node.id)
             if old == node:
                 continue
-            if node.problem and (old is None or old.problem != node.problem):
-                log.warning("swarm node %s: %s", node.hostname, node.problem)
+            if node.problem:
+                if old is None or old.problem != node.problem:  # an unused node's size is no news
+                    log.warning("swarm node %s: %s", node.hostname, node.problem)
             elif old is None or old.problem:
                 log.info("swarm node %s is used for jobs", node.describe())
             else:
                 log.info("swarm node %s changed: now %s", old.hostname, node.describe())
-        for gone in set(self.nodes) - set(fresh):
+        for gone in sorted(set(self.nodes) - set(fresh)):
             jobs = sum(self._held.get(gone, Counter()).values())
             log.warning("swarm node %s is no longer Ready%s", self.nodes[gone].describe(),
                         f"; its {jobs} job(s) stay accounted until they end" if jobs else "")
