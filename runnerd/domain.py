@@ -1,6 +1,7 @@
 """The vocabulary of runnerd: job statuses, steps, outcomes and the legal transitions between them.
 
-No I/O and no imports from other runnerd modules: this is the file to read first.
+No I/O and no imports from other runnerd modules but holdings.py (what a running job holds,
+re-exported here): this is the file to read first.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import enum
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Union
+
+from runnerd.holdings import ResolvedImages as ResolvedImages
+from runnerd.holdings import Slot as Slot
 
 
 class JobStatus(enum.IntEnum):
@@ -219,45 +223,6 @@ class JobTerms:
 
 # stopreq values, as Ocean's operator uses them
 STOPREQ_NONE, STOPREQ_USER, STOPREQ_TIMEOUT = 0, 1, 2
-
-
-# -- what a job holds while it runs ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Slot:
-    """The resources the scheduler gave a running job (recorded, so a restart re-adopts them)."""
-
-    cpuset: str | None = None  # e.g. "0,1" when whole cores are pinned
-    gpus: tuple[str, ...] = ()
-
-    def to_json(self) -> str:
-        return json.dumps({"cpuset": self.cpuset, "gpus": list(self.gpus)})
-
-    @staticmethod
-    def from_json(text: str) -> Slot:
-        raw = json.loads(text)
-        return Slot(raw.get("cpuset"), tuple(raw.get("gpus") or ()))
-
-
-@dataclass(frozen=True)
-class ResolvedImages:
-    """The algorithm's image as resolved (pulled, pinned to what the host has) and the VOLUMEs it
-    and the helper image declare (each gets a tmpfs: containers/spec.py `volume_masks`)."""
-
-    algorithm: str  # the image reference the algorithm's container is created from
-    volumes: tuple[str, ...] = ()
-    helper_volumes: tuple[str, ...] = ()
-
-    def to_json(self) -> str:
-        return json.dumps({"image": self.algorithm, "volumes": list(self.volumes),
-                           "helperVolumes": list(self.helper_volumes)})
-
-    @staticmethod
-    def from_json(text: str) -> ResolvedImages | None:
-        raw = json.loads(text)
-        if not raw.get("image"):
-            return None
-        return ResolvedImages(raw["image"], tuple(raw.get("volumes") or ()), tuple(raw.get("helperVolumes") or ()))
 
 
 # -- the job plan: what intake decided, self-contained, so a job runs the same after a restart ---

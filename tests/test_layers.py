@@ -30,8 +30,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # field · signed attestations
     ("domain.py", "config.py", "errors.py", "layout.py", "catalog.py", "signing.py", "logs.py", "notify.py",
      "clock.py"),
-    ("imageref.py", "configkeys.py"),             # the one image reference parser (config checks patterns) ·
-    # how a config key is declared and read
+    ("imageref.py", "configkeys.py", "holdings.py"),  # the one image reference parser (config checks patterns) ·
+    # how a config key is declared and read · what a running job holds (domain.py re-exports it)
     ("__init__.py", "steps/"),                    # the version; the helper containers' stdlib-only scripts
 )
 

@@ -2,7 +2,9 @@
 
 Everything here runs on the event loop, so admission and release are atomic with respect to each
 other; the store's compare-and-set (QUEUED → STARTED) makes admission atomic against a stop.
-Resources held by a job (pinned cores, GPUs) are recorded in its row, so a restart re-adopts them.
+Resources held by a job (pinned cores, GPUs; on a cluster its node) come from a `Placer`
+(engine/placement.py: the local `Allocator` by default, engine/node_placer.py on a cluster) and are
+recorded in its row, so a restart re-adopts them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runnerd.clock import SYSTEM, Clock
-from runnerd.config import Environment, Settings
+from runnerd.config import Settings
 from runnerd.domain import IllegalTransition, Job, JobStatus, Slot
+from runnerd.engine.placement import Allocator, Placer
 from runnerd.engine.run_handle import termination
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.terms import applied
@@ -37,51 +40,17 @@ class LiveJob:
     task: asyncio.Task[None] | None = None
 
 
-class Allocator:
-    """Hands out whole cores (cpuset) while free ones remain, and GPUs exclusively."""
-
-    def __init__(self, cores: list[int]):
-        self.cores = sorted(cores)
-        self.cores_used: set[int] = set()
-        self.gpus_used: set[str] = set()
-
-    def take(self, env: Environment) -> Slot | None:
-        """A slot for a job of `env`, or None if its GPUs are not free (the job keeps waiting)."""
-        gpus: tuple[str, ...] = ()
-        if env.nGPU:
-            free = [g for g in env.gpus if g not in self.gpus_used]
-            if len(free) < env.nGPU:
-                return None
-            gpus = tuple(free[: env.nGPU])
-        cpuset = None
-        if float(env.nCPU).is_integer():
-            free_cores = [c for c in self.cores if c not in self.cores_used]
-            if len(free_cores) >= env.nCPU:
-                cpuset = ",".join(str(c) for c in free_cores[: int(env.nCPU)])
-        slot = Slot(cpuset, gpus)
-        self.hold(slot)
-        return slot
-
-    def hold(self, slot: Slot) -> None:
-        if slot.cpuset:
-            self.cores_used.update(int(c) for c in slot.cpuset.split(","))
-        self.gpus_used.update(slot.gpus)
-
-    def release(self, slot: Slot) -> None:
-        if slot.cpuset:
-            self.cores_used.difference_update(int(c) for c in slot.cpuset.split(","))
-        self.gpus_used.difference_update(slot.gpus)
-
-
 class Scheduler:
     def __init__(self, settings: Settings, store: JobStore, runner: JobRunner, data_dir: Path,
-                 cores: list[int] | None = None, clock: Clock = SYSTEM):
+                 cores: list[int] | None = None, clock: Clock = SYSTEM, placer: Placer | None = None):
+        """`placer` hands out each job's resources (default: this host's `cores` and GPUs)."""
         self.settings = settings
         self.clock = clock
         self.store = store
         self.runner = runner
         self.data_dir = data_dir
-        self.allocator = Allocator(cores if cores is not None else sorted(os.sched_getaffinity(0)))
+        self.placer: Placer = placer if placer is not None else \
+            Allocator(cores if cores is not None else sorted(os.sched_getaffinity(0)))
         self.live: dict[str, LiveJob] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -183,6 +152,7 @@ class Scheduler:
     async def _admit(self) -> None:
         if not self.admitting or not self.docker_up:
             return  # woken again when Docker is back
+        await self.placer.update()  # a cluster's nodes may have come, gone or changed size
         for env in self.settings.environments:
             while self.running_count(env.id) < env.maxJobs:
                 queued = await self.store.queued(env.id, limit=1)
@@ -191,27 +161,29 @@ class Scheduler:
                 if not self._disk_ok():
                     self._wake_later(DISK_RECHECK)
                     return
-                slot = self.allocator.take(applied(env, queued[0].terms))  # the CPUs it asked for
-                if slot is None:
-                    break  # waits for a GPU to be released
+                slot = self.placer.take(applied(env, queued[0].terms))  # the CPUs it asked for
+                if slot is None:  # waits for a GPU (or a node's room) to be released
+                    if (later := self.placer.retry_after) is not None:
+                        self._wake_later(later)  # or for the cluster to grow
+                    break
                 try:
                     job = await self.store.transition(queued[0].job_id, JobStatus.STARTED, expect=JobStatus.QUEUED,
                                                       slot=slot)
                 except (IllegalTransition, KeyError):  # stopped or deleted while we looked
-                    self.allocator.release(slot)
+                    self.placer.release(slot)
                     continue
                 except BaseException:  # the store failed: never keep cores or GPUs for nothing
-                    self.allocator.release(slot)
+                    self.placer.release(slot)
                     raise
-                log.info("job %s: admitted to %s (cpuset=%s gpus=%s)", job.job_id, env.id, slot.cpuset,
-                         ",".join(slot.gpus) or "-")
+                log.info("job %s: admitted to %s (cpuset=%s gpus=%s%s)", job.job_id, env.id, slot.cpuset,
+                         ",".join(slot.gpus) or "-", f" node={slot.node}" if slot.node else "")
                 self.runner.hooks.status(job, JobStatus.QUEUED)
                 self._launch(job, slot)
 
     def adopt(self, job: Job) -> None:
         """Take over a job found in flight at startup, with the resources it already holds."""
         slot = job.slot or Slot()
-        self.allocator.hold(slot)
+        self.placer.hold(slot)
         self._launch(job, slot, recovered=True)
 
     def _launch(self, job: Job, slot: Slot, recovered: bool = False) -> None:
@@ -226,7 +198,7 @@ class Scheduler:
             await self.runner.run(job, live.slot, live.stop, recovered)
         finally:
             self.live.pop(job.job_id, None)
-            self.allocator.release(live.slot)
+            self.placer.release(live.slot)
             self.wake()
 
     # -- stop ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from runnerd.engine.image_gc import ImageGC
 from runnerd.engine.images import Images
 from runnerd.engine.intake import Intake
 from runnerd.engine.owners import StartRate
+from runnerd.engine.placement import Placer
 from runnerd.engine.quota_pool import QUOTA_POOL_DIR, QuotaPool
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
@@ -59,7 +60,8 @@ class Engine:
     def __init__(self, settings: Settings, store: JobStore, runtime: ContainerRuntime, catalog: Catalog,
                  data_dir: Path, hooks: Hooks | None = None, cores: list[int] | None = None,
                  chain: ChainGate | None = None, clock: Clock = SYSTEM, identity: NodeIdentity | None = None,
-                 usage_hook: Hook | None = None, site: JobSite | None = None):
+                 usage_hook: Hook | None = None, site: JobSite | None = None,
+                 placer: Placer | None = None):
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -83,7 +85,7 @@ class Engine:
         self.images.auth_of = self.credentials.get
         self.hooks.status = self._status_changed(self.hooks.status)
         self.runner = JobRunner(settings, store, runtime, self.workspace, self.images, self.hooks, clock, self.trust)
-        self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores, clock)
+        self.scheduler = Scheduler(settings, store, self.runner, data_dir, cores, clock, placer)
         self.sweeper = Sweeper(store, runtime, self.workspace, lambda: set(self.scheduler.live),
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
                                settings.jobRetentionSeconds, clock)
