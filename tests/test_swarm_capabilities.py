@@ -25,7 +25,7 @@ from runnerd.containers.capabilities import (
 REPO = Path(__file__).resolve().parent.parent
 SWARM_OK = {"diskQuota": "tmpfs", "diskGB": 1}  # the environment a swarm can keep every promise of
 SITE_URL = "http://10.231.0.1:8030"  # where the lab's workers reach runnerd
-SWARM = {"backend": "swarm", "siteURL": SITE_URL}
+SWARM_CONFIG = {"backend": "swarm", "siteURL": SITE_URL}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -73,7 +73,7 @@ def test_the_local_backend_refuses_nothing_the_keys_can_ask():
 
 
 def test_swarm_refuses_each_key_it_cannot_keep_and_names_it():
-    settings = parse_config({**SWARM, "environments": [
+    settings = parse_config({**SWARM_CONFIG, "environments": [
         {"id": "ok", **SWARM_OK},
         {"id": "gvisor", "runtime": "runsc", **SWARM_OK},
         {"id": "gpu", "gpus": ["GPU-1"], "nGPU": 1, **SWARM_OK},
@@ -99,14 +99,14 @@ def test_check_config_refuses_an_environment_the_swarm_cannot_keep(tmp_path):
 
 
 def test_doctor_fails_the_backend_check_naming_the_key():
-    settings = parse_config({**SWARM, "environments": [{"id": "loop"}, {"id": "ok", **SWARM_OK}]})
+    settings = parse_config({**SWARM_CONFIG, "environments": [{"id": "loop"}, {"id": "ok", **SWARM_OK}]})
     (result,) = doctor.check_backend(settings)
     assert result.status == doctor.FAIL
     assert result.detail.startswith("environments[0].diskQuota: needs loop_quota")
     assert "loop_quota" in result.fix
     (ok,) = doctor.check_backend(parse_config({"environments": [{"id": "a"}]}))
     assert ok.status == doctor.OK and "docker" in ok.detail
-    (swarm_ok,) = doctor.check_backend(parse_config({**SWARM, "environments": [{"id": "a", **SWARM_OK}]}))
+    (swarm_ok,) = doctor.check_backend(parse_config({**SWARM_CONFIG, "environments": [{"id": "a", **SWARM_OK}]}))
     assert swarm_ok.status == doctor.OK and "oom_flag" in swarm_ok.detail  # what it reports less precisely
 
 
