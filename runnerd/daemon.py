@@ -16,6 +16,8 @@ from runnerd.chain.gate import ChainGate
 from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers.runtime import ContainerRuntime
+from runnerd.containers.site import JobSite
+from runnerd.engine.placement import Placer
 from runnerd.engine.service import Engine
 from runnerd.identity import NodeIdentity
 from runnerd.metrics import Metrics
@@ -61,6 +63,28 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+def _real_backend(settings: Settings, data_dir: Path, identity: NodeIdentity,
+                  clock: Clock) -> tuple[ContainerRuntime, JobSite | None, Placer | None]:
+    """This host's Docker; or a swarm (#17): its manager runs the steps, the jobs' /data lives on
+    the nodes (SwarmSite), and runnerd places each job on a node itself (NodePlacer)."""
+    workers = max(64, 4 * sum(e.maxJobs for e in settings.environments) + 32)  # a wait and a log follow per
+    # running job, with room to spare
+    instance, timeout, pulls = identity.address.lower(), settings.dockerTimeout, settings.imagePullTimeout
+    if settings.backend != "swarm":
+        from runnerd.containers.docker_runtime import DockerRuntime
+
+        return DockerRuntime(timeout=timeout, instance=instance, pull_timeout=pulls, long_workers=workers), None, None
+    from runnerd.containers.swarm_runtime import SwarmRuntime
+    from runnerd.engine.node_placer import NodePlacer
+    from runnerd.engine.site_tokens import SiteTokens
+    from runnerd.engine.swarm_site import SwarmSite
+
+    swarm = SwarmRuntime(node="", base_url=settings.swarmManager or None, timeout=timeout, instance=instance,
+                         pull_timeout=pulls, long_workers=workers)
+    site = SwarmSite(data_dir, settings, swarm, SiteTokens(data_dir).token, settings.siteURL)
+    return swarm, site, NodePlacer(settings, source=swarm.nodes, clock=clock)
+
+
 @contextlib.asynccontextmanager
 async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
                       runtime: ContainerRuntime | None = None, clock: Clock | None = None) -> AsyncIterator[Daemon]:
@@ -78,18 +102,14 @@ async def open_daemon(settings: Settings, data_dir: Path, assets_dir: Path,
     identity = NodeIdentity.load_or_create(data_dir)
     db = await Database.open(data_dir / "runnerd.db")
     store = JobStore(db)
+    site, placer = None, None
     if runtime is None:
-        from runnerd.containers.docker_runtime import DockerRuntime
-
-        runtime = DockerRuntime(timeout=settings.dockerTimeout, instance=identity.address.lower(),
-                                pull_timeout=settings.imagePullTimeout,
-                                # a wait and a log follow per running job, with room to spare
-                                long_workers=max(64, 4 * sum(e.maxJobs for e in settings.environments) + 32))
+        runtime, site, placer = _real_backend(settings, data_dir, identity, clock or SYSTEM)
     catalog = Catalog(assets_dir, tuple(Path(r) for r in settings.assetRoots))
     metrics = Metrics()
     engine = Engine(settings, store, runtime, catalog, data_dir, metrics.hooks(),
                     chain=ChainGate(settings, identity.address, identity.private_key), clock=clock or SYSTEM,
-                    identity=identity, usage_hook=metrics.usage)
+                    identity=identity, usage_hook=metrics.usage, site=site, placer=placer)
     try:
         yield Daemon(settings, data_dir, assets_dir, identity, store, runtime, catalog, engine, metrics)
     finally:

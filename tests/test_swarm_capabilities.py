@@ -110,11 +110,7 @@ def test_doctor_fails_the_backend_check_naming_the_key():
     assert swarm_ok.status == doctor.OK and "oom_flag" in swarm_ok.detail  # what it reports less precisely
 
 
-def test_serve_refuses_a_backend_it_cannot_run_yet(tmp_path):
-    proc = run_cli("serve", "--config", str(write(tmp_path, "swarm", SWARM_OK)), "--data-dir", str(tmp_path / "d"),
-                   "--assets", str(tmp_path / "a"), "--port", "0")
-    assert proc.returncode == 2
-    assert "backend: swarm cannot be served yet" in proc.stderr and "Traceback" not in proc.stderr
+def test_serve_refuses_an_environment_the_swarm_cannot_keep(tmp_path):
     refused = run_cli("serve", "--config", str(write(tmp_path, "swarm", {})), "--data-dir", str(tmp_path / "d"),
                       "--assets", str(tmp_path / "a"), "--port", "0")
     assert refused.returncode == 2 and "environments[0].diskQuota: needs loop_quota" in refused.stderr

@@ -115,7 +115,7 @@ def test_step_specs_on_a_node_mount_no_host_path_and_keep_each_step_s_access(tmp
     assert {v.target for v in provision.volumes if not v.read_only} == {f"/data/{p}" for p in PARTS}
     assert provision.command == ["python3", "/runnerd/site_agent.py"] and provision.network == JOB_NETWORK
     assert {f.target for f in provision.files} == {"/runnerd/provision.py", "/runnerd/netpolicy.py",
-                                                   "/runnerd/site_agent.py"}
+                                                   "/runnerd/site_agent.py", "/runnerd/sitetar.py"}
     assert provision.env["RUNNERD_SITE_TOKEN"] == "token-provision"
     assert provision.env["RUNNERD_SITE_URL"] == "http://10.231.0.1:8030"
     filt = remote[StepKind.FILTER]

@@ -33,9 +33,6 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"runnerd: {exc}", file=sys.stderr)
         return 2
-    if settings.backend != "docker":  # the Swarm runtime exists; the engine's remote job site does not yet
-        print(f"runnerd: {config}: backend: {settings.backend} cannot be served yet (#17)", file=sys.stderr)
-        return 2
     configure(args.log_level)
     code = 0
     try:

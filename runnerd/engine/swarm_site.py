@@ -50,6 +50,7 @@ log = logging.getLogger("runnerd.swarm_site")
 PARTS = ("inputs", "ddos", "transformations", "outputs", "logs")  # layout.FS_SUBDIRS, one volume each
 HOLDER = "site"  # the holder service's step label
 AGENT = STEPS_DIR / "site_agent.py"
+AGENT_FILES = (AGENT, STEPS_DIR / "sitetar.py")  # the agent and the tar rules it shares with runnerd
 HOLDER_MEMORY = 32 * 1024 * 1024
 DDOS_BYTES = 16 * 1024 * 1024
 PROVISION_OUT_BYTES = 16 * 1024 * 1024  # its out holds its report only
@@ -110,7 +111,7 @@ class SwarmSite:
                 "ddos": DDOS_BYTES, "outputs": env.disk_bytes, "logs": env.disk_bytes}
 
     def node_of(self, job: PlannedJob) -> str | None:
-        return getattr(job.slot, "node", None)  # Slot.node: the per-node placer (#17)
+        return job.slot.node if job.slot is not None else None
 
     async def prepare(self, job: PlannedJob, env: Environment) -> JobPaths:
         """runnerd's host folders and the job's pins, then the holder that makes (and keeps) the
@@ -180,7 +181,7 @@ class SwarmSite:
                 raise WorkspaceError(f"{spec.name}: no node-side counterpart for the mount at {m.target}")
         changes: dict[str, object] = {}
         if kind in (StepKind.PROVISION, StepKind.FILTER):
-            files.append(FileSeed(f"{layout.STEP_DIR}/{AGENT.name}", AGENT.read_bytes()))
+            files += [FileSeed(f"{layout.STEP_DIR}/{f.name}", f.read_bytes()) for f in AGENT_FILES]
             changes = {"command": ["python3", f"{layout.STEP_DIR}/{AGENT.name}"], "network": JOB_NETWORK,
                        "env": {**spec.env, "RUNNERD_SITE_URL": self.site_url, "RUNNERD_JOB": job.job_id,
                                "RUNNERD_STEP": kind.value, "RUNNERD_SITE_TOKEN": self.token(job.job_id, kind)}}

@@ -1,0 +1,106 @@
+"""Jobs through runnerd's real API on the three-node Swarm lab (#17): `backend: swarm`, the lab's
+manager as the Docker API, runnerd listening on the lab bridge for its workers' job-site routes.
+
+What a shared disk would hide, each test proves on the real parts: the data reaches the node by
+the provision step's fetch and the outputs come back by the filter's push (a container on a node
+that mounted a path of runnerd's data dir fails the test); runnerd places the jobs (two at once on
+two nodes) and each job's steps all run on its node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.helpers import Daemon, base_config, dataset, free_port, raw, result_of, wait_done
+from tests.swarm_lab import skip_reason
+
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+
+ENV = {"id": "ocean-compute", "nCPU": 1, "ramGB": 0.25, "diskGB": 0.02, "diskQuota": "tmpfs", "maxJobs": 3,
+       "maxJobDuration": 120}
+CODE = """
+import json, os
+data = open('/data/inputs/' + json.loads(os.environ['DIDS'])[0] + '/0').read()
+open('/data/outputs/doubled.txt', 'w').write(data * 2)
+import time; time.sleep(3)
+print('done on the node', flush=True)
+"""
+
+
+def swarm_daemon(lab, root: Path, **overrides) -> Daemon:
+    port = free_port()
+    config = base_config(backend="swarm", swarmManager=lab.url(1), siteURL=f"http://{lab.host_address}:{port}",
+                         environments=[dict(ENV)], maxDownloadGB=0.01, **overrides)
+    return Daemon(root, config, port=port, host=lab.host_address).start()
+
+
+class Watcher:
+    """Polls the lab while jobs run: the node of each task of each runnerd service, and every
+    mount of every container on every node (services and containers vanish once a job ends)."""
+
+    def __init__(self, lab, data_dir: Path):
+        self.lab, self.data_dir = lab, str(data_dir)
+        self.placed: dict[tuple[str, str], set[str]] = {}
+        self.host_mounts: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        manager = docker.APIClient(base_url=self.lab.url(1), timeout=30)
+        nodes = [docker.APIClient(base_url=self.lab.url(n), timeout=30) for n in (1, 2, 3)]
+        while not self.stop.is_set():
+            for service in manager.services(filters={"label": "runnerd.job"}):
+                labels = service["Spec"].get("Labels") or {}
+                key = (labels.get("runnerd.job", ""), labels.get("runnerd.step", ""))
+                for task in manager.tasks(filters={"service": service["ID"]}):
+                    if task.get("NodeID"):
+                        self.placed.setdefault(key, set()).add(task["NodeID"])
+            for api in nodes:
+                for c in api.containers(all=True):
+                    self.host_mounts += [m.get("Source", "") for m in c.get("Mounts") or ()
+                                         if self.data_dir in (m.get("Source") or "")]
+            self.stop.wait(0.3)
+
+    def nodes_of(self, job_id: str) -> dict[str, set[str]]:
+        return {step: nodes for (job, step), nodes in self.placed.items() if job == job_id}
+
+
+def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(swarm_lab, tmp_path):
+    lab = swarm_lab
+    daemon = swarm_daemon(lab, tmp_path / "d")
+    try:
+        client = daemon.client()
+        did = dataset(daemon.assets, b"abc\n")
+        with Watcher(lab, daemon.data_dir) as watch:
+            jobs = [client.start(did, raw(CODE), "ocean-compute")["jobId"] for _ in range(2)]
+            ended = [wait_done(client, job_id, timeout=240) for job_id in jobs]
+        for job_id, job in zip(jobs, ended):
+            assert job["status"] == 70, (job, daemon.log()[-4000:])
+            assert result_of(client, job, "output", "doubled.txt") == b"abc\nabc\n"
+            assert "done on the node" in result_of(client, job, "algorithmLog").decode()
+        placed = [watch.nodes_of(job_id) for job_id in jobs]
+        for job_id, steps in zip(jobs, placed):
+            assert {"site", "provision", "algorithm", "filter"} <= set(steps), (job_id, steps)
+            assert len(set().union(*steps.values())) == 1, f"job {job_id} ran on more than one node: {steps}"
+        first, second = (set().union(*steps.values()) for steps in placed)
+        assert first != second, "two jobs at once were not spread over two nodes"
+        assert watch.host_mounts == [], "a container on a node mounted a path of runnerd's data dir"
+        deadline = time.time() + 60  # the job's services (and its holder: its volumes) are gone
+        while lab.docker(1, "service", "ls", "-q", "--filter", "label=runnerd.job").split() and time.time() < deadline:
+            time.sleep(0.5)
+        assert lab.docker(1, "service", "ls", "-q", "--filter", "label=runnerd.job").split() == []
+    finally:
+        daemon.stop()
