@@ -30,7 +30,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runnerd import layout
 from runnerd.config import parse_config
 from runnerd.domain import (
     AlgorithmContainer,
@@ -82,8 +81,8 @@ def make_plan(assets: Path, local_algorithm: bool = False, local_files: bool = T
     repo, _, tag = PY_IMAGE.rpartition(":")
     container = AlgorithmContainer("python3 $ALGO", repo, tag)
     if local_algorithm:
-        algorithm = AlgorithmPlan("did:op:" + "3" * 64, {"id": "did:op:" + "3" * 64}, LocalFile(str(assets / "algo.py")),
-                                  container)
+        algorithm = AlgorithmPlan("did:op:" + "3" * 64, {"id": "did:op:" + "3" * 64},
+                                  LocalFile(str(assets / "algo.py")), container)
     else:
         algorithm = AlgorithmPlan(None, None, RawCode("import sys\nprint('raw', sys.argv)\n"), container,
                                   algocustomdata={"k": [1, "é"]})
@@ -197,7 +196,8 @@ def test_the_provision_seed_is_what_the_local_workspace_puts_in_data(tmp_path, l
     assert set(data) == set(local)
     assets = tmp_path / "assets"
     d1, d2 = "1" * 64, "2" * 64
-    locals_ = {f"inputs/{d1}/0": assets / "a.csv", f"inputs/{d2}/0": assets / "b1.bin", f"inputs/{d2}/1": assets / "b2.txt"}
+    locals_ = {f"inputs/{d1}/0": assets / "a.csv", f"inputs/{d2}/0": assets / "b1.bin",
+               f"inputs/{d2}/1": assets / "b2.txt"}
     if local_algorithm:
         locals_["transformations/algorithm"] = assets / "algo.py"
     for rel, content in data.items():
@@ -244,7 +244,10 @@ def test_a_pin_that_changes_after_listing_breaks_the_stream_rather_than_lie(tmp_
 
 # -- uploads --------------------------------------------------------------------------------------
 
-def _upload(target: Path, body: bytes, caps: Caps = Caps(1 << 20, 16)) -> tuple[int, int]:
+SMALL = Caps(1 << 20, 16)
+
+
+def _upload(target: Path, body: bytes, caps: Caps = SMALL) -> tuple[int, int]:
     upload = Upload(target, caps)
     try:
         for i in range(0, len(body), 1000):
@@ -498,8 +501,7 @@ def test_a_job_at_another_step_or_ended_is_refused_with_its_reason(site):
     assert not site.paths(site.provision).results.joinpath("report.json").exists()
     r = httpx.get(site.route(site.ended, "filter", "in"), headers=site.auth(site.ended, StepKind.FILTER))
     assert r.status_code == 410 and r.json()["code"] == "job_ended" and "has ended" in r.json()["error"]
-    for r in (r,):
-        no_host_path(site, r)
+    no_host_path(site, r)
 
 
 def _put_raw(site: Site, job: Job, step: StepKind, head: dict[str, str], chunks) -> bytes:
@@ -617,7 +619,8 @@ def test_the_agent_sends_back_a_failed_step_and_exits_with_its_code(site, tmp_pa
     proc = run_agent(tmp_path, site.url, site.filter, "filter", site.token(site.filter, StepKind.FILTER), FILTER_STEP)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "filter step ran\n"  # the step's own output, passed through
-    assert proc.stderr.splitlines() == ["a line on stderr", "site agent: left out out/outputs/link (not a regular file)"]
+    assert proc.stderr.splitlines() == ["a line on stderr",
+                                        "site agent: left out out/outputs/link (not a regular file)"]
     assert tree(site.paths(site.filter).results) == {
         "guard.json": b'{"inputs": {"x": "y"}}', "report.json": b'{"ok": false, "error": "limits"}',
         "outputs": None, "outputs/deep": None, "outputs/deep/result.txt": b'filtered; guard was {"inputs": {"x": "y"}}'}
