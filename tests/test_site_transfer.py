@@ -688,3 +688,23 @@ def test_the_agent_rides_out_a_runnerd_that_is_away_for_a_while(site, tmp_path):
                      STEP_EXIT="0")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(site.paths(site.provision).provision_report.read_text())["ok"] is True
+
+
+def test_a_seed_whose_file_shrinks_mid_stream_arrives_short_never_wrong(site, tmp_path):
+    """(Last of the module: it truncates one of the provisioning job's local files.) A pinned file
+    that changes under the stream breaks the transfer, which the agent sees and retries; it never
+    receives a stream that claims to be complete."""
+    pin = site.paths(site.provision).pinned_input(1, 0)
+    os.truncate(pin, 256 << 20)  # the very inode the pin holds (a hard link of the asset), sparse
+    with httpx.stream("GET", site.route(site.provision, "provision", "in"),
+                      headers=site.auth(site.provision, StepKind.PROVISION), timeout=30) as r:
+        assert r.status_code == 200 and int(r.headers["content-length"]) > 256 << 20
+        chunks = r.iter_raw()
+        got = len(next(chunks))
+        os.truncate(pin, 1024)
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in chunks:
+                got += len(chunk)
+    assert got < 256 << 20
+    assert "the provision seed could not be sent whole" in site.daemon.log()
+    assert httpx.get(f"{site.url}/health").json()["code"] == "docker_unavailable"  # the daemon is fine

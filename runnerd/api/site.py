@@ -63,10 +63,11 @@ async def site_in(request: web.Request) -> web.StreamResponse:
 
 async def site_out(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    incoming = await engine.site.receiver(request.match_info["jobId"], request.match_info["step"], _token(request),
-                                          request.content_length)
     idle = request.app[SETTINGS].requestBodySeconds
+    incoming = None
     try:
+        incoming = await engine.site.receiver(request.match_info["jobId"], request.match_info["step"],
+                                              _token(request), request.content_length)
         pending: list[bytes] = []
         size = 0
         while True:
@@ -85,10 +86,10 @@ async def site_out(request: web.Request) -> web.Response:
             if not chunk:
                 break
         answer = await engine.site.install(incoming)
-    except RunnerdError as exc:
-        if exc.http_status == 413:
-            drop_unread_body(request)  # the rest is not wanted: close rather than drain it
+    except RunnerdError:
+        drop_unread_body(request)  # refused (403, 409, 413, ...): close rather than drain what is left
         raise
     finally:
-        await engine.site.discard(incoming)
+        if incoming is not None:
+            await engine.site.discard(incoming)
     return web.json_response(answer)
