@@ -273,7 +273,8 @@ def test_an_upload_replaces_the_out_folder_whole(tmp_path):
     assert _upload(target, body) == (3, 5012)
     assert tree(target) == {"report.json": b'{"ok": true}', "outputs": None, "outputs/a": None,
                             "outputs/a/b.txt": b"b" * 5000, "outputs/empty": None}
-    for path in [target, *target.rglob("*")]:
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700  # runnerd's only
+    for path in target.rglob("*"):
         want = 0o755 if path.is_dir() else 0o644
         assert stat.S_IMODE(path.stat().st_mode) == want, path  # no setuid, no 0777, whatever was asked
     assert sorted(p.name for p in target.parent.iterdir()) == ["results"]  # no spool, no temp folder left

@@ -39,8 +39,8 @@ def _token(request: web.Request) -> str:
 
 
 async def site_in(request: web.Request) -> web.StreamResponse:
-    seed = await request.app[ENGINE].site.seed(request.match_info["jobId"], request.match_info["step"],
-                                               _token(request))
+    seed = await request.app[ENGINE].site_transfer.seed(request.match_info["jobId"], request.match_info["step"],
+                                                        _token(request))
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar", "Cache-Control": "no-store"})
     response.content_length = seed.length
     await response.prepare(request)
@@ -66,8 +66,8 @@ async def site_out(request: web.Request) -> web.Response:
     idle = request.app[SETTINGS].requestBodySeconds
     incoming = None
     try:
-        incoming = await engine.site.receiver(request.match_info["jobId"], request.match_info["step"],
-                                              _token(request), request.content_length)
+        incoming = await engine.site_transfer.receiver(request.match_info["jobId"], request.match_info["step"],
+                                                       _token(request), request.content_length)
         pending: list[bytes] = []
         size = 0
         while True:
@@ -81,15 +81,15 @@ async def site_out(request: web.Request) -> web.Response:
                 pending.append(chunk)
                 size += len(chunk)
             if pending and (size >= _BUFFER or not chunk):
-                await engine.site.write(incoming, b"".join(pending))
+                await engine.site_transfer.write(incoming, b"".join(pending))
                 pending, size = [], 0
             if not chunk:
                 break
-        answer = await engine.site.install(incoming)
+        answer = await engine.site_transfer.install(incoming)
     except RunnerdError:
         drop_unread_body(request)  # refused (403, 409, 413, ...): close rather than drain what is left
         raise
     finally:
         if incoming is not None:
-            await engine.site.discard(incoming)
+            await engine.site_transfer.discard(incoming)
     return web.json_response(answer)

@@ -91,7 +91,7 @@ class Engine:
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
                                settings.jobRetentionSeconds, clock)
         self.starts = StartRate(settings.startsPerMinutePerOwner, clock.monotonic)
-        self.site = SiteTransfer(settings, store, data_dir)  # #17: steps on nodes without runnerd's disk
+        self.site_transfer = SiteTransfer(settings, store, data_dir)  # #17: steps on nodes without runnerd's disk
         self._watch: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
 

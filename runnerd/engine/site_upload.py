@@ -5,9 +5,9 @@ The stream is hostile (the filter's outputs are the algorithm's): it is spooled 
 job's root-only folder as it arrives, the byte cap counted on what is really received (a header's
 or a Content-Length's word is never taken), then extracted with runnerd/steps/sitetar.py's rules
 (regular files and folders only, no link, device, fifo, absolute name, `..` or name twice; caps on
-entries and bytes; modes 0644/0755, owner runnerd) into a fresh folder beside the target, which
-replaces the target only once complete. So a retried step never mixes two attempts, and an upload
-that fails leaves what was there before.
+entries and bytes; modes 0644/0755, the folder itself 0700, owner runnerd) into a fresh folder
+beside the target, which replaces the target only once complete. So a retried step never mixes
+two attempts, and an upload that fails leaves what was there before.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class Upload:
         self._file.close()
         _sweep(self.target)
         fresh = self.target.parent / f"{_NEW}{self.target.name}-{secrets.token_hex(6)}"
-        os.mkdir(fresh, 0o755)
-        os.chmod(fresh, 0o755)
+        os.mkdir(fresh, 0o700)
+        os.chmod(fresh, 0o700)  # the folder itself runnerd's only, as a remote site keeps it (no step mounts it)
         try:
             with open(self.spool, "rb") as f:
                 counts = sitetar.extract(f, {"out": str(fresh)}, self.caps.bytes, self.caps.entries)

@@ -38,7 +38,11 @@ from typing import Any, Dict, Iterator, Optional
 from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sitetar.py beside it, however it is run
-import sitetar
+try:
+    import sitetar
+except ImportError:  # shipped as two files: say which one is missing rather than a traceback
+    sys.stderr.write("site agent: sitetar.py is missing beside site_agent.py\n")
+    sys.exit(70)
 
 EXIT_TRANSFER = 70
 STEPS = ("provision", "filter")
