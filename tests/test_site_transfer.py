@@ -630,6 +630,20 @@ def test_the_agent_sends_back_a_failed_step_and_exits_with_its_code(site, tmp_pa
         "outputs": None, "outputs/deep": None, "outputs/deep/result.txt": b'filtered; guard was {"inputs": {"x": "y"}}'}
 
 
+def test_the_agent_reports_outputs_over_the_cap_as_runnerd_answered(site, tmp_path):
+    """runnerd stops reading at the cap and closes: the agent still reads its 413 and gives up at
+    once (no retry of what cannot pass), and runnerd's folder is as it was."""
+    results = site.paths(site.filter).results
+    before = tree(results)
+    step = ("import os\nwith open(os.path.join(os.environ['RUNNERD_OUT_ROOT'], 'big'), 'wb') as f:\n"
+            "    f.truncate(256 << 20)\n")
+    proc = run_agent(tmp_path, site.url, site.filter, "filter", site.token(site.filter, StepKind.FILTER), step)
+    assert proc.returncode == 70, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "sending the filter outputs" in line and "refused" in line and "413 (payload_too_large" in line, line
+    assert tree(results) == before
+
+
 def test_the_agent_gives_up_at_once_on_a_refusal_without_showing_its_token(site, tmp_path):
     token = "0" * 64
     started = time.monotonic()
