@@ -708,6 +708,37 @@ def test_the_agent_rides_out_a_runnerd_that_is_away_for_a_while(site, tmp_path):
     assert json.loads(site.paths(site.provision).provision_report.read_text())["ok"] is True
 
 
+@pytest.mark.docker
+def test_the_agent_runs_in_the_helper_image_as_the_job_user_with_a_read_only_root(site, tmp_path):
+    """The agent's real conditions: the helper image's python3, jobUser, read-only root, a 16 MiB
+    /tmp, its two files only (the host network here is only for reaching the test daemon on
+    loopback)."""
+    data, out, steps = tmp_path / "data", tmp_path / "out", tmp_path / "steps"
+    for d in (data, out, steps):
+        d.mkdir()
+        os.chmod(d, 0o777)
+    (steps / "provision.py").write_text(PROVISION_STEP)
+    name = f"runnerd-test-site-agent-{secrets.token_hex(4)}"
+    argv = ["docker", "run", "--rm", "--name", name, "--network", "host", "--read-only", "--user", "65532:65532",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--tmpfs", "/tmp:size=16m",
+            "-v", f"{AGENT}:/runnerd/site_agent.py:ro", "-v", f"{AGENT.parent / 'sitetar.py'}:/runnerd/sitetar.py:ro",
+            "-v", f"{steps / 'provision.py'}:/runnerd/provision.py:ro", "-v", f"{data}:/data",
+            "-v", f"{out}:/runnerd/out",
+            "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", f"RUNNERD_SITE_URL={site.url}",
+            "-e", f"RUNNERD_SITE_TOKEN={site.token(site.provision, StepKind.PROVISION)}",
+            "-e", f"RUNNERD_JOB={site.provision.job_id}", "-e", "RUNNERD_STEP=provision",
+            "-e", "RUNNERD_DATA_ROOT=/data", "-e", "RUNNERD_OUT_ROOT=/runnerd/out", PY_IMAGE,
+            "python3", "/runnerd/site_agent.py"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "provision step ran; token given: False\n"
+    report = json.loads(site.paths(site.provision).provision_report.read_text())
+    assert f"inputs/{'2' * 64}/1" in report["seen"] and (data / "inputs" / ("2" * 64) / "1").stat().st_uid == 65532
+
+
 def test_a_seed_whose_file_shrinks_mid_stream_arrives_short_never_wrong(site, tmp_path):
     """(Last of the module: it truncates one of the provisioning job's local files.) A pinned file
     that changes under the stream breaks the transfer, which the agent sees and retries; it never
