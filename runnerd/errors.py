@@ -39,11 +39,40 @@ class Unauthorized(RunnerdError):
     default_code = "invalid_signature"
 
 
+class Forbidden(RunnerdError):
+    """A job-site token (#17) that is not valid for that job and step: one answer for a wrong
+    token, an unknown job and a wrong step, so it tells nothing about which jobs exist."""
+
+    http_status = 403
+    default_code = "forbidden"
+
+
 class NotFound(RunnerdError):
     """Unknown job, or a job that belongs to someone else: the two are indistinguishable on purpose."""
 
     http_status = 404
     default_code = "not_found"
+
+
+class Conflict(RunnerdError):
+    """A job-site transfer for a step the job is not at (#17)."""
+
+    http_status = 409
+    default_code = "step_not_running"
+
+
+class Gone(RunnerdError):
+    """A job-site transfer for a job that has ended (its plan was dropped, #17)."""
+
+    http_status = 410
+    default_code = "job_ended"
+
+
+class PayloadTooLarge(RunnerdError):
+    """A body over a cap that is counted as it arrives (a job-site upload, #17)."""
+
+    http_status = 413
+    default_code = "payload_too_large"
 
 
 class RangeNotSatisfiable(RunnerdError):

@@ -132,7 +132,8 @@ def test_every_route_is_documented_and_vice_versa(tmp_path):
     # signed reads consume a nonce, so they have no HEAD
     signed_reads = {"/api/services/compute", "/api/services/computeResult", "/api/services/computeLogs",
                     "/c2d/v2/api/services/computeResult", "/c2d/v2/api/services/computeStreamableLogs"}
-    assert {p for p, m in routes if m == "HEAD"} == gets - signed_reads
+    no_head = signed_reads | {"/site/v1/jobs/{jobId}/{step}/in"}  # #17: a HEAD would list the seed to send nothing
+    assert {p for p, m in routes if m == "HEAD"} == gets - no_head
     routed = {(p, m) for p, m in routes if m != "HEAD"}
     documented = {(p, m.upper()) for p, item in document()["paths"].items() for m in item
                   if m in ("get", "put", "post", "delete", "patch", "options", "head")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runnerd.api import compute, console, discovery, docs, fileinfo, initialize, live, node, results
+from runnerd.api import compute, console, discovery, docs, fileinfo, initialize, live, node, results, site
 
 COMPUTE = "/api/services/compute"
 
@@ -27,3 +27,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.json", docs.openapi_json)
     console.setup(app)  # the operator's page: /console, /console/api/state
     node.setup(app)  # ocean-node's dialect (ocean.js 8.x) under /c2d/v2, over the same engine
+    site.setup(app)  # internal (#17): a step on a cluster node fetches its seed, sends back its out folder

@@ -29,6 +29,7 @@ from runnerd.engine.placement import Placer
 from runnerd.engine.quota_pool import QUOTA_POOL_DIR, QuotaPool
 from runnerd.engine.runner import JobRunner
 from runnerd.engine.scheduler import Scheduler
+from runnerd.engine.site_transfer import SiteTransfer
 from runnerd.engine.sweeper import Sweeper
 from runnerd.engine.terms import bounded
 from runnerd.engine.trust import Trust
@@ -90,6 +91,7 @@ class Engine:
                                settings.orphanGraceSeconds, settings.sweepIntervalSeconds,
                                settings.jobRetentionSeconds, clock)
         self.starts = StartRate(settings.startsPerMinutePerOwner, clock.monotonic)
+        self.site_transfer = SiteTransfer(settings, store, data_dir)  # #17: steps on nodes without runnerd's disk
         self._watch: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
 

@@ -12,7 +12,6 @@ systemd unit therefore avoids ProtectSystem/PrivateTmp; see docs/operator-guide.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import subprocess
@@ -21,8 +20,8 @@ from pathlib import Path
 from runnerd import layout
 from runnerd.config import Environment
 from runnerd.containers.runtime import ContainerSpec
-from runnerd.domain import JobStatus, LocalFile, PlannedJob, RawCode, StepKind
-from runnerd.engine import pins
+from runnerd.domain import JobStatus, LocalFile, PlannedJob, StepKind
+from runnerd.engine import pins, site_archive
 from runnerd.engine.quota_pool import QuotaPool, format_image
 from runnerd.engine.trees import remove_tree
 from runnerd.errors import WorkspaceError
@@ -77,20 +76,14 @@ class Workspace:
             for index, f in enumerate(item.files):
                 if isinstance(f, LocalFile):
                     (folder / str(index)).touch(mode=0o644)  # mount point for the read-only bind
-            _write_json(p.fs / "ddos" / did_dir(item.did), item.ddo)
-        algo = job.plan.algorithm
-        if algo.did and algo.ddo:
-            _write_json(p.fs / "ddos" / did_dir(algo.did), algo.ddo)
-        if algo.algocustomdata is not None:
-            _write_json(p.fs / "inputs" / "algoCustomData.json", algo.algocustomdata)
+        # DDOs, custom data, raw code: the same bytes a remote job site sends its node (#17).
+        for rel, data, mode in site_archive.runnerd_files(job):
+            (p.fs / rel).write_bytes(data)
+            os.chmod(p.fs / rel, mode)
         # What the algorithm will mount: the local files as runnerd opens and checks them now.
         pins.pin_all(job, p, self.uid, self.gid)
-        code_path = p.fs / "transformations" / "algorithm"
-        if isinstance(algo.code, RawCode):
-            code_path.write_text(algo.code.text, encoding="utf-8")
-            os.chmod(code_path, 0o755)
-        elif isinstance(algo.code, LocalFile):
-            code_path.touch(mode=0o644)
+        if isinstance(job.plan.algorithm.code, LocalFile):
+            (p.fs / "transformations" / "algorithm").touch(mode=0o644)
         # The job's uid writes inputs (provision), outputs and logs (algorithm), results (filter).
         # The root of the job's filesystem stays root's: the job's uid gets only the folders it
         # writes in, so nothing it does can rename or replace what runnerd manages.
@@ -241,8 +234,3 @@ class Workspace:
 def _must_be_gone(path: Path, problems: list[str]) -> None:
     if problems:
         raise WorkspaceError(f"{path.name}: {'; '.join(sorted(set(problems)))}")
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value), encoding="utf-8")
-    os.chmod(path, 0o644)
