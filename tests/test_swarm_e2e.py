@@ -87,7 +87,7 @@ def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(sw
         with Watcher(lab, daemon.data_dir) as watch:
             jobs = [client.start(did, raw(CODE), "ocean-compute")["jobId"] for _ in range(2)]
             ended = [wait_done(client, job_id, timeout=240) for job_id in jobs]
-        for job_id, job in zip(jobs, ended):
+        for job in ended:
             assert job["status"] == 70, (job, daemon.log()[-4000:])
             assert result_of(client, job, "output", "doubled.txt") == b"abc\nabc\n"
             assert "done on the node" in result_of(client, job, "algorithmLog").decode()
