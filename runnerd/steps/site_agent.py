@@ -119,7 +119,7 @@ class Site:
     def send(self, out_root: str) -> None:
         conn = self.connect()
         try:
-            headers = dict(self.headers(), **{"Content-Type": "application/x-tar"})
+            headers = dict(self.headers(), **{"Content-Type": "application/octet-stream"})
             try:
                 conn.request("PUT", self.base + "/out", body=_guarded(out_tar(out_root)), headers=headers)
             except (OSError, http.client.HTTPException) as exc:
