@@ -146,7 +146,11 @@ class ExitResult:
 
     exit_code: int
     oom_killed: bool = False
-    error: str | None = None  # Docker's own State.Error, if any
+    error: str | None = None  # Docker's own State.Error, if any; or PROBABLY_OOM
+
+
+# The `error` of a 137 from a backend without an OOM flag (Swarm) that runnerd did not cause
+PROBABLY_OOM = "killed by SIGKILL that runnerd did not send: probably out of memory (Swarm reports no OOM flag)"
 
 
 @dataclass(frozen=True)

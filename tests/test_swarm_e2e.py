@@ -34,8 +34,9 @@ print('done on the node', flush=True)
 
 def swarm_daemon(lab, root: Path, **overrides) -> Daemon:
     port = free_port()
+    overrides.setdefault("environments", [dict(ENV)])
     config = base_config(backend="swarm", swarmManager=lab.url(1), siteURL=f"http://{lab.host_address}:{port}",
-                         environments=[dict(ENV)], maxDownloadGB=0.01, **overrides)
+                         maxDownloadGB=0.01, **overrides)
     return Daemon(root, config, port=port, host=lab.host_address).start()
 
 
@@ -102,5 +103,64 @@ def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(sw
         while lab.docker(1, "service", "ls", "-q", "--filter", "label=runnerd.job").split() and time.time() < deadline:
             time.sleep(0.5)
         assert lab.docker(1, "service", "ls", "-q", "--filter", "label=runnerd.job").split() == []
+    finally:
+        daemon.stop()
+
+
+LIMITS = [{**ENV, "id": "limits", "nCPU": 0.5, "pidsLimit": 40, "maxJobs": 6},
+          {**ENV, "id": "short", "maxJobDuration": 4, "maxJobs": 2}]
+HOG = "b = bytearray(700 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1"
+FILL = "open('/data/outputs/big', 'wb').write(b'x' * (64 * 1024 * 1024))"
+FORKS = """
+import os, time
+made = 0
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(5); os._exit(0)
+        made += 1
+    except OSError:
+        break
+open('/data/outputs/forks', 'w').write(str(made))
+"""
+CGROUP = """
+import glob
+out = []
+for name in ('cpu.cfs_quota_us', 'cpu.max', 'memory.limit_in_bytes', 'memory.max', 'memory.memsw.limit_in_bytes'):
+    for path in glob.glob('/sys/fs/cgroup/**/' + name, recursive=True)[:1]:
+        out.append(name + '=' + open(path).read().strip())
+open('/data/outputs/cgroup', 'w').write('\\n'.join(out))
+"""
+
+
+def test_every_limit_the_swarm_backend_declares_holds_on_the_lab(swarm_lab, tmp_path):
+    """Through the real API on the lab, at once: a memory hog ends at 73 with the honest
+    "most likely" text (Swarm has no OOM flag); a disk filler at 74 (the site's probe on the node
+    reads the volume full); a sleeper at 72 (maxJobDuration); a fork loop is cut at pidsLimit; the
+    algorithm's cgroup carries the CPU quota and memory = memory+swap."""
+    daemon = swarm_daemon(swarm_lab, tmp_path / "d", environments=[dict(e) for e in LIMITS])
+    try:
+        client = daemon.client()
+        did = dataset(daemon.assets, b"x\n")
+        codes = {"hog": (HOG, "limits"), "fill": (FILL, "limits"), "forks": (FORKS, "limits"),
+                 "cgroup": (CGROUP, "limits"), "sleep": ("import time\ntime.sleep(60)", "short")}
+        jobs = {name: client.start(did, raw(code), env)["jobId"] for name, (code, env) in codes.items()}
+        done = {name: wait_done(client, job_id, timeout=240) for name, job_id in jobs.items()}
+        log = daemon.log()[-4000:]
+        hog = done["hog"]
+        assert hog["status"] == 73 and "most likely it used more than ramGB (0.25 GB)" in hog["error"], (hog, log)
+        assert hog["terminationDetails"]["reason"] == "oom_probable"
+        assert done["fill"]["status"] == 74 and "diskGB" in done["fill"]["error"], (done["fill"], log)
+        assert done["sleep"]["status"] == 72, (done["sleep"], log)
+        assert done["forks"]["status"] == 70, (done["forks"], log)
+        made = int(result_of(client, done["forks"], "output", "forks"))
+        assert 20 < made < 40, made  # pidsLimit 40 counts the python, tini and the children
+        assert done["cgroup"]["status"] == 70, (done["cgroup"], log)
+        limits = dict(line.split("=", 1) for line in result_of(client, done["cgroup"], "output", "cgroup").decode()
+                      .splitlines())
+        quota = limits.get("cpu.cfs_quota_us") or limits["cpu.max"].split()[0]
+        assert int(quota) == 50000, limits  # nCPU 0.5 of a 100 ms period
+        memory = int(limits.get("memory.limit_in_bytes") or limits["memory.max"])
+        assert memory == 256 * 1024 * 1024, limits
     finally:
         daemon.stop()

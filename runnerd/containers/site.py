@@ -39,7 +39,7 @@ class JobSite(Protocol):
     def step_spec(self, job: PlannedJob, env: Environment, kind: StepKind, spec: ContainerSpec) -> ContainerSpec:
         """A step's spec as containers/spec.py built it for runnerd's host, made this site's."""
 
-    def disk_full(self, job_id: str, slack: int = 1024 * 1024) -> bool:
+    async def disk_full(self, job: PlannedJob, env: Environment, slack: int = 1024 * 1024) -> bool:
         """Whether the job's /data is (nearly) full: how a write past diskGB shows (status 74)."""
 
     async def release_fs(self, job_id: str) -> bool:

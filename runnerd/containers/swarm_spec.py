@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from runnerd.containers.runtime import LABEL_JOB, ContainerSpec, ContainerState, FileSeed, VolumeMount
+from runnerd.domain import PROBABLY_OOM as PROBABLY_OOM
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerRefused
 
@@ -20,7 +21,6 @@ LABEL_NETWORK = "runnerd.network"
 SWAP_LABEL = "runnerd.swap"  # a node label: `off` is the operator's word that the node has no swap
 NOWHERE = "node.id==runnerd-stopped"  # a constraint no node meets
 NODE_LOST = "the node it ran on is down"  # inspect's error for a task on a node the manager lost
-PROBABLY_OOM = "killed by SIGKILL that runnerd did not send: probably out of memory (Swarm reports no OOM flag)"
 ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned"}  # task states after which it runs no more
 _SIZE = re.compile(r"([0-9]+)([kmg]?)", re.I)
 

@@ -17,6 +17,7 @@ from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.containers.site import JobSite
 from runnerd.domain import (
+    PROBABLY_OOM,
     STOPREQ_TIMEOUT,
     STOPREQ_USER,
     Job,
@@ -300,7 +301,11 @@ class JobRunner:
         if result.oom_killed:
             return Ending(S.OUT_OF_MEMORY, f"the algorithm used more than ramGB ({env.ramGB:g} GB) and was killed",
                           termination("oom", result))
-        if result.exit_code != 0 and self.workspace.disk_full(h.job_id):
+        if result.exit_code == 137 and result.error == PROBABLY_OOM:  # no OOM flag: say what is likely
+            return Ending(S.OUT_OF_MEMORY, "the algorithm was killed by a SIGKILL runnerd did not send: most likely "
+                          f"it used more than ramGB ({env.ramGB:g} GB); this backend reports no OOM flag",
+                          termination("oom_probable", result))
+        if result.exit_code != 0 and await self.workspace.disk_full(h.job, env):
             return Ending(S.OUTPUT_LIMITS_EXCEEDED, f"the algorithm filled its disk quota (diskGB {env.diskGB:g})",
                           termination("disk_quota", result))
         if result.exit_code in (137, 143):

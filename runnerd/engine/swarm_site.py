@@ -40,10 +40,10 @@ from runnerd.containers.runtime import (
     VolumeMount,
 )
 from runnerd.containers.spec import HELPER_TMPFS, NO_GPUS, STEPS_DIR
-from runnerd.domain import PlannedJob, StepKind
+from runnerd.domain import ExitResult, PlannedJob, StepKind
 from runnerd.engine import pins
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import RuntimeUnavailable, WorkspaceError
+from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
 from runnerd.layout import JobPaths
 
 log = logging.getLogger("runnerd.swarm_site")
@@ -54,6 +54,10 @@ AGENT_FILES = (AGENT, STEPS_DIR / "sitetar.py")  # the agent and the tar rules i
 HOLDER_MEMORY = 32 * 1024 * 1024
 DDOS_BYTES = 16 * 1024 * 1024
 PROVISION_OUT_BYTES = 16 * 1024 * 1024  # its out holds its report only
+PROBE, WRITTEN, PROBE_TIMEOUT = "diskprobe", ("outputs", "logs"), 60.0
+# exits 3 when a volume has less than argv[1] bytes free (statvfs, as Workspace.disk_full reads its filesystem)
+FULL_PROBE = ("import os, sys\nslack = int(sys.argv[1])\nfree = [os.statvfs(p) for p in sys.argv[2:]]\n"
+              "sys.exit(3 if any(st.f_bavail * st.f_frsize < slack for st in free) else 0)")
 HOLD_TIMEOUT = 120.0  # seconds for the holder to run on the node (it pulls nothing: images are local there)
 
 
@@ -67,6 +71,8 @@ class NodeRuntime(Protocol):
     async def remove(self, container_id: str) -> None: ...
 
     async def task_state(self, container_id: str) -> str | None: ...
+
+    async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None: ...
 
 
 def volume_name(job_id: str, part: str) -> str:
@@ -188,10 +194,26 @@ class SwarmSite:
         return dataclasses.replace(spec, mounts=(), volumes=tuple(volumes), files=tuple(files), tmpfs=tmpfs,
                                    node=self.node_of(job), **changes)  # type: ignore[arg-type]
 
-    def disk_full(self, job_id: str, slack: int = 1024 * 1024) -> bool:
-        """Not known from runnerd's host: a full volume shows as the algorithm's own write error
-        (a gap: docs/architecture-swarm.md)."""
-        return False
+    async def disk_full(self, job: PlannedJob, env: Environment, slack: int = 1024 * 1024) -> bool:
+        """Asked after an algorithm failed: a probe on the job's node reads the free space of the
+        volumes it writes (outputs, logs), as the local site reads its quota filesystem. An
+        unanswered probe is "not full": the job then ends as the failure it is, never lost."""
+        probe = dataclasses.replace(
+            self.holder_spec(job, env), name=f"runnerd-{job.job_id}-{PROBE}", labels={LABEL_JOB: job.job_id,
+                                                                                 LABEL_STEP: PROBE},
+            command=["python3", "-c", FULL_PROBE, str(slack), *(f"{layout.DATA}/{p}" for p in WRITTEN)],
+            volumes=self.volumes(job, env, WRITTEN, read_only=True))
+        try:
+            cid = await self.runtime.create(probe)
+            try:
+                await self.runtime.start(cid)
+                result = await self.runtime.wait(cid, timeout=PROBE_TIMEOUT)
+            finally:
+                await self.runtime.remove(cid)
+        except (RuntimeUnavailable, ContainerRefused, ContainerGone, ImageMissing) as exc:
+            log.warning("job %s: could not read its volumes' free space on its node: %s", job.job_id, exc)
+            return False
+        return result is not None and result.exit_code == 3
 
     # -- the host side, and teardown ----------------------------------------------------------
 

@@ -136,9 +136,9 @@ class Workspace:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def disk_full(self, job_id: str, slack: int = 1024 * 1024) -> bool:
+    async def disk_full(self, job: PlannedJob, env: Environment, slack: int = 1024 * 1024) -> bool:
         """Whether the job's quota filesystem is (nearly) full: how a write past diskGB shows."""
-        p = self.paths(job_id)
+        p = self.paths(job.job_id)
         if not os.path.ismount(p.fs):
             return False
         st = os.statvfs(p.fs)
