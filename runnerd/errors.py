@@ -99,7 +99,12 @@ class RuntimeUnavailable(Exception):
 
 
 class ContainerGone(Exception):
-    """The container was removed behind runnerd's back (or never existed)."""
+    """The container was removed behind runnerd's back (or never existed), or, on a cluster, the
+    node it ran on is lost. `why`: the consumer-safe reason, where the runtime knows one."""
+
+    def __init__(self, container_id: str, why: str | None = None):
+        super().__init__(container_id)
+        self.why = why
 
 
 class ContainerRefused(Exception):

@@ -18,6 +18,7 @@ Swarm reports no OOM flag, so `oom_killed` is never set (capabilities.SWARM says
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import docker.errors
@@ -52,6 +53,9 @@ from runnerd.containers.swarm_spec import (
 )
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
+
+log = logging.getLogger("runnerd.swarm")
+
 
 class SwarmRuntime(DockerRuntime):
     capabilities = SWARM
@@ -196,7 +200,8 @@ class SwarmRuntime(DockerRuntime):
                         node = self._api.inspect_node(node_id)
                     except docker.errors.NotFound:
                         return ContainerState(state.id, "dead", ExitResult(-1, error=f"{NODE_LOST}: {node_id}"))
-                    if (node.get("Status") or {}).get("State") != "ready":
+                    # `unknown`: a manager that just restarted has not heard from the node yet
+                    if (node.get("Status") or {}).get("State") not in ("ready", "unknown"):
                         name = (node.get("Description") or {}).get("Hostname") or node_id
                         return ContainerState(state.id, "dead", ExitResult(-1, error=f"{NODE_LOST}: {name}"))
             return state
@@ -212,8 +217,11 @@ class SwarmRuntime(DockerRuntime):
         pause = 0.05
         while True:
             state = await self.inspect(container_id)
-            if state is None or (state.exit is not None and (state.exit.error or "").startswith(NODE_LOST)):
+            if state is None:
                 raise ContainerGone(container_id)
+            if state.exit is not None and (state.exit.error or "").startswith(NODE_LOST):
+                log.warning("service %s: %s", container_id, state.exit.error)  # the operator's: which node
+                raise ContainerGone(container_id, why=f"{NODE_LOST} (a cluster node lost mid-job)")
             if state.exit is not None:
                 return state.exit
             if deadline is not None and loop.time() >= deadline:

@@ -155,8 +155,8 @@ class StepDriver:
                     await self.store.save_step(rec)
                     await outage.retry(lambda: self.runtime.start(cid))
             return await self._wait(rec, max_seconds, stop, logs, outage, reattach)
-        except ContainerGone:
-            return await self._abandon(rec, "its container was removed outside runnerd")
+        except ContainerGone as exc:
+            return await self._abandon(rec, exc.why or "its container was removed outside runnerd")
         except ContainerRefused as exc:  # Docker's explanation names host paths: the log keeps it
             return StepOutcome(refused=reasons.internal(f"Docker refused the {kind.value} step's container", exc,
                                                         job_id))
