@@ -268,3 +268,23 @@ async def test_a_node_not_labelled_swap_free_gets_no_step(swarm_lab):
         lab.docker(1, "node", "update", "--label-add", "runnerd.swap=off", "rdlab-n3")
         await runtime.prune_networks()
         await runtime.close()
+
+
+def test_a_manager_named_by_swarm_manager_gets_the_environment_s_tls(tmp_path):
+    """swarmManager: tcp://manager:2376 with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH set talks TLS
+    with the client certificate, as DOCKER_HOST would (a bare base_url ignored both)."""
+    from runnerd.containers.docker_runtime import client_options
+
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-----BEGIN X-----\n")
+    env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path), "DOCKER_HOST": "unix:///elsewhere.sock"}
+    opts = client_options("tcp://manager:2376", env)
+    import docker
+
+    assert docker.APIClient(version="1.41", **opts).base_url == "https://manager:2376"  # builds, connects to nothing
+    tls = opts["tls"]
+    assert tls.verify and tls.ca_cert == str(tmp_path / "ca.pem")
+    assert tls.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    assert client_options("unix:///tmp/rdlab/n1/docker.sock", {})["base_url"] == "unix:///tmp/rdlab/n1/docker.sock"
+    assert client_options(None, {"DOCKER_HOST": "unix:///x.sock"})["base_url"] == "unix:///x.sock"
+    assert "tls" not in client_options("tcp://manager:2375", {})  # no TLS asked for: none invented

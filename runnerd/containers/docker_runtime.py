@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,14 @@ T = TypeVar("T")
 # version"). APIError (Docker answered) is sorted out before: 4xx are the caller's, 5xx outages.
 _TRANSIENT = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError,
               docker.errors.DockerException)
+
+
+def client_options(base_url: str | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Where and how to reach Docker: `base_url` (a swarm manager, #17) in place of DOCKER_HOST,
+    with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH applying to it as they would to DOCKER_HOST (a
+    plain DockerClient(base_url=…) would ignore them and talk to a TLS port without TLS)."""
+    env = {**environ, "DOCKER_HOST": base_url} if base_url else dict(environ)
+    return dict(docker.utils.kwargs_from_env(environment=env))
 
 
 def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -115,10 +124,7 @@ class DockerRuntime:
                 if client is None:
                     kwargs: dict[str, Any] = {"timeout": int(self._timeout), "max_pool_size": 32}
                     try:
-                        if self._base_url:
-                            client = docker.DockerClient(base_url=self._base_url, **kwargs)
-                        else:
-                            client = docker.from_env(**kwargs)
+                        client = docker.DockerClient(**client_options(self._base_url, os.environ), **kwargs)
                     except _TRANSIENT as exc:
                         raise RuntimeUnavailable(f"Docker is not reachable: {exc}") from exc
                     if client.api.base_url.startswith("http+docker://"):  # a unix socket
