@@ -46,14 +46,15 @@ def test_both_placers_are_placers():
 
 
 def test_a_job_counts_its_ram_its_disk_and_one_helper_step():
-    # on Swarm a job's /data is tmpfs volumes on its node (engine/swarm_site.py), whatever its diskQuota
+    # on Swarm a job's outputs and logs are tmpfs volumes of diskGB each on its node
+    # (engine/swarm_site.py), whatever its diskQuota
     for quota in ("tmpfs", "none"):
-        assert demand(env_of(settings(ramGB=1, diskGB=0.5, diskQuota=quota))) == (1, int(1.5 * GB) + HELPER_MEMORY)
+        assert demand(env_of(settings(ramGB=1, diskGB=0.5, diskQuota=quota))) == (1, int(2 * GB) + HELPER_MEMORY)
 
 
 def test_a_node_fits_exactly_what_it_has_and_not_a_byte_more():
     s = settings(nCPU=1, ramGB=1, diskGB=1)
-    need = 2 * GB + HELPER_MEMORY
+    need = 3 * GB + HELPER_MEMORY
     exact = NodePlacer(s, [{**node("a", cpus=8), "memory": 2 * need}])
     assert [exact.take(env_of(s)) is not None for _ in range(3)] == [True, True, False]  # RAM, not CPUs, is full
     short = NodePlacer(s, [{**node("a", cpus=8), "memory": need - 1}])
@@ -171,11 +172,12 @@ def test_unplaceable_names_the_numbers_and_the_fix():
     nodes = [node("a", cpus=4, gb=8), node("b", cpus=2, gb=16), node("x", cpus=64, gb=512, swap=None)]
     found = unplaceable(s, nodes)
     assert len(found) == 2 and found[0].startswith("environment huge: ") and found[1].startswith("environment fat: ")
-    assert "8 CPUs and 3.50 GB of RAM (ramGB 2 + diskGB 1, a tmpfs on the node, + 0.5 GB for a helper step)" in found[0]
+    assert ("8 CPUs and 4.50 GB of RAM (ramGB 2 + 2 × diskGB 1: outputs and logs, tmpfs on the node, "
+            "+ 0.5 GB for a helper step)") in found[0]
     assert "the most CPUs: host-a (a: 4 CPUs, 8.00 GB)" in found[0] and "the most RAM: host-b (b: 2 CPUs, 16.00 GB)" \
         in found[0]
     assert "1 more node(s) are not usable" in found[0] and "lower its nCPU, ramGB or diskGB" in found[0]
-    assert "1 CPUs and 31.50 GB of RAM" in found[1]
+    assert "1 CPUs and 32.50 GB of RAM" in found[1]
     assert unplaceable(s, [node("a", cpus=64, gb=512)]) == []
     assert "no Ready swarm node" in unplaceable(s, [])[0]
     assert "none labelled runnerd.swap=off" in unplaceable(s, [node("x", swap=None)])[0]

@@ -122,6 +122,10 @@ def test_step_specs_on_a_node_mount_no_host_path_and_keep_each_step_s_access(tmp
     assert [(v.target, v.read_only) for v in filt.volumes] == [("/data/outputs", True)]
     assert filt.tmpfs["/runnerd/out"].endswith(f"size={env.disk_bytes + 1024 * 1024},mode=1777")
     assert filt.env["RUNNERD_SITE_TOKEN"] == "token-filter" and filt.network == JOB_NETWORK
+    # a tmpfs page is charged to its writer: each limit also holds what the step may write there
+    assert remote[StepKind.ALGORITHM].memory_bytes == env.ram_bytes + 2 * env.disk_bytes
+    assert filt.memory_bytes == specs.HELPER_MEMORY + env.disk_bytes + 1024 * 1024
+    assert provision.memory_bytes > specs.HELPER_MEMORY + 2 * int(settings.maxDownloadGB * 1024**3)
 
 
 def test_a_host_mount_without_a_node_side_counterpart_is_refused(tmp_path):

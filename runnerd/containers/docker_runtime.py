@@ -19,6 +19,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 from docker.types import DeviceRequest, LogConfig, Ulimit
+from docker.utils import kwargs_from_env
 from docker.types import Mount as DockerMount
 
 from runnerd import imageref
@@ -53,7 +54,7 @@ def client_options(base_url: str | None, environ: Mapping[str, str]) -> dict[str
     with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH applying to it as they would to DOCKER_HOST (a
     plain DockerClient(base_url=…) would ignore them and talk to a TLS port without TLS)."""
     env = {**environ, "DOCKER_HOST": base_url} if base_url else dict(environ)
-    return dict(docker.utils.kwargs_from_env(environment=env))
+    return dict(kwargs_from_env(environment=env))
 
 
 def to_sdk_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -161,7 +162,8 @@ class DockerRuntime:
 
     async def ensure_network(self, name: str) -> None:
         def ensure() -> None:
-            if self._api.networks(names=[name]):
+            # Docker's name filter matches substrings ("runnerd" finds "runnerd-job-…"): compare whole names
+            if any(n.get("Name") == name for n in self._api.networks(names=[name])):
                 return
             try:
                 self._api.create_network(name, driver="bridge", check_duplicate=True,

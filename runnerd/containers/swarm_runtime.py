@@ -75,19 +75,20 @@ class SwarmRuntime(DockerRuntime):
         return str(info.get("ServerVersion", "?"))
 
     async def nodes(self) -> list[dict[str, Any]]:
-        """The Ready nodes: id, hostname, CPUs, memory, labels (what runnerd's placer accounts)."""
+        """The Ready, active nodes: id, hostname, CPUs, memory, labels (what runnerd's placer accounts)."""
         rows = await self._call(lambda: self._api.nodes())
         return [{"id": n["ID"], "hostname": n["Description"]["Hostname"],
                  "cpus": n["Description"]["Resources"]["NanoCPUs"] / 1e9,
                  "memory": n["Description"]["Resources"]["MemoryBytes"],
                  "labels": (n.get("Spec") or {}).get("Labels") or {}}
-                for n in rows if (n.get("Status") or {}).get("State") == "ready"]
+                for n in rows if (n.get("Status") or {}).get("State") == "ready"
+                and (n.get("Spec") or {}).get("Availability", "active") == "active"]  # not drained or paused
 
     async def ensure_network(self, name: str) -> None:
         await self._call(self._ensure_overlay, name, internal=False, labels={LABEL_NETWORK: "jobs"})
 
     def _ensure_overlay(self, name: str, internal: bool, labels: dict[str, str]) -> str:
-        found = self._api.networks(names=[name])
+        found = [n for n in self._api.networks(names=[name]) if n.get("Name") == name]  # the filter is a substring
         if found:
             return str(found[0]["Id"])
         try:
@@ -96,7 +97,7 @@ class SwarmRuntime(DockerRuntime):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:
                 raise
-            return str(self._api.networks(names=[name])[0]["Id"])
+            return str(next(n for n in self._api.networks(names=[name]) if n.get("Name") == name)["Id"])
 
     def _ensure_config(self, seed: FileSeed) -> str:
         """The config holding this file (made once per content; left in place: a few KB each)."""

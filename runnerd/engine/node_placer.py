@@ -6,8 +6,9 @@ job one node for all three of its steps (`Slot.node`, in the job's row; the Swar
 engine/swarm_site.py, pins each step's spec and the job's volumes there).
 What a job counts against its node (`demand`):
 - CPUs: its nCPU (Swarm enforces it as a CPU quota; there is no cpuset on Swarm);
-- RAM: its ramGB, plus its diskGB (on Swarm a job's /data is tmpfs volumes on its node, whatever
-  its diskQuota: engine/swarm_site.py; a tmpfs lives in the node's RAM), plus one helper step
+- RAM: its ramGB, plus twice its diskGB (on Swarm a job's outputs and logs are two tmpfs volumes
+  of diskGB each on its node, whatever its diskQuota: engine/swarm_site.py; a tmpfs lives in the
+  node's RAM, and the algorithm's memory limit covers what it writes there), plus one helper step
   (HELPER_MEMORY: provision and filter run one at a time, and beside the algorithm's container
   only while one ends and the next begins).
 GPUs are never placed: Swarm has no device requests, so an environment with GPUs is refused by the
@@ -96,13 +97,13 @@ class Node:
 
 def demand(env: Environment) -> tuple[float, int]:
     """What one job of `env` counts against its node: (CPUs, bytes of RAM)."""
-    return env.nCPU, env.ram_bytes + env.disk_bytes + HELPER_MEMORY
+    return env.nCPU, env.ram_bytes + 2 * env.disk_bytes + HELPER_MEMORY
 
 
 def _demand_text(env: Environment) -> str:
     cpus, memory = demand(env)
-    return (f"{cpus:g} CPUs and {memory / GB:.2f} GB of RAM (ramGB {env.ramGB:g} + diskGB {env.diskGB:g}, a tmpfs "
-            f"on the node, + {HELPER_MEMORY / GB:g} GB for a helper step)")
+    return (f"{cpus:g} CPUs and {memory / GB:.2f} GB of RAM (ramGB {env.ramGB:g} + 2 × diskGB {env.diskGB:g}: "
+            f"outputs and logs, tmpfs on the node, + {HELPER_MEMORY / GB:g} GB for a helper step)")
 
 
 def _parsed(nodes: Iterable[Mapping[str, Any] | Node]) -> list[Node]:

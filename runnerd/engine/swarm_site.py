@@ -75,6 +75,11 @@ class NodeRuntime(Protocol):
     async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None: ...
 
 
+def _size(options: str) -> int:
+    """The size= of a tmpfs option string (`rw,…,size=123,mode=1777`), in bytes as written here."""
+    return next((int(o[5:]) for o in options.split(",") if o.startswith("size=") and o[5:].isdigit()), 0)
+
+
 def volume_name(job_id: str, part: str) -> str:
     return f"rd-{job_id}-{part}"
 
@@ -186,11 +191,21 @@ class SwarmSite:
             else:  # never silently: a host path with no node-side counterpart is a bug here
                 raise WorkspaceError(f"{spec.name}: no node-side counterpart for the mount at {m.target}")
         changes: dict[str, object] = {}
+        # The kernel charges a tmpfs page to the memory cgroup of whoever writes it, and nothing
+        # can reclaim it (no swap): a container's limit must also hold what it may write to the
+        # job's volumes, or a big input or output would read as an OOM kill.
+        sizes = self._sizes(job, env)
+        writes = sum(sizes[v.name.rsplit("-", 1)[1]] for v in volumes if not v.read_only) + sum(
+            _size(options) for target, options in tmpfs.items() if target == layout.STEP_OUT)
+        if spec.memory_bytes and writes:
+            changes["memory_bytes"] = spec.memory_bytes + writes
         if kind in (StepKind.PROVISION, StepKind.FILTER):
             files += [FileSeed(f"{layout.STEP_DIR}/{f.name}", f.read_bytes()) for f in AGENT_FILES]
-            changes = {"command": ["python3", f"{layout.STEP_DIR}/{AGENT.name}"], "network": JOB_NETWORK,
-                       "env": {**spec.env, "RUNNERD_SITE_URL": self.site_url, "RUNNERD_JOB": job.job_id,
-                               "RUNNERD_STEP": kind.value, "RUNNERD_SITE_TOKEN": self.token(job.job_id, kind)}}
+            changes |= {"command": ["python3", f"{layout.STEP_DIR}/{AGENT.name}"], "network": JOB_NETWORK,
+                        "env": {**spec.env, "RUNNERD_SITE_URL": self.site_url, "RUNNERD_JOB": job.job_id,
+                                "RUNNERD_STEP": kind.value, "RUNNERD_SITE_TOKEN": self.token(job.job_id, kind),
+                                # ride out a restart of runnerd (its recovery included) mid-transfer
+                                "RUNNERD_SITE_RETRY_SECONDS": f"{max(60.0, self.settings.dockerOutageSeconds):g}"}}
         return dataclasses.replace(spec, mounts=(), volumes=tuple(volumes), files=tuple(files), tmpfs=tmpfs,
                                    node=self.node_of(job), **changes)  # type: ignore[arg-type]
 

@@ -237,11 +237,12 @@ def main() -> int:
         fail(str(exc))
     data_root = env.get("RUNNERD_DATA_ROOT") or "/data"
     out_root = env.get("RUNNERD_OUT_ROOT") or "/runnerd/out"
-    retrying("fetching the %s seed from %s" % (step, site.where), lambda: site.fetch(data_root, out_root), budget)
+    # its lines are the step's published log: "runnerd", never the address the node reaches it at
+    retrying("fetching the %s seed from runnerd" % step, lambda: site.fetch(data_root, out_root), budget)
     code = run_step(env.get("RUNNERD_STEP_DIR") or "/runnerd", step)
     if _state["stopped"]:
         return code  # stopped by runnerd: nobody waits for its outputs
-    retrying("sending the %s outputs to %s" % (step, site.where), lambda: site.send(out_root), budget)
+    retrying("sending the %s outputs to runnerd" % step, lambda: site.send(out_root), budget)
     return code
 
 
