@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from runnerd.config import parse_config
 from tests.helpers import Daemon, base_config, dataset, free_port, raw, result_of, wait_done
 from tests.swarm_lab import skip_reason
 
@@ -41,12 +42,11 @@ def swarm_daemon(lab, root: Path, **overrides) -> Daemon:
 
 
 class Watcher:
-    """Polls the lab while jobs run: the node of each task of each runnerd service, and every
-    mount of every container on every node (services and containers vanish once a job ends)."""
+    """Polls the lab while jobs run: every mount of every container on every node (containers
+    vanish once a job ends; the specs themselves are refused bind mounts by construction)."""
 
     def __init__(self, lab, data_dir: Path):
         self.lab, self.data_dir = lab, str(data_dir)
-        self.placed: dict[tuple[str, str], set[str]] = {}
         self.host_mounts: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -60,23 +60,26 @@ class Watcher:
         self.thread.join(30)
 
     def _run(self) -> None:
-        manager = docker.APIClient(base_url=self.lab.url(1), timeout=30)
         nodes = [docker.APIClient(base_url=self.lab.url(n), timeout=30) for n in (1, 2, 3)]
         while not self.stop.is_set():
-            for service in manager.services(filters={"label": "runnerd.job"}):
-                labels = service["Spec"].get("Labels") or {}
-                key = (labels.get("runnerd.job", ""), labels.get("runnerd.step", ""))
-                for task in manager.tasks(filters={"service": service["ID"]}):
-                    if task.get("NodeID"):
-                        self.placed.setdefault(key, set()).add(task["NodeID"])
             for api in nodes:
                 for c in api.containers(all=True):
                     self.host_mounts += [m.get("Source", "") for m in c.get("Mounts") or ()
                                          if self.data_dir in (m.get("Source") or "")]
             self.stop.wait(0.3)
 
-    def nodes_of(self, job_id: str) -> dict[str, set[str]]:
-        return {step: nodes for (job, step), nodes in self.placed.items() if job == job_id}
+
+def started_on_nodes(lab, since: float, job_id: str) -> dict[str, set[str]]:
+    """step -> the nodes whose dockerd started a container of that step of the job (each dockerd's
+    own event log: it misses no container, however briefly it ran)."""
+    out: dict[str, set[str]] = {}
+    for n in (1, 2, 3):
+        lines = lab.docker(n, "events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}", "--filter",
+                           "event=start", "--filter", f"label=runnerd.job={job_id}", "--format",
+                           '{{index .Actor.Attributes "runnerd.step"}}').split()
+        for step in lines:
+            out.setdefault(step, set()).add(lab.node_id(n))
+    return out
 
 
 def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(swarm_lab, tmp_path):
@@ -85,6 +88,7 @@ def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(sw
     try:
         client = daemon.client()
         did = dataset(daemon.assets, b"abc\n")
+        since = time.time() - 1
         with Watcher(lab, daemon.data_dir) as watch:
             jobs = [client.start(did, raw(CODE), "ocean-compute")["jobId"] for _ in range(2)]
             ended = [wait_done(client, job_id, timeout=240) for job_id in jobs]
@@ -92,7 +96,7 @@ def test_two_jobs_run_on_two_nodes_each_on_one_and_their_data_moves_over_http(sw
             assert job["status"] == 70, (job, daemon.log()[-4000:])
             assert result_of(client, job, "output", "doubled.txt") == b"abc\nabc\n"
             assert "done on the node" in result_of(client, job, "algorithmLog").decode()
-        placed = [watch.nodes_of(job_id) for job_id in jobs]
+        placed = [started_on_nodes(lab, since, job_id) for job_id in jobs]
         for job_id, steps in zip(jobs, placed):
             assert {"site", "provision", "algorithm", "filter"} <= set(steps), (job_id, steps)
             assert len(set().union(*steps.values())) == 1, f"job {job_id} ran on more than one node: {steps}"
@@ -161,6 +165,8 @@ def test_every_limit_the_swarm_backend_declares_holds_on_the_lab(swarm_lab, tmp_
         quota = limits.get("cpu.cfs_quota_us") or limits["cpu.max"].split()[0]
         assert int(quota) == 50000, limits  # nCPU 0.5 of a 100 ms period
         memory = int(limits.get("memory.limit_in_bytes") or limits["memory.max"])
-        assert memory == 256 * 1024 * 1024, limits
+        # ramGB, and what it may write to its outputs and logs (tmpfs pages are charged to their writer)
+        disk = parse_config({"environments": [dict(LIMITS[0])]}).environments[0].disk_bytes
+        assert memory == (256 * 1024 * 1024 + 2 * disk) // 4096 * 4096, limits  # the kernel keeps whole pages
     finally:
         daemon.stop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import docker.errors
@@ -28,6 +29,7 @@ from runnerd.containers.docker_runtime import DockerRuntime
 from runnerd.containers.logcopy import WithoutStreamErrors, copy_capped
 from runnerd.containers.runtime import (
     LABEL_INSTANCE,
+    JOB_NETWORK,
     LABEL_JOB,
     LABEL_STEP,
     ContainerSpec,
@@ -37,13 +39,12 @@ from runnerd.containers.runtime import (
 )
 from runnerd.containers.swarm_spec import (
     ENDED,
+    halting,
+    recording,
     config_name,
     SWAP_LABEL,
-    LABEL_EXIT,
     LABEL_NETWORK,
-    LABEL_STOPPED,
     NODE_LOST,
-    NOWHERE,
     UNSTARTED,
     created_at,
     job_mode,
@@ -132,9 +133,12 @@ class SwarmRuntime(DockerRuntime):
                 # Services cannot set swap before API 1.52: only a swap-free node keeps ramGB a limit
                 raise ContainerRefused(f"swarm node {node_id} is not labelled {SWAP_LABEL}=off; runnerd runs "
                                        "jobs only on nodes without swap")
+            job_labels = {LABEL_NETWORK: "job", LABEL_JOB: spec.labels.get(LABEL_JOB, "")}
             if spec.network == "none":
-                network = self._ensure_overlay(job_network(spec), internal=True,
-                                               labels={LABEL_NETWORK: "job", LABEL_JOB: spec.labels.get(LABEL_JOB, "")})
+                network = self._ensure_overlay(job_network(spec), internal=True, labels=job_labels)
+            elif spec.network == JOB_NETWORK:  # a bridge with icc off on one host; an overlay has no such
+                # switch, so each job's network-using steps get an overlay of their own
+                network = self._ensure_overlay(job_network(spec, internal=False), internal=False, labels=job_labels)
             else:
                 network = spec.network
             body = to_service(spec, image, node_id, network, labels, {config_name(f): self._ensure_config(f)
@@ -145,8 +149,9 @@ class SwarmRuntime(DockerRuntime):
                 if exc.status_code != 409:
                     raise
                 # A service of that name survives from an attempt that crashed before its id was
-                # recorded: it never ran (ids are recorded before start), so replacing it is safe.
-                api.remove_service(spec.name)
+                # recorded: it never ran (ids are recorded before start), so replacing it is safe;
+                # stopped first all the same (removing a service leaves a running task running).
+                self._remove_ended(spec.name)
                 return str(api.create_service(body, name=spec.name, labels=labels, mode=job_mode(0))["ID"])
 
         try:
@@ -239,28 +244,13 @@ class SwarmRuntime(DockerRuntime):
         # success, so what state it had when the stop came decides how its 0 is read.
         was_running = any(t["Status"].get("State") in ("starting", "running") for t in tasks)
 
-        def halt(spec: dict[str, Any]) -> bool:
-            if LABEL_STOPPED in (spec.get("Labels") or {}):
-                return False
-            task = spec["TaskTemplate"]
-            task["ContainerSpec"]["StopGracePeriod"] = int(max(0.0, grace) * 1e9)
-            task.setdefault("Placement", {}).setdefault("Constraints", []).append(NOWHERE)
-            spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_STOPPED: "1"}
-            return True
-
-        def record(code: str) -> Any:
-            def change(spec: dict[str, Any]) -> bool:
-                spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_EXIT: code}
-                return True
-            return change
-
         try:
-            await self._call(self._update, container_id, halt)
+            await self._call(self._update, container_id, halting(grace))
             code = await self._stopped_exit(container_id, grace + self._timeout)
             if not was_running and code in (None, 0):
-                await self._call(self._update, container_id, record(UNSTARTED))
+                await self._call(self._update, container_id, recording(UNSTARTED))
             elif code is not None:
-                await self._call(self._update, container_id, record(str(code)))
+                await self._call(self._update, container_id, recording(str(code)))
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -286,11 +276,24 @@ class SwarmRuntime(DockerRuntime):
             await asyncio.sleep(0.05)
         return None
 
+    def _remove_ended(self, name: str) -> None:
+        """Remove a service once no task of it runs (on this dockerd, removing a service leaves a
+        running task running: moby#44312): moved where no node is, then waited for, then removed."""
+        self._update(name, halting(0))
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline and any(t.get("NodeID") and t["Status"].get("State") not in ENDED
+                                                  for t in self._api.tasks(filters={"service": name})):
+            time.sleep(0.2)
+        self._api.remove_service(name)
+
     async def remove(self, container_id: str) -> None:
-        # Removing a replicated-job service whose task runs leaves that task's container running
-        # on its node (seen on the lab: still up 30 s later, its volumes held). So a running one
-        # is stopped first, as `docker rm -f` kills before it removes.
+        # A running task survives its service's removal (moby#44312; on the lab its container was
+        # still up 30 s later, the job's volumes held): stopped first, as `docker rm -f` kills. One
+        # on a lost node is only moved nowhere: its node stops it on return, the sweeper removes it.
         state = await self.inspect(container_id)
+        if state is not None and state.exit is not None and (state.exit.error or "").startswith(NODE_LOST):
+            await self._call(self._update, container_id, halting(0))
+            return
         if state is not None and state.exit is None and state.status == "running":
             await self.stop(container_id, grace=0)
 
@@ -312,10 +315,11 @@ class SwarmRuntime(DockerRuntime):
         removed service's task still holds it; `prune_networks` gets it later."""
         if not job_id or self._api.services(filters={"label": f"{LABEL_JOB}={job_id}"}):
             return
-        try:
-            self._api.remove_network(f"runnerd-job-{job_id}")
-        except docker.errors.APIError:
-            pass
+        for name in (f"runnerd-job-{job_id}", f"runnerd-net-{job_id}"):
+            try:
+                self._api.remove_network(name)
+            except docker.errors.APIError:
+                pass
 
     async def prune_networks(self) -> int:
         """Remove per-job networks whose job has no service left; returns how many went."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from runnerd.containers.runtime import LABEL_JOB, ContainerSpec, ContainerState, FileSeed, VolumeMount
 from runnerd.domain import PROBABLY_OOM as PROBABLY_OOM
@@ -69,8 +69,31 @@ def config_ref(seed: FileSeed, config_id: str) -> dict[str, Any]:
             "ConfigID": config_id, "ConfigName": config_name(seed)}
 
 
-def job_network(spec: ContainerSpec) -> str:
-    return f"runnerd-job-{spec.labels.get(LABEL_JOB) or spec.name}"
+def job_network(spec: ContainerSpec, internal: bool = True) -> str:
+    """A job's own overlay: internal (the algorithm without network) or with a way out (the
+    helper steps, which reach runnerd's job-site routes, and algorithms allowed the network)."""
+    return f"runnerd-{'job' if internal else 'net'}-{spec.labels.get(LABEL_JOB) or spec.name}"
+
+
+def halting(grace: float) -> Callable[[dict[str, Any]], bool]:
+    """A service update that stops its task: SIGTERM, SIGKILL after `grace`, and nowhere to run again."""
+    def change(spec: dict[str, Any]) -> bool:
+        if LABEL_STOPPED in (spec.get("Labels") or {}):
+            return False
+        task = spec["TaskTemplate"]
+        task["ContainerSpec"]["StopGracePeriod"] = int(max(0.0, grace) * 1e9)
+        task.setdefault("Placement", {}).setdefault("Constraints", []).append(NOWHERE)
+        spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_STOPPED: "1"}
+        return True
+    return change
+
+
+def recording(code: str) -> Callable[[dict[str, Any]], bool]:
+    """A service update that writes how its stopped task ended (Swarm deletes that task)."""
+    def change(spec: dict[str, Any]) -> bool:
+        spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_EXIT: code}
+        return True
+    return change
 
 
 def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels: dict[str, str],

@@ -58,6 +58,7 @@ PROBE, WRITTEN, PROBE_TIMEOUT = "diskprobe", ("outputs", "logs"), 60.0
 # exits 3 when a volume has less than argv[1] bytes free (statvfs, as Workspace.disk_full reads its filesystem)
 FULL_PROBE = ("import os, sys\nslack = int(sys.argv[1])\nfree = [os.statvfs(p) for p in sys.argv[2:]]\n"
               "sys.exit(3 if any(st.f_bavail * st.f_frsize < slack for st in free) else 0)")
+ENDED_TASK = ("failed", "rejected", "complete", "shutdown", "orphaned", "remove")  # a task that runs no more
 HOLD_TIMEOUT = 120.0  # seconds for the holder to run on the node (it pulls nothing: images are local there)
 
 
@@ -142,21 +143,30 @@ class SwarmSite:
     def holder_spec(self, job: PlannedJob, env: Environment) -> ContainerSpec:
         return ContainerSpec(
             name=holder_name(job.job_id), image=self.settings.helperImage,
-            command=["python3", "-c", "import signal; signal.pause()"],
+            # a finite life, as a backstop: a holder its runnerd never removes frees the node's RAM
+            command=["python3", "-c", f"import time; time.sleep({self._lifetime(env):.0f})"],
             labels={LABEL_JOB: job.job_id, LABEL_STEP: HOLDER}, user=self.settings.jobUser, env=dict(NO_GPUS),
             working_dir=None, volumes=self.volumes(job, env, read_only=True), tmpfs=dict(HELPER_TMPFS),
             memory_bytes=HOLDER_MEMORY, nano_cpus=100_000_000, pids_limit=8, nofile=64, node=self.node_of(job))
 
+    def _lifetime(self, env: Environment) -> float:
+        """Longer than any job can hold its volumes: both helper steps, the algorithm, an outage
+        while each of the three runs, and a day's margin for a job waiting on a stopped runnerd."""
+        s = self.settings
+        return 2 * s.helperStepTimeout + env.maxJobDuration + 3 * s.dockerOutageSeconds + 86400
+
     async def _hold(self, job: PlannedJob, env: Environment) -> None:
         name = holder_name(job.job_id)
-        if await self.runtime.task_state(name) == "running":
+        state = await self.runtime.task_state(name)
+        if state == "running":
             return  # prepared before a restart of runnerd: the volumes still hold the job's data
-        await self.runtime.create(self.holder_spec(job, env))
-        await self.runtime.start(name)
+        if state is None or state in ENDED_TASK:  # else a holder is on its way (runnerd restarted meanwhile)
+            await self.runtime.create(self.holder_spec(job, env))
+            await self.runtime.start(name)
         loop = asyncio.get_running_loop()
         deadline, pause = loop.time() + HOLD_TIMEOUT, 0.05
         while (state := await self.runtime.task_state(name)) != "running":
-            if state in ("failed", "rejected", "complete", "shutdown", "orphaned") or loop.time() > deadline:
+            if state in ENDED_TASK or loop.time() > deadline:
                 raise WorkspaceError(f"the job's volumes could not be made on its node (holder task: {state})")
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 1.5)

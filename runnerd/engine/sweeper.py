@@ -102,6 +102,12 @@ class Sweeper:
                 log.info("removed orphan container %s (job %s, step %s)", c.name, c.job_id, c.step)
             except RuntimeUnavailable as exc:
                 log.warning("cannot remove orphan container %s: %s", c.name, exc)
+        prune = getattr(self.runtime, "prune_networks", None)  # a cluster's per-job networks (#17)
+        if prune is not None:
+            try:
+                await prune()
+            except RuntimeUnavailable as exc:
+                log.warning("cannot prune the jobs' networks: %s", exc)
         return removed
 
     async def retry_cleanups(self) -> int:
