@@ -757,3 +757,25 @@ def test_a_seed_whose_file_shrinks_mid_stream_arrives_short_never_wrong(site, tm
     assert got < 256 << 20
     assert "the provision seed could not be sent whole" in site.daemon.log()
     assert httpx.get(f"{site.url}/health").json()["code"] == "docker_unavailable"  # the daemon is fine
+
+
+def test_outputs_within_their_caps_in_many_files_fit_the_filter_s_upload_cap(tmp_path):
+    """The upload cap is on the stream: maxOutputFiles files with long names, each with its
+    headers, plus diskGB of bytes, fit (measured by the review: 1000 one-byte files with 200-byte
+    names make a 2 MB stream: 10000 make 20 MB, twice the old diskGB + 1 MiB of a 0.01 GB disk)."""
+    from runnerd.engine.site_transfer import caps
+    from runnerd.steps import sitetar as tar_rules
+
+    settings = parse_config({"environments": [{"id": "ocean-compute", "diskGB": 0.01, "maxOutputFiles": 10000}]})
+    env = settings.environments[0]
+    job = make_job(make_plan(tmp_path, local_files=False), JobStatus.FILTERING)
+    cap = caps(job, StepKind.FILTER, settings)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for i in range(env.maxOutputFiles):
+            info = tarfile.TarInfo(f"out/outputs/{i:04d}-" + "n" * 195)
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    assert len(buf.getvalue()) > env.disk_bytes + 1024 * 1024  # what the old cap refused
+    assert len(buf.getvalue()) <= cap.bytes and cap.entries >= env.maxOutputFiles
+    assert cap.bytes <= env.disk_bytes + 1024 * 1024 + cap.entries * (3 * tar_rules.BLOCK + tar_rules.MAX_NAME)

@@ -24,6 +24,7 @@ from runnerd.engine.site_tokens import TOKEN_STEPS, SiteTokens
 from runnerd.engine.site_upload import Caps, Upload, UploadRefused, UploadTooLarge
 from runnerd.errors import BadRequest, Conflict, Forbidden, Gone, PayloadTooLarge, Unavailable
 from runnerd.layout import JobPaths
+from runnerd.steps import sitetar
 from runnerd.store import JobStore
 
 log = logging.getLogger("runnerd.site")
@@ -61,7 +62,11 @@ def caps(job: PlannedJob, step: StepKind, settings: Settings) -> Caps:
     env = settings.environment(job.environment)
     if env is None:
         raise Conflict(f"the environment of job {job.job_id} no longer exists", "step_not_running")
-    return Caps(env.disk_bytes + FILTER_SLACK.bytes, env.maxOutputFiles + FILTER_SLACK.entries)
+    entries = env.maxOutputFiles + FILTER_SLACK.entries
+    # The cap is on the stream: each entry may also cost a header, a long-name header with its name
+    # and the padding of both (sitetar.MAX_NAME), or outputs within diskGB in many files would not fit.
+    framing = entries * (3 * sitetar.BLOCK + sitetar.MAX_NAME)
+    return Caps(env.disk_bytes + FILTER_SLACK.bytes + framing, entries)
 
 
 class SiteTransfer:
