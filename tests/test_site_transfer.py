@@ -546,6 +546,11 @@ def test_an_upload_over_http_becomes_the_host_folder_and_a_hostile_one_changes_n
         assert r.status_code == 400 and r.json()["code"] == "invalid_archive", (case, r.text)
         no_host_path(site, r)
         assert tree(results) == before, case
+    # a name component longer than the filesystem holds (255 bytes): the sender's, so 400, never a 500
+    r = httpx.put(site.route(site.filter, "filter", "out"), headers=site.auth(site.filter, StepKind.FILTER),
+                  content=tar_of(reg("out/" + "n" * 300, b"x")))
+    assert r.status_code == 400 and r.json()["code"] == "invalid_archive", r.text
+    assert tree(results) == before
     # more than diskGB + 1 MiB, chunked, never ending: refused once the cap is passed, connection closed
     zeros = bytes(1 << 20)
     answer = _put_raw(site, site.filter, StepKind.FILTER, {"Transfer-Encoding": "chunked"},

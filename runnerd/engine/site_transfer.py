@@ -11,6 +11,7 @@ that is late or replayed cannot rewrite what has been published.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -142,6 +143,12 @@ class SiteTransfer:
         except UploadRefused as exc:
             log.warning("job %s: refused the %s step's upload: %s", incoming.job_id, incoming.step.value, exc)
             raise BadRequest(f"the upload was refused: {exc}", "invalid_archive") from None
+        except OSError as exc:  # a name the filesystem refuses is the sender's; a full disk is ours
+            log.error("job %s: could not store the %s step's upload: %s", incoming.job_id, incoming.step.value, exc)
+            if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+                raise BadRequest("the upload was refused: a name this filesystem cannot hold",
+                                 "invalid_archive") from None
+            raise Unavailable("runnerd could not store the upload now; try again", "site_not_ready") from None
         finally:
             lock, users = self._installs[key]
             if users == 1:
