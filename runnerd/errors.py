@@ -125,6 +125,11 @@ class WorkspaceError(Exception):
     """A job's host-side directory or quota filesystem could not be prepared."""
 
 
+class SiteLost(WorkspaceError):
+    """A cluster job site no longer holds the job's /data (its node restarted): the job cannot go
+    on. The message is the consumer's (no node name, no path)."""
+
+
 class AssetUnavailable(WorkspaceError):
     """A local asset file is no longer as it was registered when its job starts. The message names
     the DID and file index only (the consumer sees it); the path is in the daemon's log."""

@@ -153,3 +153,32 @@ def test_the_swarm_site_runs_all_three_steps_and_the_holder_on_the_node_of_the_j
     assert {kind: site.step_spec(job, env, kind, s).node for kind, s in local.items()} == \
         {kind: "n2" for kind in StepKind}
     assert site.holder_spec(job, env).node == "n2"  # its /data volumes live there too
+
+
+async def test_a_site_that_lost_the_job_s_data_ends_it_at_76_and_a_site_outage_is_waited_out(rig):
+    """The runner and a cluster site (#17): a site whose node lost the job's volumes (SiteLost)
+    ends the job at 76 with the site's consumer text, not as an internal error; a site whose
+    manager is briefly unreachable (RuntimeUnavailable) is waited out like Docker."""
+    from runnerd.errors import RuntimeUnavailable, SiteLost
+
+    site = rig.engine.runner.workspace
+    calls = {"n": 0}
+
+    async def lost(job, env):
+        raise SiteLost("the job's data on its cluster node was lost (the node or its Docker restarted)")
+
+    site.ensure_mounted = lost
+    rig.fake.script(Outcome(duration=0.05), image=ALGO)
+    job = await rig.finished((await rig.submit()).job_id)
+    assert job.status == S.INTERRUPTED
+    assert job.error == "the job was interrupted: the job's data on its cluster node was lost (the node or its " \
+        "Docker restarted)"
+
+    async def flaky(job, env):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeUnavailable("the manager is restarting")
+
+    site.ensure_mounted = flaky
+    job = await rig.finished((await rig.submit()).job_id)
+    assert job.status == S.COMPLETED and calls["n"] >= 2, (job.error, calls)

@@ -190,7 +190,7 @@ async def test_the_holder_keeps_a_job_s_volumes_between_steps_and_its_removal_wi
         await site.ensure_mounted(job, env)
         assert await site.release_fs(job.job_id)
         assert await runtime.task_state(holder_name(job.job_id)) is None
-        with pytest.raises(WorkspaceError, match="gone"):
+        with pytest.raises(WorkspaceError, match="data on its cluster node was lost"):
             await site.ensure_mounted(job, env)
         later = step("later", "test ! -e /data/inputs/x", ("inputs",), True)
         assert await run(later) == 0

@@ -16,18 +16,8 @@ from runnerd.config import Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
 from runnerd.containers.site import JobSite
-from runnerd.domain import (
-    PROBABLY_OOM,
-    STOPREQ_TIMEOUT,
-    STOPREQ_USER,
-    Job,
-    JobStatus,
-    ResolvedImages,
-    ResultFile,
-    Slot,
-    StepKind,
-    StepState,
-)
+from runnerd.domain import PROBABLY_OOM, STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, ResolvedImages, ResultFile
+from runnerd.domain import Slot, StepKind, StepState
 from runnerd.engine import reasons
 from runnerd.engine.images import Images
 from runnerd.engine.publisher import collect_results, log_provision_detail, occupied_bytes, read_report
@@ -35,7 +25,8 @@ from runnerd.engine.run_handle import Ending, RunHandle, termination
 from runnerd.engine.steps import LogCapture, Outage, StepDriver, StepOutcome
 from runnerd.engine.terms import applied
 from runnerd.engine.trust import Trust
-from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
+from runnerd.errors import AssetUnavailable, ContainerRefused, ImageMissing, RuntimeUnavailable, SiteLost
+from runnerd.errors import WorkspaceError
 from runnerd.hooks import Hooks
 from runnerd.layout import JobPaths
 from runnerd.store import JobStore
@@ -140,7 +131,8 @@ class JobRunner:
             await self._move(h, S.CONFIGURING)
             resolving = asyncio.ensure_future(self._outage().retry(lambda: self._images_of(h)))
             try:
-                await self.workspace.prepare(h.job, h.env)
+                # a cluster site talks to its manager: its outages are waited out like Docker's
+                await self._outage().retry(lambda: self.workspace.prepare(h.job, h.env))
             except AssetUnavailable as exc:  # its own words are the consumer's (DID and file index only)
                 resolving.cancel()
                 return await self._finish_early(h, S.DATA_PROVISIONING_FAILED, str(exc))
@@ -185,7 +177,8 @@ class JobRunner:
                 return await self._finish_stopped(h)
             await self._move(h, S.RUNNING)
         if h.job.status == S.RUNNING:
-            await self.workspace.ensure_mounted(h.job, h.env)  # after a host reboot
+            if lost := await self._ensure_site(h):  # after a host reboot
+                return await self._finish_early(h, lost.status, lost.error)
             self.trust.follow(h.job, h.paths)
             ending = await self._algorithm(h)
             fields = dict(ending=ending.status, error=ending.error, termination=ending.termination, **ending.extra,
@@ -198,11 +191,20 @@ class JobRunner:
             else:
                 await self._move(h, S.FILTERING, **fields)
         if h.job.status == S.FILTERING:
-            await self.workspace.ensure_mounted(h.job, h.env)
+            if lost := await self._ensure_site(h):
+                return await self._finish_early(h, lost.status, lost.error)
             await self._filter(h)
         if h.job.status == S.PUBLISHING:
             return await self._publish(h)
         return h.job
+
+    async def _ensure_site(self, h: RunHandle) -> Ending | None:
+        """The job's /data is there again (or still, on a cluster node); an Ending if it is lost."""
+        try:
+            await self._outage().retry(lambda: self.workspace.ensure_mounted(h.job, h.env))
+        except SiteLost as exc:
+            return Ending(S.INTERRUPTED, f"the job was interrupted: {exc}")
+        return None
 
     # -- steps --------------------------------------------------------------------------------
 

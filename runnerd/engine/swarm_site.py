@@ -43,7 +43,14 @@ from runnerd.containers.spec import HELPER_TMPFS, NO_GPUS, STEPS_DIR
 from runnerd.domain import ExitResult, PlannedJob, StepKind
 from runnerd.engine import pins
 from runnerd.engine.workspace import Workspace
-from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable, WorkspaceError
+from runnerd.errors import (
+    ContainerGone,
+    ContainerRefused,
+    ImageMissing,
+    RuntimeUnavailable,
+    SiteLost,
+    WorkspaceError,
+)
 from runnerd.layout import JobPaths
 
 log = logging.getLogger("runnerd.swarm_site")
@@ -177,7 +184,8 @@ class SwarmSite:
         took the job's data with it, and that is not repaired by mounting anything again."""
         state = await self.runtime.task_state(holder_name(job.job_id))
         if state != "running":
-            raise WorkspaceError(f"the job's volumes on its node are gone (holder task: {state})")
+            log.warning("job %s: its holder task is %s: the job's volumes on its node are gone", job.job_id, state)
+            raise SiteLost("the job's data on its cluster node was lost (the node or its Docker restarted)")
 
     def step_spec(self, job: PlannedJob, env: Environment, kind: StepKind, spec: ContainerSpec) -> ContainerSpec:
         """The node's version of a step spec built for the local site. Provision and filter run
