@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runnerd.config import ConfigError, Settings, load_config
+from runnerd.containers.gpus import gpu_docker_support, nvidia_gpus
 from runnerd.containers.spec import runtime_findings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -152,40 +153,12 @@ def check_helper_image(runtime: Any, settings: Settings) -> Result:
                   f"(imagePull: {settings.imagePull})", fix + ", so the first job does not wait for the pull")
 
 
-def _nvidia_gpus(run: Callable[..., subprocess.CompletedProcess]) -> tuple[set[str] | None, str]:
-    try:
-        proc = run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except FileNotFoundError:
-        return None, "nvidia-smi is not installed"
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"nvidia-smi failed: {exc}"
-    if proc.returncode != 0:
-        return None, f"nvidia-smi -L failed: {(proc.stderr or proc.stdout).strip()[:200]}"
-    found: set[str] = set()
-    for line in proc.stdout.splitlines():  # GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-…)
-        m = re.match(r"\s*GPU (\d+):.*\(UUID: ([^)]+)\)", line)
-        if m:
-            found.update(m.groups())
-    return found, ""
-
-
-def _gpu_docker_support(info: dict[str, Any]) -> str:
-    if "nvidia" in (info.get("Runtimes") or {}):
-        return "Docker's nvidia runtime"
-    if shutil.which("nvidia-container-runtime-hook"):
-        return "nvidia-container-runtime-hook"
-    for folder in info.get("CDISpecDirs") or ["/etc/cdi", "/var/run/cdi"]:
-        if any(p.name.startswith("nvidia") for p in Path(folder).glob("*") if p.suffix in (".yaml", ".json")):
-            return f"CDI specs in {folder}"
-    return ""
-
-
 def check_gpus(settings: Settings, info: dict[str, Any] | None,
                run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> list[Result]:
     wanted = {g: e.id for e in settings.environments for g in e.gpus}
     if not wanted:
         return [Result("gpus", OK, "no GPUs configured")]
-    found, problem = _nvidia_gpus(run)
+    found, problem = nvidia_gpus(run)
     if found is None:
         return [Result("gpus", FAIL, f"environments list GPUs ({', '.join(wanted)}) but {problem}",
                        "install the NVIDIA driver (`apt-get install nvidia-driver` / the vendor's installer) so that "
@@ -200,7 +173,7 @@ def check_gpus(settings: Settings, info: dict[str, Any] | None,
         results.append(Result("gpus", OK, f"nvidia-smi lists {', '.join(sorted(wanted))}"))
     if info is None:
         results.append(_skipped("gpu runtime", *NO_DOCKER))
-    elif support := _gpu_docker_support(info):
+    elif support := gpu_docker_support(info):
         results.append(Result("gpu runtime", OK, f"Docker can hand out GPUs via {support}"))
     else:
         results.append(Result("gpu runtime", FAIL, "Docker has no nvidia runtime and no NVIDIA CDI spec",
@@ -314,10 +287,19 @@ def check_host_capacity(settings: Settings, info: dict[str, Any] | None) -> list
     return results or [Result("host capacity", OK, f"every environment fits ({cpus} CPUs, {mem / 1024**3:.1f} GB)")]
 
 
-def check_backend(settings: Settings) -> list[Result]:
+def check_backend(settings: Settings, manager: Any = None) -> list[Result]:
+    """What the backend cannot keep; on a swarm also its manager and nodes (`manager`: a test's)."""
     from runnerd.containers.capabilities import findings  # (ok, detail, fix): what the backend cannot keep
+    from runnerd.engine.swarm_checks import swarm_findings
 
-    return [Result("backend", OK if ok else FAIL, detail, fix) for ok, detail, fix in findings(settings)]
+    results = [Result("backend", OK if ok else FAIL, detail, fix) for ok, detail, fix in findings(settings)]
+    if settings.backend == "swarm":
+        from runnerd.containers.swarm_runtime import SwarmRuntime
+
+        where = settings.swarmManager or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        swarm = manager or SwarmRuntime(node="", base_url=settings.swarmManager or None, timeout=10)
+        results += [Result("swarm", *f) for f in asyncio.run(swarm_findings(settings, swarm, where))]
+    return results
 
 
 # -- assets -----------------------------------------------------------------------------------
@@ -378,8 +360,8 @@ def collect(config: Path, data_dir: Path, assets: Path) -> list[Result]:
         results += check_disk(data_dir, settings) if data_result.status == OK else []
         results += check_disk_quota(settings)
         results += check_isolation(settings, info)
-        results += check_backend(settings)
-        results += check_host_capacity(settings, info)
+        results += check_backend(settings)  # on a swarm the nodes' capacity, not this host's:
+        results += check_host_capacity(settings, info) if settings.backend == "docker" else []
     results += check_assets(assets, settings)
     from runnerd.chain.gate import probe  # chain mode (#16): only asked when configured
 

@@ -100,13 +100,14 @@ def test_check_config_refuses_an_environment_the_swarm_cannot_keep(tmp_path):
 
 def test_doctor_fails_the_backend_check_naming_the_key():
     settings = parse_config({**SWARM_CONFIG, "environments": [{"id": "loop"}, {"id": "ok", **SWARM_OK}]})
-    (result,) = doctor.check_backend(settings)
+    (result,) = [r for r in doctor.check_backend(settings, _Manager()) if r.check == "backend"]
     assert result.status == doctor.FAIL
     assert result.detail.startswith("environments[0].diskQuota: needs loop_quota")
     assert "loop_quota" in result.fix
     (ok,) = doctor.check_backend(parse_config({"environments": [{"id": "a"}]}))
     assert ok.status == doctor.OK and "docker" in ok.detail
-    (swarm_ok,) = doctor.check_backend(parse_config({**SWARM_CONFIG, "environments": [{"id": "a", **SWARM_OK}]}))
+    (swarm_ok,) = [r for r in doctor.check_backend(parse_config({**SWARM_CONFIG, "environments": [
+        {"id": "a", **SWARM_OK}]}), _Manager()) if r.check == "backend"]
     assert swarm_ok.status == doctor.OK and "oom_flag" in swarm_ok.detail  # what it reports less precisely
 
 
@@ -121,3 +122,41 @@ def test_a_swarm_backend_needs_the_url_its_workers_reach_runnerd_at():
         parse_config({"backend": "swarm", "environments": [{"id": "a", **SWARM_OK}]})
     with pytest.raises(ConfigError, match="siteURL: must start with http"):
         parse_config({"backend": "swarm", "siteURL": "10.0.0.5:8030", "environments": [{"id": "a", **SWARM_OK}]})
+
+
+class _Manager:
+    def __init__(self, nodes=None, down: bool = False):
+        self._nodes, self.down, self.closed = nodes or [], down, False
+
+    async def ping(self) -> str:
+        if self.down:
+            from runnerd.errors import RuntimeUnavailable
+
+            raise RuntimeUnavailable("this Docker is not a swarm manager")
+        return "20.10.24"
+
+    async def nodes(self) -> list:
+        return self._nodes
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _node(node_id: str, cpus: float, gb: float, swap: str | None = "off") -> dict:
+    return {"id": node_id, "hostname": f"host-{node_id}", "cpus": cpus, "memory": int(gb * 1024**3),
+            "labels": {"runnerd.swap": swap} if swap else {}}
+
+
+def test_doctor_checks_the_swarm_manager_and_that_every_environment_fits_a_node():
+    settings = parse_config({**SWARM_CONFIG, "environments": [{"id": "small", **SWARM_OK},
+                                                               {"id": "big", **SWARM_OK, "nCPU": 8}]})
+    fits = parse_config({**SWARM_CONFIG, "environments": [{"id": "small", **SWARM_OK}]})
+    good = _Manager([_node("a", 2, 8), _node("b", 2, 8, swap=None)])
+    (ok,) = [r for r in doctor.check_backend(fits, good) if r.check == "swarm"]
+    assert ok.status == doctor.OK and "1 of 2 Ready, active node(s) labelled runnerd.swap=off" in ok.detail
+    assert good.closed
+    (big,) = [r for r in doctor.check_backend(settings, _Manager([_node("a", 2, 8)])) if r.check == "swarm"]
+    assert big.status == doctor.FAIL and big.detail.startswith("environment big: one job needs 8 CPUs")
+    (down,) = [r for r in doctor.check_backend(fits, _Manager(down=True)) if r.check == "swarm"]
+    assert down.status == doctor.FAIL and "not a swarm manager" in down.detail and "swarmManager" in down.fix
+    assert [r for r in doctor.check_backend(parse_config({"environments": [{"id": "a"}]})) if r.check == "swarm"] == []
