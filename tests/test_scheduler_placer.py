@@ -182,3 +182,20 @@ async def test_a_site_that_lost_the_job_s_data_ends_it_at_76_and_a_site_outage_i
     site.ensure_mounted = flaky
     job = await rig.finished((await rig.submit()).job_id)
     assert job.status == S.COMPLETED and calls["n"] >= 2, (job.error, calls)
+
+
+async def test_a_cluster_step_whose_agent_could_not_reach_runnerd_runs_again_once(rig):
+    """On a cluster site a helper step's agent exits 70 when runnerd's job-site routes stayed out
+    of reach (runnerd restarting): the step did not run to its end, so it runs again, once. On this
+    host's site a 70 is the step's own exit code and ends the job as before."""
+    from runnerd.containers.site import TRANSFER_FAILED
+
+    rig.fake.script(Outcome(exit_code=TRANSFER_FAILED), step="provision", times=1)
+    local = await rig.finished((await rig.submit()).job_id)
+    assert local.status == S.DATA_PROVISIONING_FAILED, local.error
+    rig.engine.runner.workspace.remote = True  # as SwarmSite says of itself
+    rig.fake.script(Outcome(exit_code=TRANSFER_FAILED), step="provision", times=1)
+    rig.fake.script(Outcome(duration=0.05), image=ALGO)
+    job = await rig.finished((await rig.submit()).job_id)
+    assert job.status == S.COMPLETED, job.error
+    assert [c.spec.labels["runnerd.step"] for c in rig.fake.of_job(job.job_id)].count("provision") == 2

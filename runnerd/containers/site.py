@@ -21,6 +21,11 @@ from runnerd.domain import PlannedJob, StepKind
 from runnerd.layout import JobPaths
 
 
+# How a cluster step's agent (steps/site_agent.py) exits when it could not reach runnerd's job-site
+# routes for its whole retry budget: the step did not run to its end, so it is run again (once).
+TRANSFER_FAILED = 70
+
+
 class JobSite(Protocol):
     remote: bool  # /data is not on runnerd's host: the provision step always runs, to fill it
 

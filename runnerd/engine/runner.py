@@ -15,7 +15,7 @@ from runnerd.clock import SYSTEM, Clock
 from runnerd.config import Settings
 from runnerd.containers import spec as specs
 from runnerd.containers.runtime import ContainerRuntime, ContainerSpec
-from runnerd.containers.site import JobSite
+from runnerd.containers.site import TRANSFER_FAILED, JobSite
 from runnerd.domain import PROBABLY_OOM, STOPREQ_TIMEOUT, STOPREQ_USER, Job, JobStatus, ResolvedImages, ResultFile
 from runnerd.domain import Slot, StepKind, StepState
 from runnerd.engine import reasons
@@ -232,15 +232,17 @@ class JobRunner:
 
     async def _helper_step(self, h: RunHandle, kind: StepKind, build: Callable[[], ContainerSpec], capture: LogCapture,
                            stop: asyncio.Event | None = None) -> StepOutcome:
-        """Provision and filter are runnerd's own, idempotent code: if their container is lost
-        they are simply run again (once)."""
+        """Provision and filter are runnerd's own, idempotent code: if their container is lost, or
+        on a cluster site its agent could not reach runnerd, they are simply run again (once)."""
         started = time.monotonic()
         for attempt in range(2):
             outcome = await self.steps.run(h.job_id, kind, build, max_seconds=self.settings.helperStepTimeout,
                                            stop=stop, logs=capture)
-            if not outcome.lost or attempt == 1:
+            cut_off = self.workspace.remote and outcome.exit is not None and outcome.exit.exit_code == TRANSFER_FAILED
+            if not (outcome.lost or cut_off) or attempt == 1:
                 break
-            log.warning("job %s: %s step lost (%s); running it again", h.job_id, kind.value, outcome.lost)
+            log.warning("job %s: %s step %s; running it again", h.job_id, kind.value,
+                        f"lost ({outcome.lost})" if outcome.lost else "could not reach runnerd")
             await self.steps.forget(h.job_id, kind)
         self.hooks.step(kind, time.monotonic() - started)
         return outcome

@@ -20,7 +20,7 @@ the step failed (its report says why), and (4) exits with the step's exit code.
 
 A transfer that fails the way a restarting runnerd makes it fail (connection refused or reset, a
 timeout, a 5xx) is retried with backoff for RUNNERD_SITE_RETRY_SECONDS; then, or at once on a 4xx,
-the agent exits 70 with one line on stderr. It names runnerd's host and port only, never a path or
+the agent exits 70 with one line on stderr. It names no address (that line is published), no path or
 the token. SIGTERM goes to the step; a step stopped that way sends nothing back.
 """
 
