@@ -189,6 +189,10 @@ async def test_the_holder_keeps_a_job_s_volumes_between_steps_and_its_removal_wi
             assert not [m for m in _mounts_on_node(lab, node) if str(tmp_path) in m], node
         await site.ensure_mounted(job, env)
         assert await site.release_fs(job.job_id)
+        for _ in range(300):  # the holder goes beside the job's end, not before release_fs returns
+            if await runtime.task_state(holder_name(job.job_id)) is None:
+                break
+            await asyncio.sleep(0.2)
         assert await runtime.task_state(holder_name(job.job_id)) is None
         with pytest.raises(WorkspaceError, match="data on its cluster node was lost"):
             await site.ensure_mounted(job, env)

@@ -74,7 +74,6 @@ class Site:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("RUNNERD_SITE_URL must be an http(s) URL")
         self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
-        self.where = "%s:%s" % (self.host, self.port or (443 if self.scheme == "https" else 80))
         self.base = parts.path.rstrip("/") + "/site/v1/jobs/%s/%s" % (quote(job, safe=""), quote(step, safe=""))
         self.token = token
 
