@@ -669,7 +669,8 @@ def test_the_agent_gives_up_after_its_retry_budget_when_runnerd_stays_away(tmp_p
                      RUNNERD_SITE_RETRY_SECONDS="2")
     assert proc.returncode == 70 and 1.5 <= time.monotonic() - started < 30
     (line,) = proc.stderr.splitlines()
-    assert line.startswith("site agent: fetching the filter seed from 127.0.0.1:%d failed for 2 s" % port), line
+    assert line.startswith("site agent: fetching the filter seed from runnerd failed for 2 s"), line
+    assert str(port) not in line  # published: no address
     assert "ConnectionRefusedError" in line and "t" * 64 not in line
 
 
