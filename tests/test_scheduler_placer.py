@@ -199,3 +199,17 @@ async def test_a_cluster_step_whose_agent_could_not_reach_runnerd_runs_again_onc
     job = await rig.finished((await rig.submit()).job_id)
     assert job.status == S.COMPLETED, job.error
     assert [c.spec.labels["runnerd.step"] for c in rig.fake.of_job(job.job_id)].count("provision") == 2
+
+
+async def test_on_a_cluster_a_lost_helper_step_is_not_run_again(rig):
+    """On a cluster a step is lost with its node, and the job's volumes with it: rerun there, it
+    would wait for a node that is down (up to helperStepTimeout). On this host it runs again."""
+    rig.fake.script(Outcome(duration=None, vanish_after=0.05), step="provision", times=1)
+    rig.fake.script(Outcome(duration=0.05), image=ALGO)
+    here = await rig.finished((await rig.submit()).job_id)
+    assert here.status == S.COMPLETED, here.error  # lost once, run again
+    rig.engine.runner.workspace.remote = True
+    rig.fake.script(Outcome(duration=None, vanish_after=0.05), step="provision", times=1)
+    job = await rig.finished((await rig.submit()).job_id)
+    assert job.status == S.INTERRUPTED, job.error
+    assert [c.spec.labels["runnerd.step"] for c in rig.fake.of_job(job.job_id)].count("provision") == 1

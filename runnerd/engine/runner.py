@@ -238,8 +238,10 @@ class JobRunner:
         for attempt in range(2):
             outcome = await self.steps.run(h.job_id, kind, build, max_seconds=self.settings.helperStepTimeout,
                                            stop=stop, logs=capture)
-            cut_off = self.workspace.remote and outcome.exit is not None and outcome.exit.exit_code == TRANSFER_FAILED
-            if not (outcome.lost or cut_off) or attempt == 1:
+            # On a cluster a lost step means a lost node, and the job's volumes with it: no rerun there
+            again = (outcome.exit is not None and outcome.exit.exit_code == TRANSFER_FAILED) if self.workspace.remote \
+                else bool(outcome.lost)
+            if not again or attempt == 1:
                 break
             log.warning("job %s: %s step %s; running it again", h.job_id, kind.value,
                         f"lost ({outcome.lost})" if outcome.lost else "could not reach runnerd")
