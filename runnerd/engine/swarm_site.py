@@ -40,6 +40,7 @@ from runnerd.containers.runtime import (
     VolumeMount,
 )
 from runnerd.containers.spec import HELPER_TMPFS, NO_GPUS, STEPS_DIR
+from runnerd.containers.swarm_spec import ENDED
 from runnerd.domain import ExitResult, PlannedJob, StepKind
 from runnerd.engine import pins
 from runnerd.engine.workspace import Workspace
@@ -65,7 +66,7 @@ PROBE, WRITTEN, PROBE_TIMEOUT = "diskprobe", ("outputs", "logs"), 60.0
 # exits 3 when a volume has less than argv[1] bytes free (statvfs, as Workspace.disk_full reads its filesystem)
 FULL_PROBE = ("import os, sys\nslack = int(sys.argv[1])\nfree = [os.statvfs(p) for p in sys.argv[2:]]\n"
               "sys.exit(3 if any(st.f_bavail * st.f_frsize < slack for st in free) else 0)")
-ENDED_TASK = ("failed", "rejected", "complete", "shutdown", "orphaned", "remove")  # a task that runs no more
+ENDED_TASK = ENDED | {"remove"}  # a task that runs no more (`remove`: its service is being removed)
 HOLD_TIMEOUT = 120.0  # seconds for the holder to run on the node (it pulls nothing: images are local there)
 
 
@@ -81,11 +82,6 @@ class NodeRuntime(Protocol):
     async def task_state(self, container_id: str) -> str | None: ...
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ExitResult | None: ...
-
-
-def _size(options: str) -> int:
-    """The size= of a tmpfs option string (`rw,…,size=123,mode=1777`), in bytes as written here."""
-    return next((int(o[5:]) for o in options.split(",") if o.startswith("size=") and o[5:].isdigit()), 0)
 
 
 def volume_name(job_id: str, part: str) -> str:
@@ -115,8 +111,8 @@ class SwarmSite:
     # -- the node side ------------------------------------------------------------------------
 
     def volumes(self, job: PlannedJob, env: Environment, parts: tuple[str, ...] = PARTS,
-                read_only: bool = False) -> tuple[VolumeMount, ...]:
-        sizes = self._sizes(job, env)
+                read_only: bool = False, sizes: dict[str, int] | None = None) -> tuple[VolumeMount, ...]:
+        sizes = sizes or self._sizes(job, env)
         return tuple(VolumeMount(volume_name(job.job_id, part), f"{layout.DATA}/{part}", read_only, sizes[part],
                                  self.uid, self.gid) for part in parts)
 
@@ -190,21 +186,21 @@ class SwarmSite:
     def step_spec(self, job: PlannedJob, env: Environment, kind: StepKind, spec: ContainerSpec) -> ContainerSpec:
         """The node's version of a step spec built for the local site. Provision and filter run
         their script under the agent, which moves their data over the job-site routes."""
-        p = self.paths(job.job_id)
+        p, sizes = self.paths(job.job_id), self._sizes(job, env)
         volumes: list[VolumeMount] = []
         files: list[FileSeed] = []
-        tmpfs = dict(spec.tmpfs)
+        tmpfs, out_bytes = dict(spec.tmpfs), 0
         for m in spec.mounts:
             src = Path(m.source)
             if src == p.fs:  # provision: all of /data
-                volumes += self.volumes(job, env, read_only=m.read_only)
+                volumes += self.volumes(job, env, read_only=m.read_only, sizes=sizes)
             elif src.parent == p.fs and src.name in PARTS and m.target == f"{layout.DATA}/{src.name}":
-                volumes += self.volumes(job, env, (src.name,), read_only=m.read_only)
+                volumes += self.volumes(job, env, (src.name,), read_only=m.read_only, sizes=sizes)
             elif src.parent == p.pinned:
                 continue  # a local file: the provision step's agent put it in the inputs volume
             elif src in (p.provision_out, p.results) and m.target == layout.STEP_OUT:
-                size = PROVISION_OUT_BYTES if src == p.provision_out else env.disk_bytes + 1024 * 1024
-                tmpfs[m.target] = f"rw,nosuid,nodev,size={size},mode=1777"
+                out_bytes = PROVISION_OUT_BYTES if src == p.provision_out else env.disk_bytes + 1024 * 1024
+                tmpfs[m.target] = f"rw,nosuid,nodev,size={out_bytes},mode=1777"
             elif src.parent == STEPS_DIR:
                 files.append(FileSeed(m.target, src.read_bytes()))
             else:  # never silently: a host path with no node-side counterpart is a bug here
@@ -213,9 +209,7 @@ class SwarmSite:
         # The kernel charges a tmpfs page to the memory cgroup of whoever writes it, and nothing
         # can reclaim it (no swap): a container's limit must also hold what it may write to the
         # job's volumes, or a big input or output would read as an OOM kill.
-        sizes = self._sizes(job, env)
-        writes = sum(sizes[v.name.rsplit("-", 1)[1]] for v in volumes if not v.read_only) + sum(
-            _size(options) for target, options in tmpfs.items() if target == layout.STEP_OUT)
+        writes = sum(v.size_bytes or 0 for v in volumes if not v.read_only) + out_bytes
         if spec.memory_bytes and writes:
             changes["memory_bytes"] = spec.memory_bytes + writes
         if kind in (StepKind.PROVISION, StepKind.FILTER):
