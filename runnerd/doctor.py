@@ -47,6 +47,11 @@ def _skipped(check: str, because: str, fix: str) -> Result:
 NO_DOCKER = ("Docker is unreachable", "fix the docker check first")
 
 
+def _docker_host() -> str:
+    """The Docker API the SDK reaches without a base URL: DOCKER_HOST, else the local socket."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 # -- config and Docker ------------------------------------------------------------------------
 
 def check_config(path: Path) -> tuple[Result, Settings | None]:
@@ -65,7 +70,7 @@ def check_docker(runtime: Any = None) -> tuple[Result, Any, dict[str, Any] | Non
     result, the runtime and `docker info` (both None when unreachable)."""
     from runnerd.containers.docker_runtime import DockerRuntime
 
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    host = _docker_host()
     runtime = runtime or DockerRuntime(timeout=5)
 
     async def facts() -> tuple[str, dict[str, Any]]:
@@ -296,7 +301,7 @@ def check_backend(settings: Settings, manager: Any = None) -> list[Result]:
     if settings.backend == "swarm":
         from runnerd.containers.swarm_runtime import SwarmRuntime
 
-        where = settings.swarmManager or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        where = settings.swarmManager or _docker_host()
         swarm = manager or SwarmRuntime(node="", base_url=settings.swarmManager or None, timeout=10)
         results += [Result("swarm", *f) for f in asyncio.run(swarm_findings(settings, swarm, where))]
     return results

@@ -37,21 +37,9 @@ from runnerd.containers.runtime import (
     FileSeed,
     OwnedContainer,
 )
-from runnerd.containers.swarm_spec import (
-    ENDED,
-    halting,
-    recording,
-    config_name,
-    SWAP_LABEL,
-    LABEL_NETWORK,
-    NODE_LOST,
-    UNSTARTED,
-    created_at,
-    job_mode,
-    job_network,
-    service_state,
-    to_service,
-)
+from runnerd.containers.swarm_spec import ENDED, LABEL_NETWORK, NODE_LOST, SWAP_LABEL, UNSTARTED, config_name
+from runnerd.containers.swarm_spec import created_at, halting, job_mode, job_network, on_lost_node, recording
+from runnerd.containers.swarm_spec import service_state, to_service
 from runnerd.domain import ExitResult
 from runnerd.errors import ContainerGone, ContainerRefused, ImageMissing, RuntimeUnavailable
 
@@ -225,8 +213,8 @@ class SwarmRuntime(DockerRuntime):
             state = await self.inspect(container_id)
             if state is None:
                 raise ContainerGone(container_id)
-            if state.exit is not None and (state.exit.error or "").startswith(NODE_LOST):
-                log.warning("service %s: %s", container_id, state.exit.error)  # the operator's: which node
+            if on_lost_node(state):
+                log.warning("service %s: %s", container_id, state.exit and state.exit.error)  # the node's name
                 raise ContainerGone(container_id, why=f"{NODE_LOST} (a cluster node lost mid-job)")
             if state.exit is not None:
                 return state.exit
@@ -291,7 +279,7 @@ class SwarmRuntime(DockerRuntime):
         # still up 30 s later, the job's volumes held): stopped first, as `docker rm -f` kills. One
         # on a lost node is only moved nowhere: its node stops it on return, the sweeper removes it.
         state = await self.inspect(container_id)
-        if state is not None and state.exit is not None and (state.exit.error or "").startswith(NODE_LOST):
+        if on_lost_node(state):
             await self._call(self._update, container_id, halting(0))
             return
         if state is not None and state.exit is None and state.status == "running":

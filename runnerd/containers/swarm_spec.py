@@ -143,6 +143,11 @@ def to_service(spec: ContainerSpec, image: str, node: str, network: str, labels:
     }
 
 
+def on_lost_node(state: ContainerState | None) -> bool:
+    """Whether `inspect` said the task's node is lost (its exit is that error, not an exit code)."""
+    return state is not None and state.exit is not None and (state.exit.error or "").startswith(NODE_LOST)
+
+
 def job_mode(completions: int) -> dict[str, Any]:
     return {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": completions}}
 
