@@ -20,6 +20,11 @@ from runnerd.engine.service import Engine
 from tests.fakes import Outcome
 from tests.helpers import PY_IMAGE
 from tests.test_runner_faults import ALGO, WAIT_LIMIT, rig  # noqa: F401 - rig is a fixture
+# imported with this module, not inside a test: pytest rewrites a test module's asserts when it is
+# first imported, and doing that mid-test tripped CPython 3.11's "AST constructor recursion depth
+# mismatch" (seen running test_runner_faults, this file and test_recovery together; a full run
+# imports test_swarm_site at collection and never hit it)
+from tests.test_swarm_site import _job, _site
 
 S = JobStatus
 GB = 1024**3
@@ -135,7 +140,6 @@ def test_the_swarm_site_runs_all_three_steps_and_the_holder_on_the_node_of_the_j
     from dataclasses import replace
 
     from runnerd.engine import swarm_site
-    from tests.test_swarm_site import _job, _site
 
     agent = tmp_path / "site_agent.py"  # the helpers' agent script, whatever it holds (seeded, not run)
     agent.write_text("")

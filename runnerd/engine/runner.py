@@ -87,9 +87,8 @@ class JobRunner:
             if planned is None:  # deleted or ended meanwhile: nothing to drive
                 return await self.store.get(row.job_id) or row
             env = applied(env, planned.terms)  # its own run time and CPUs, within the environment's
-            site, run_env = self.workspace, env
             h = RunHandle(planned, env, slot, self.workspace.paths(row.job_id), stop, recovered,
-                          adapt=lambda kind, spec: site.step_spec(planned, run_env, kind, spec))
+                          adapt=lambda kind, spec: self.workspace.step_spec(planned, env, kind, spec))
             if h.job.stopreq:
                 stop.set()
             return await self._pipeline(h)
