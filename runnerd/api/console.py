@@ -20,6 +20,7 @@ from aiohttp import web
 
 from runnerd.api.console_state import HOUR, build_state
 from runnerd.api.keys import ENGINE, IDENTITY, SETTINGS, STORE
+from runnerd.api.params import bearer_token
 from runnerd.errors import Unauthorized
 
 PREFIX = "/console"
@@ -95,8 +96,7 @@ def _check(request: web.Request) -> str:
     token = request.app[CONSOLE].token
     if _matches(request.query.get("token"), token):
         return "query"
-    bearer = request.headers.get("Authorization", "")
-    if bearer[:7].lower() == "bearer " and _matches(bearer[7:].strip(), token):
+    if _matches(bearer_token(request), token):
         return "header"
     if _matches(request.cookies.get(COOKIE), token):
         return "cookie"

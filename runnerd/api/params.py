@@ -127,3 +127,10 @@ async def claim(store: JobStore, address: str, nonce: str) -> None:
         last = await store.nonce(address)
         raise Unauthorized(f"invalid nonce: expected a nonce greater than {last or 0}, got {nonce}",
                            "invalid_nonce", "nonce")
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None without one (absent, or another
+    scheme). The console, the job-site routes and the ocean-node dialect all read it here."""
+    value = request.headers.get("Authorization", "").strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else None

@@ -18,6 +18,7 @@ import logging
 from aiohttp import web
 
 from runnerd.api.keys import ENGINE, SETTINGS
+from runnerd.api.params import bearer_token
 from runnerd.api.transport import drop_unread_body
 from runnerd.errors import RunnerdError
 
@@ -34,8 +35,7 @@ def setup(app: web.Application) -> None:
 
 
 def _token(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return bearer_token(request) or ""
 
 
 async def site_in(request: web.Request) -> web.StreamResponse:

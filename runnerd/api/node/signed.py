@@ -25,7 +25,7 @@ from aiohttp import web
 
 from runnerd import signing
 from runnerd.api.keys import IDENTITY, STORE
-from runnerd.api.params import claim, read_params, text
+from runnerd.api.params import bearer_token, claim, read_params, text
 from runnerd.errors import BadRequest, Unauthorized
 from runnerd.store.tokens import AuthTokens
 
@@ -82,8 +82,8 @@ def _token_address(request: web.Request, token: str) -> str | None:
 
 def token_of(request: web.Request) -> str:
     """The raw token in `Authorization` (ocean.js sends it bare; `Bearer ` is accepted too)."""
-    value = request.headers.get("Authorization", "").strip()
-    return value[7:].strip() if value.lower().startswith("bearer ") else value
+    bearer = bearer_token(request)
+    return bearer if bearer is not None else request.headers.get("Authorization", "").strip()
 
 
 def address_param(params: dict[str, Any], name: str = "consumerAddress", required: bool = True) -> str:
